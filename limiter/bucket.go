@@ -1,0 +1,144 @@
+package limiter
+
+// The bucket maths shared by every Store. lua/tokenbucket.lua does the same
+// steps with the same integers; keep the two in step.
+//
+// A stored bucket is two integers: FullAtMs, the millisecond at which the
+// bucket is full again (the key's expiry, so an idle bucket costs nothing),
+// and Slack, how far before FullAtMs*1000 the exact full time lies, in units
+// of 1/Num microsecond (0 <= Slack < 1000*Num). From them the debt at time
+// now is D = (FullAtMs*1000 - now)*Num - Slack, floored at 0 and capped at
+// the full-bucket debt Cap*Den (a limit that shrank caps what is stored).
+
+// Stored is a bucket as a Store keeps it. A missing bucket is full.
+type Stored struct {
+	FullAtMs int64
+	Slack    int64
+}
+
+// Debt is the bucket's debt at nowUs under rate r.
+func (s Stored) Debt(nowUs int64, r Rate) int64 {
+	diff := s.FullAtMs*1000 - nowUs
+	if diff <= 0 {
+		return 0
+	}
+	capD := int64(r.Cap * r.Den)
+	num := int64(r.Num)
+	if diff > capD/num+1000 {
+		return capD
+	}
+	d := diff*num - s.Slack
+	if d < 0 {
+		return 0
+	}
+	if d > capD {
+		return capD
+	}
+	return d
+}
+
+// Encode stores debt d (> 0) incurred at nowUs under rate r.
+func Encode(d, nowUs int64, r Rate) Stored {
+	num := int64(r.Num)
+	q, rem := d/num, d%num
+	t := nowUs + q
+	var full int64
+	if rem > 0 {
+		full = t/1000 + 1
+	} else {
+		full = (t + 999) / 1000
+	}
+	return Stored{FullAtMs: full, Slack: (full*1000-nowUs)*num - d}
+}
+
+// Decide runs one Store call over buckets whose debts at nowUs are in debt
+// (len(reqs) entries, one per request, so a bucket listed twice appears
+// twice: callers map repeated keys to one slot through slot). It fills res,
+// and writes the new debts back into debt. The shared arithmetic lets the
+// memory store and tests check the Lua script against the same rules.
+//
+// slot[i] names the index in debt that request i uses; requests sharing a
+// key share a slot.
+func Decide(reqs []BucketRequest, slot []int, debt []int64, res []BucketResult) bool {
+	// Refunds apply first and always.
+	for i := range reqs {
+		if reqs[i].Op != OpRefund {
+			continue
+		}
+		r := reqs[i].Rate
+		c := reqs[i].Cost
+		if c > r.Cap {
+			c = r.Cap
+		}
+		d := debt[slot[i]] - int64(c*r.Den)
+		if d < 0 {
+			d = 0
+		}
+		debt[slot[i]] = d
+	}
+	// Enforced takes: all or nothing. Work on a scratch copy of the debts
+	// so a denial leaves them untouched.
+	allowed := true
+	for i := range reqs {
+		if reqs[i].Op != OpTake {
+			continue
+		}
+		r := reqs[i].Rate
+		need := int64(reqs[i].Cost * r.Den)
+		capD := int64(r.Cap * r.Den)
+		if reqs[i].Cost > r.Cap || debt[slot[i]]+need > capD {
+			allowed = false
+			res[i].OK = false
+			continue
+		}
+		res[i].OK = true
+		debt[slot[i]] += need
+	}
+	if !allowed {
+		// Undo the takes that were booked.
+		for i := range reqs {
+			if reqs[i].Op == OpTake && res[i].OK {
+				debt[slot[i]] -= int64(reqs[i].Cost * reqs[i].Rate.Den)
+			}
+		}
+	}
+	// Shadow takes pay only when the call is allowed and they fit.
+	for i := range reqs {
+		if reqs[i].Op != OpShadowTake {
+			continue
+		}
+		r := reqs[i].Rate
+		need := int64(reqs[i].Cost * r.Den)
+		fits := reqs[i].Cost <= r.Cap && debt[slot[i]]+need <= int64(r.Cap*r.Den)
+		res[i].OK = fits
+		if fits && allowed {
+			debt[slot[i]] += need
+		}
+	}
+	for i := range reqs {
+		r := reqs[i].Rate
+		d := debt[slot[i]]
+		capD := int64(r.Cap * r.Den)
+		num := int64(r.Num)
+		res[i].Remaining = uint64((capD - d) / int64(r.Den))
+		switch {
+		case reqs[i].Op == OpPeek || reqs[i].Op == OpRefund:
+			res[i].OK = true
+			res[i].ResetMicros = ceilDiv(d, num)
+		case res[i].OK:
+			res[i].ResetMicros = ceilDiv(d, num)
+		case reqs[i].Cost > r.Cap:
+			res[i].ResetMicros = 0 // can never pass
+		default:
+			res[i].ResetMicros = ceilDiv(d+int64(reqs[i].Cost*r.Den)-capD, num)
+		}
+	}
+	return allowed
+}
+
+func ceilDiv(a, b int64) int64 {
+	if a <= 0 {
+		return 0
+	}
+	return (a + b - 1) / b
+}

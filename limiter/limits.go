@@ -1,0 +1,268 @@
+package limiter
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// DomainConfig is one domain of limits, as a limit file (or config.yaml's
+// inline domains) states it.
+type DomainConfig struct {
+	Domain      string
+	Descriptors []DescriptorConfig
+	File        string // where it came from, for error messages
+	Line        int
+}
+
+// DescriptorConfig is one node of a domain's descriptor tree.
+type DescriptorConfig struct {
+	Key            string
+	Value          string // empty: any value; '*' anywhere is a wildcard
+	RateLimit      *RateLimit
+	ShadowMode     bool
+	ShareThreshold bool
+	DetailedMetric bool
+	ValueToMetric  bool
+	Descriptors    []DescriptorConfig
+	Line           int
+}
+
+// Limits is a compiled, immutable set of domains, safe for concurrent use.
+// Replace it as a whole to change limits.
+type Limits struct {
+	domains map[string]*node
+	version string
+	shadow  bool
+	count   int
+}
+
+// Version identifies the limits by content: "sha256:" and a hex digest.
+func (l *Limits) Version() string { return l.version }
+
+// Rules is the number of limits (nodes with a rate_limit).
+func (l *Limits) Rules() int { return l.count }
+
+// Domains lists the configured domain names, sorted.
+func (l *Limits) Domains() []string {
+	out := make([]string, 0, len(l.domains))
+	for d := range l.domains {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Rule is a limit attached to a tree node.
+type Rule struct {
+	Limit  RateLimit
+	Rate   Rate // zero for unlimited and banned limits
+	Shadow bool
+	// Path names the rule for metrics and logs: its name, else the key
+	// path ("tenant.plan"); never a request value.
+	Path           string
+	DetailedMetric bool
+	ValueToMetric  bool
+}
+
+type node struct {
+	key      string
+	value    string // pattern; "" for any value
+	wildcard bool
+	share    bool
+	rule     *Rule
+	children map[string]*group
+}
+
+type group struct {
+	exact     map[string]*node
+	wildcards []*node
+	any       *node
+}
+
+// CompileOptions tune Compile.
+type CompileOptions struct {
+	// ShadowMode puts every limit in shadow mode.
+	ShadowMode bool
+}
+
+// Compile builds Limits from validated domain configs. It checks what a
+// single file cannot: a domain defined twice, and rates too coarse to keep
+// exactly; errors name the file and line.
+func Compile(domains []DomainConfig, opts CompileOptions) (*Limits, error) {
+	l := &Limits{domains: make(map[string]*node, len(domains)), shadow: opts.ShadowMode}
+	h := sha256.New()
+	fmt.Fprintf(h, "shadow=%v\n", opts.ShadowMode)
+	where := map[string]string{}
+	sorted := append([]DomainConfig(nil), domains...)
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Domain < sorted[j].Domain })
+	for _, d := range sorted {
+		if d.Domain == "" {
+			return nil, fmt.Errorf("%s:%d: domain: must not be empty", d.File, d.Line)
+		}
+		if prev, ok := where[d.Domain]; ok {
+			return nil, fmt.Errorf("%s:%d: domain %q is already defined at %s", d.File, d.Line, d.Domain, prev)
+		}
+		where[d.Domain] = fmt.Sprintf("%s:%d", d.File, d.Line)
+		root := &node{}
+		if err := l.build(root, d.Descriptors, d.File, nil, opts.ShadowMode); err != nil {
+			return nil, err
+		}
+		l.domains[d.Domain] = root
+		fmt.Fprintf(h, "domain %q\n", d.Domain)
+		hashTree(h, d.Descriptors, 1)
+	}
+	l.version = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	return l, nil
+}
+
+func hashTree(h interface{ Write([]byte) (int, error) }, ds []DescriptorConfig, depth int) {
+	for _, d := range ds {
+		fmt.Fprintf(h, "%d %q %q %v %v %v %v", depth, d.Key, d.Value, d.ShadowMode, d.ShareThreshold, d.DetailedMetric, d.ValueToMetric)
+		if r := d.RateLimit; r != nil {
+			fmt.Fprintf(h, " rl{%q %d %d %d %d %v %q}", r.Name, r.RequestsPerUnit, r.Unit, r.multiplier(), r.Capacity(), r.Unlimited, r.Replaces)
+		}
+		fmt.Fprintln(h)
+		hashTree(h, d.Descriptors, depth+1)
+	}
+}
+
+func (l *Limits) build(parent *node, ds []DescriptorConfig, file string, path []string, shadow bool) error {
+	for i := range ds {
+		d := &ds[i]
+		if d.Key == "" {
+			return fmt.Errorf("%s:%d: key: must not be empty", file, d.Line)
+		}
+		if parent.children == nil {
+			parent.children = map[string]*group{}
+		}
+		g := parent.children[d.Key]
+		if g == nil {
+			g = &group{exact: map[string]*node{}}
+			parent.children[d.Key] = g
+		}
+		n := &node{key: d.Key, value: d.Value, share: d.ShareThreshold}
+		switch {
+		case d.Value == "":
+			if g.any != nil {
+				return fmt.Errorf("%s:%d: duplicate descriptor key %q with no value at this level", file, d.Line, d.Key)
+			}
+			g.any = n
+		case strings.Contains(d.Value, "*"):
+			for _, w := range g.wildcards {
+				if w.value == d.Value {
+					return fmt.Errorf("%s:%d: duplicate descriptor %s=%s at this level", file, d.Line, d.Key, d.Value)
+				}
+			}
+			n.wildcard = true
+			g.wildcards = append(g.wildcards, n)
+		default:
+			if g.exact[d.Value] != nil {
+				return fmt.Errorf("%s:%d: duplicate descriptor %s=%s at this level", file, d.Line, d.Key, d.Value)
+			}
+			g.exact[d.Value] = n
+		}
+		p := append(path[:len(path):len(path)], d.Key)
+		if d.RateLimit != nil {
+			rl := *d.RateLimit
+			if rl.UnitMultiplier == 0 {
+				rl.UnitMultiplier = 1
+			}
+			if !rl.Unlimited && rl.Burst == 0 {
+				rl.Burst = rl.RequestsPerUnit
+			}
+			r := &Rule{Limit: rl, Shadow: shadow || d.ShadowMode, DetailedMetric: d.DetailedMetric, ValueToMetric: d.ValueToMetric}
+			r.Path = rl.Name
+			if r.Path == "" {
+				r.Path = strings.Join(p, ".")
+			}
+			if !rl.Unlimited && rl.RequestsPerUnit > 0 {
+				rt, err := rl.Rate()
+				if err != nil {
+					return fmt.Errorf("%s:%d: rate_limit: %v", file, d.Line, err)
+				}
+				r.Rate = rt
+			}
+			n.rule = r
+			l.count++
+		}
+		if err := l.build(n, d.Descriptors, file, p, shadow); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// HasDomain reports whether the domain is configured.
+func (l *Limits) HasDomain(domain string) bool {
+	_, ok := l.domains[domain]
+	return ok
+}
+
+// Match finds the rule for one request descriptor in domain and appends the
+// bucket's key parts to parts. It returns nil when the descriptor has no
+// limit (unknown domain, an entry with no matching child, or no limit on
+// the node reached by the last entry).
+func (l *Limits) Match(domain string, entries []Entry, parts []KeyPart) (*Rule, []KeyPart) {
+	n := l.domains[domain]
+	if n == nil || len(entries) == 0 {
+		return nil, parts
+	}
+	for _, e := range entries {
+		g := n.children[e.Key]
+		if g == nil {
+			return nil, parts
+		}
+		next := g.exact[e.Value]
+		if next == nil {
+			for _, w := range g.wildcards {
+				if globMatch(w.value, e.Value) {
+					next = w
+					break
+				}
+			}
+		}
+		if next == nil {
+			next = g.any
+		}
+		if next == nil {
+			return nil, parts
+		}
+		if next.share && next.value != "" {
+			parts = append(parts, KeyPart{Key: e.Key, Value: next.value, Shared: true})
+		} else {
+			parts = append(parts, KeyPart{Key: e.Key, Value: e.Value})
+		}
+		n = next
+	}
+	return n.rule, parts
+}
+
+// globMatch reports whether s matches pattern, where '*' matches any run of
+// bytes (including none) and every other byte matches itself.
+func globMatch(pattern, s string) bool {
+	px, sx := 0, 0
+	starPx, starSx := -1, 0
+	for sx < len(s) {
+		switch {
+		case px < len(pattern) && pattern[px] == '*':
+			starPx, starSx = px, sx
+			px++
+		case px < len(pattern) && pattern[px] == s[sx]:
+			px++
+			sx++
+		case starPx >= 0:
+			px = starPx + 1
+			starSx++
+			sx = starSx
+		default:
+			return false
+		}
+	}
+	for px < len(pattern) && pattern[px] == '*' {
+		px++
+	}
+	return px == len(pattern)
+}

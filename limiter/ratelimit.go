@@ -1,0 +1,168 @@
+package limiter
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Unit is the period a limit's requests_per_unit is counted over.
+type Unit uint8
+
+// Units, with the lengths envoyproxy/ratelimit uses (a month is 30 days, a
+// year 365 days).
+const (
+	UnitUnknown Unit = iota
+	Second
+	Minute
+	Hour
+	Day
+	Week
+	Month
+	Year
+)
+
+var unitNames = [...]string{"unknown", "second", "minute", "hour", "day", "week", "month", "year"}
+
+var unitSeconds = [...]int64{0, 1, 60, 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400}
+
+// ParseUnit maps a limit-file unit name (case-insensitive) to a Unit.
+func ParseUnit(s string) (Unit, bool) {
+	for i := 1; i < len(unitNames); i++ {
+		if equalFold(s, unitNames[i]) {
+			return Unit(i), true
+		}
+	}
+	return UnitUnknown, false
+}
+
+func equalFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		ca, cb := a[i], b[i]
+		if 'A' <= ca && ca <= 'Z' {
+			ca += 'a' - 'A'
+		}
+		if ca != cb {
+			return false
+		}
+	}
+	return true
+}
+
+func (u Unit) String() string {
+	if int(u) < len(unitNames) {
+		return unitNames[u]
+	}
+	return "unit(" + strconv.Itoa(int(u)) + ")"
+}
+
+// Seconds is the unit's length in seconds, 0 for UnitUnknown.
+func (u Unit) Seconds() int64 {
+	if int(u) < len(unitSeconds) {
+		return unitSeconds[u]
+	}
+	return 0
+}
+
+// UnitNames lists the valid unit names, for error messages.
+func UnitNames() []string { return append([]string(nil), unitNames[1:]...) }
+
+// RateLimit is one limit as the limit file states it, with defaults applied.
+type RateLimit struct {
+	Name            string
+	RequestsPerUnit uint32
+	Unit            Unit
+	UnitMultiplier  uint32 // at least 1
+	Burst           uint32 // bucket capacity; Normalize sets it to RequestsPerUnit when 0
+	Unlimited       bool
+	Replaces        []string
+}
+
+// Window is the limit's period: unit times multiplier.
+func (r *RateLimit) Window() time.Duration {
+	return time.Duration(r.Unit.Seconds()) * time.Duration(r.multiplier()) * time.Second
+}
+
+func (r *RateLimit) multiplier() uint64 {
+	if r.UnitMultiplier == 0 {
+		return 1
+	}
+	return uint64(r.UnitMultiplier)
+}
+
+// Banned reports whether the limit admits nothing (requests_per_unit 0).
+func (r *RateLimit) Banned() bool { return !r.Unlimited && r.RequestsPerUnit == 0 }
+
+// Capacity is the bucket size in tokens: burst when set, else requests_per_unit.
+func (r *RateLimit) Capacity() uint64 {
+	if r.Burst != 0 {
+		return uint64(r.Burst)
+	}
+	return uint64(r.RequestsPerUnit)
+}
+
+// maxExact bounds every integer the bucket maths handles, so Lua's doubles
+// stay exact (2^53).
+const maxExact = 1 << 53
+
+// Rate is a limit reduced to the integers the bucket maths uses; see the
+// package documentation.
+type Rate struct {
+	Num uint64 // debt repaid per microsecond
+	Den uint64 // debt one token costs
+	Cap uint64 // capacity in tokens
+}
+
+// Rate reduces a limit for the bucket maths. It fails when the limit is
+// unlimited or a ban (neither has a bucket), has no unit, or is too coarse
+// to keep exactly: the full-bucket debt Cap*Den plus one millisecond of
+// refill must stay below 2^53.
+func (r *RateLimit) Rate() (Rate, error) {
+	if r.Unlimited || r.RequestsPerUnit == 0 {
+		return Rate{}, fmt.Errorf("limit has no bucket")
+	}
+	secs := r.Unit.Seconds()
+	if secs == 0 {
+		return Rate{}, fmt.Errorf("unknown unit")
+	}
+	period := uint64(secs) * r.multiplier() * 1e6 // microseconds, < 2^63 for multiplier < 2^32
+	if r.multiplier() > 1<<32 || period/1e6/r.multiplier() != uint64(secs) {
+		return Rate{}, fmt.Errorf("unit_multiplier %d too large", r.UnitMultiplier)
+	}
+	rpu := uint64(r.RequestsPerUnit)
+	g := gcd(rpu, period)
+	rt := Rate{Num: rpu / g, Den: period / g, Cap: r.Capacity()}
+	if rt.Den > maxExact || rt.Cap > maxExact/rt.Den || rt.Cap*rt.Den+1000*rt.Num >= maxExact {
+		return Rate{}, fmt.Errorf("burst %d at %d per %s x %d takes too long to refill to be kept exactly; raise requests_per_unit or lower burst",
+			rt.Cap, rpu, r.Unit, r.multiplier())
+	}
+	return rt, nil
+}
+
+func gcd(a, b uint64) uint64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// Equal reports whether two limits are the same limit.
+func (r *RateLimit) Equal(o *RateLimit) bool {
+	if r == nil || o == nil {
+		return r == o
+	}
+	if r.Name != o.Name || r.RequestsPerUnit != o.RequestsPerUnit || r.Unit != o.Unit ||
+		r.multiplier() != o.multiplier() || r.Capacity() != o.Capacity() || r.Unlimited != o.Unlimited ||
+		len(r.Replaces) != len(o.Replaces) {
+		return false
+	}
+	for i := range r.Replaces {
+		if r.Replaces[i] != o.Replaces[i] {
+			return false
+		}
+	}
+	return true
+}

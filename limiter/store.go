@@ -1,0 +1,53 @@
+package limiter
+
+import "context"
+
+// Op says what a request does to one bucket.
+type Op uint8
+
+const (
+	// OpTake pays the cost if every OpTake bucket of the call holds its
+	// cost; otherwise no bucket of the call pays.
+	OpTake Op = iota
+	// OpShadowTake is a take that never denies: it pays when the call is
+	// allowed and the bucket holds the cost, and pays nothing otherwise.
+	OpShadowTake
+	// OpPeek reports the bucket and pays nothing.
+	OpPeek
+	// OpRefund gives the cost back (capped at capacity), always.
+	OpRefund
+)
+
+// BucketRequest is one bucket of one Store call.
+type BucketRequest struct {
+	Key  string // from AppendKey; collision-free and bounded
+	Rate Rate
+	Cost uint64 // tokens; at most Rate.Cap for takes (the decision handles larger costs)
+	Op   Op
+}
+
+// BucketResult is the state of one bucket after a Store call.
+type BucketResult struct {
+	// OK is false when the bucket did not hold the cost of a take or
+	// shadow take.
+	OK bool
+	// Remaining is the whole tokens left after the call.
+	Remaining uint64
+	// ResetMicros is, when OK, the time until the bucket is full again;
+	// otherwise the time until it holds the cost.
+	ResetMicros int64
+}
+
+// Store keeps token buckets. Apply decides all buckets of one request in one
+// atomic step: if any OpTake bucket lacks its cost, no take pays (refunds
+// still apply); a bucket listed twice sees the earlier entries' effect.
+// res has len(reqs) entries and is filled in order. Apply returns whether
+// the request was allowed (every OpTake bucket OK), or an error when the
+// backend failed, in which case nothing is known to have been paid.
+type Store interface {
+	Apply(ctx context.Context, reqs []BucketRequest, res []BucketResult) (allowed bool, err error)
+}
+
+// Clock gives the time in microseconds since the Unix epoch. Stores that
+// keep time themselves (Redis) ignore it.
+type Clock func() int64

@@ -1,0 +1,152 @@
+-- Sluice token buckets: one call decides every bucket of one request.
+--
+-- KEYS[i]  bucket key
+-- ARGV     five integers per key: op, num, den, cap, cost
+--          op: 0 take (all or nothing), 1 shadow take, 2 peek, 3 refund
+-- Returns  {allowed, ok_1, remaining_1, reset_us_1, ok_2, ...}
+--
+-- A bucket is stored as its slack, with the key expiring at the millisecond
+-- the bucket is full again: debt = (expire_ms*1000 - now)*num - slack,
+-- floored at 0 and capped at cap*den. A missing key is a full bucket.
+-- limiter/bucket.go does the same integer steps; keep the two in step.
+-- Every number stays below 2^53, where Lua's doubles are exact.
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n = #KEYS
+
+-- exact integer quotient and remainder for 0 <= a < 2^53, 0 < b
+local function divmod(a, b)
+  local q = math.floor(a / b)
+  local r = a - q * b
+  if r < 0 then q = q - 1; r = r + b elseif r >= b then q = q + 1; r = r - b end
+  return q, r
+end
+
+local function ceildiv(a, b)
+  if a <= 0 then return 0 end
+  local q, r = divmod(a, b)
+  if r > 0 then q = q + 1 end
+  return q
+end
+
+local op, num, den, cap, cost, capd = {}, {}, {}, {}, {}, {}
+local debt, slot, touched = {}, {}, {}
+local seen = {}
+for i = 1, n do
+  local a = (i - 1) * 5
+  op[i] = tonumber(ARGV[a + 1]); num[i] = tonumber(ARGV[a + 2]); den[i] = tonumber(ARGV[a + 3])
+  cap[i] = tonumber(ARGV[a + 4]); cost[i] = tonumber(ARGV[a + 5]); capd[i] = cap[i] * den[i]
+  local k = KEYS[i]
+  local s = seen[k]
+  if s == nil then
+    s = i
+    seen[k] = i
+    local d = 0
+    local full = redis.call('PEXPIRETIME', k)
+    if full > 0 then
+      local diff = full * 1000 - now
+      if diff > 0 then
+        if diff > (divmod(capd[i], num[i])) + 1000 then
+          d = capd[i]
+        else
+          d = diff * num[i] - tonumber(redis.call('GET', k) or '0')
+          if d < 0 then d = 0 elseif d > capd[i] then d = capd[i] end
+        end
+      end
+    end
+    debt[i] = d
+  end
+  slot[i] = s
+end
+
+-- refunds apply first and always
+for i = 1, n do
+  if op[i] == 3 then
+    local c = cost[i]
+    if c > cap[i] then c = cap[i] end
+    local d = debt[slot[i]] - c * den[i]
+    if d < 0 then d = 0 end
+    debt[slot[i]] = d
+    touched[slot[i]] = true
+  end
+end
+
+-- enforced takes: all or nothing
+local ok = {}
+local allowed = true
+for i = 1, n do
+  if op[i] == 0 then
+    local need = cost[i] * den[i]
+    if cost[i] > cap[i] or debt[slot[i]] + need > capd[i] then
+      allowed = false
+      ok[i] = false
+    else
+      ok[i] = true
+      debt[slot[i]] = debt[slot[i]] + need
+    end
+  end
+end
+if allowed then
+  for i = 1, n do
+    if op[i] == 0 then touched[slot[i]] = true end
+  end
+else
+  for i = 1, n do
+    if op[i] == 0 and ok[i] then debt[slot[i]] = debt[slot[i]] - cost[i] * den[i] end
+  end
+end
+
+-- shadow takes pay only when the call is allowed and they fit
+for i = 1, n do
+  if op[i] == 1 then
+    local need = cost[i] * den[i]
+    local fits = cost[i] <= cap[i] and debt[slot[i]] + need <= capd[i]
+    ok[i] = fits
+    if fits and allowed then
+      debt[slot[i]] = debt[slot[i]] + need
+      touched[slot[i]] = true
+    end
+  end
+end
+
+-- write back what changed
+for i = 1, n do
+  if slot[i] == i and touched[i] then
+    local d = debt[i]
+    if d <= 0 then
+      redis.call('DEL', KEYS[i])
+    else
+      local q, r = divmod(d, num[i])
+      local tt = now + q
+      local full
+      if r > 0 then
+        full = (divmod(tt, 1000)) + 1
+      else
+        full = (divmod(tt + 999, 1000))
+      end
+      local slack = (full * 1000 - now) * num[i] - d
+      redis.call('SET', KEYS[i], string.format('%d', slack), 'PXAT', string.format('%d', full))
+    end
+  end
+end
+
+local out = {allowed and 1 or 0}
+for i = 1, n do
+  local d = debt[slot[i]]
+  local remaining = (divmod(capd[i] - d, den[i]))
+  local reset
+  local good = ok[i]
+  if op[i] == 2 or op[i] == 3 then good = true end
+  if good then
+    reset = ceildiv(d, num[i])
+  elseif cost[i] > cap[i] then
+    reset = 0
+  else
+    reset = ceildiv(d + cost[i] * den[i] - capd[i], num[i])
+  end
+  out[#out + 1] = good and 1 or 0
+  out[#out + 1] = remaining
+  out[#out + 1] = reset
+end
+return out
