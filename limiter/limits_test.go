@@ -1,0 +1,218 @@
+package limiter
+
+import (
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+func TestGlobMatch(t *testing.T) {
+	cases := []struct {
+		pattern, s string
+		want       bool
+	}{
+		{"*", "", true},
+		{"*", "anything", true},
+		{"acme*", "acme", true},
+		{"acme*", "acme-1", true},
+		{"acme*", "acm", false},
+		{"*.png", "a.png", true},
+		{"*.png", "a.png.jpg", false},
+		{"a*b*c", "abc", true},
+		{"a*b*c", "aXbYc", true},
+		{"a*b*c", "aXbY", false},
+		{"a**b", "ab", true},
+		{"/api/*/users", "/api/v1/users", true},
+		{"/api/*/users", "/api/v1/x/users", true},
+		{"/api/*/users", "/api/v1/user", false},
+		{"x", "x", true},
+		{"x", "xx", false},
+	}
+	for _, c := range cases {
+		if got := globMatch(c.pattern, c.s); got != c.want {
+			t.Errorf("globMatch(%q, %q) = %v, want %v", c.pattern, c.s, got, c.want)
+		}
+	}
+}
+
+func mustCompile(t testing.TB, ds ...DomainConfig) *Limits {
+	t.Helper()
+	l, err := Compile(ds, CompileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func named(name string) *RateLimit {
+	return &RateLimit{Name: name, RequestsPerUnit: 1, Unit: Second}
+}
+
+func TestMatch(t *testing.T) {
+	l := mustCompile(t, DomainConfig{Domain: "edge", Descriptors: []DescriptorConfig{
+		{Key: "path", Value: "/login", RateLimit: named("login")},
+		{Key: "path", Value: "/api/*", RateLimit: named("api-first")},
+		{Key: "path", Value: "/api/v1*", RateLimit: named("api-second")},
+		{Key: "path", RateLimit: named("any-path")},
+		{Key: "tenant", Value: "acme*", Descriptors: []DescriptorConfig{
+			{Key: "plan", Value: "free", RateLimit: named("acme-free")},
+		}},
+		{Key: "remote_address", RateLimit: named("per-ip"), Descriptors: []DescriptorConfig{
+			{Key: "path", RateLimit: named("per-ip-path")},
+		}},
+		{Key: "nolimit", Descriptors: []DescriptorConfig{{Key: "x", RateLimit: named("nested")}}},
+	}})
+	cases := []struct {
+		name    string
+		domain  string
+		entries []Entry
+		want    string // rule name, "" for none
+		parts   string
+	}{
+		{"exact beats wildcard and any", "edge", []Entry{{"path", "/login"}}, "login", "path=/login"},
+		{"first wildcard in file order", "edge", []Entry{{"path", "/api/v1/x"}}, "api-first", "path=/api/v1/x"},
+		{"key only", "edge", []Entry{{"path", "/other"}}, "any-path", "path=/other"},
+		{"nested wildcard then exact", "edge", []Entry{{"tenant", "acme-1"}, {"plan", "free"}}, "acme-free", "tenant=acme-1,plan=free"},
+		{"nested no match", "edge", []Entry{{"tenant", "acme-1"}, {"plan", "pro"}}, "", ""},
+		{"node without limit", "edge", []Entry{{"tenant", "acme-1"}}, "", ""},
+		{"wildcard miss", "edge", []Entry{{"tenant", "other"}}, "", ""},
+		{"last entry's limit", "edge", []Entry{{"remote_address", "1.2.3.4"}, {"path", "/x"}}, "per-ip-path", "remote_address=1.2.3.4,path=/x"},
+		{"parent only", "edge", []Entry{{"remote_address", "1.2.3.4"}}, "per-ip", "remote_address=1.2.3.4"},
+		{"extra entry has no child", "edge", []Entry{{"path", "/login"}, {"x", "y"}}, "", ""},
+		{"nested under limitless node", "edge", []Entry{{"nolimit", "a"}, {"x", "b"}}, "nested", "nolimit=a,x=b"},
+		{"unknown key", "edge", []Entry{{"nope", "x"}}, "", ""},
+		{"unknown domain", "other", []Entry{{"path", "/login"}}, "", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rule, parts := l.Match(c.domain, c.entries, nil)
+			got := ""
+			if rule != nil {
+				got = rule.Limit.Name
+			}
+			if got != c.want {
+				t.Fatalf("rule = %q, want %q", got, c.want)
+			}
+			if rule == nil {
+				return
+			}
+			var ps []string
+			for _, p := range parts {
+				ps = append(ps, p.Key+"="+p.Value)
+			}
+			if s := strings.Join(ps, ","); s != c.parts {
+				t.Fatalf("parts = %s, want %s", s, c.parts)
+			}
+		})
+	}
+}
+
+func TestCompileErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		ds   []DomainConfig
+		want string
+	}{
+		{"duplicate domain", []DomainConfig{{Domain: "a", File: "x.yaml", Line: 1}, {Domain: "a", File: "y.yaml", Line: 1}}, "already defined"},
+		{"empty domain", []DomainConfig{{File: "x.yaml", Line: 3}}, "x.yaml:3: domain"},
+		{"empty key", []DomainConfig{{Domain: "a", File: "x.yaml", Descriptors: []DescriptorConfig{{Line: 4}}}}, "x.yaml:4: key"},
+		{"duplicate value", []DomainConfig{{Domain: "a", File: "x.yaml", Descriptors: []DescriptorConfig{{Key: "k", Value: "v", Line: 2}, {Key: "k", Value: "v", Line: 5}}}}, "x.yaml:5: duplicate"},
+		{"duplicate any", []DomainConfig{{Domain: "a", File: "x.yaml", Descriptors: []DescriptorConfig{{Key: "k", Line: 2}, {Key: "k", Line: 5}}}}, "x.yaml:5: duplicate"},
+		{"duplicate wildcard", []DomainConfig{{Domain: "a", File: "x.yaml", Descriptors: []DescriptorConfig{{Key: "k", Value: "a*", Line: 2}, {Key: "k", Value: "a*", Line: 6}}}}, "x.yaml:6: duplicate"},
+		{"too coarse", []DomainConfig{{Domain: "a", File: "x.yaml", Descriptors: []DescriptorConfig{{Key: "k", Line: 7, RateLimit: &RateLimit{RequestsPerUnit: 7, Unit: Year, Burst: 4000000}}}}}, "x.yaml:7: rate_limit"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Compile(c.ds, CompileOptions{})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestVersionFollowsContent(t *testing.T) {
+	d := func(rpu uint32) DomainConfig {
+		return DomainConfig{Domain: "a", Descriptors: []DescriptorConfig{{Key: "k", RateLimit: &RateLimit{RequestsPerUnit: rpu, Unit: Second}}}}
+	}
+	a, b, c := mustCompile(t, d(1)), mustCompile(t, d(1)), mustCompile(t, d(2))
+	if a.Version() != b.Version() || a.Version() == c.Version() || !strings.HasPrefix(a.Version(), "sha256:") {
+		t.Fatalf("versions %s %s %s", a.Version(), b.Version(), c.Version())
+	}
+}
+
+func TestRate(t *testing.T) {
+	cases := []struct {
+		rl               RateLimit
+		num, den, capTok uint64
+	}{
+		{RateLimit{RequestsPerUnit: 100, Unit: Second}, 1, 10000, 100},
+		{RateLimit{RequestsPerUnit: 100, Unit: Second, Burst: 250}, 1, 10000, 250},
+		{RateLimit{RequestsPerUnit: 3, Unit: Second}, 3, 1000000, 3},
+		{RateLimit{RequestsPerUnit: 1000, Unit: Hour}, 1, 3600000, 1000},
+		{RateLimit{RequestsPerUnit: 5, Unit: Minute, UnitMultiplier: 2}, 1, 24000000, 5},
+		{RateLimit{RequestsPerUnit: 1, Unit: Year}, 1, 31536000000000, 1},
+	}
+	for _, c := range cases {
+		r, err := c.rl.Rate()
+		if err != nil {
+			t.Fatalf("%+v: %v", c.rl, err)
+		}
+		if r.Num != c.num || r.Den != c.den || r.Cap != c.capTok {
+			t.Errorf("%+v: rate = %+v, want %d/%d cap %d", c.rl, r, c.num, c.den, c.capTok)
+		}
+	}
+	for _, bad := range []RateLimit{
+		{RequestsPerUnit: 0, Unit: Second},
+		{RequestsPerUnit: 1, Unlimited: true},
+		{RequestsPerUnit: 1},
+		{RequestsPerUnit: 7, Unit: Year, Burst: 1000},
+	} {
+		if _, err := bad.Rate(); err == nil {
+			t.Errorf("%+v: no error", bad)
+		}
+	}
+}
+
+// TestEncodeDebt checks that a stored bucket reads back the debt it was
+// stored with, for any time and rate, and that the slack stays in range.
+func TestEncodeDebt(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	rates := []RateLimit{
+		{RequestsPerUnit: 100, Unit: Second},
+		{RequestsPerUnit: 3, Unit: Second, Burst: 7},
+		{RequestsPerUnit: 7, Unit: Minute, UnitMultiplier: 3},
+		{RequestsPerUnit: 1000003, Unit: Hour},
+		{RequestsPerUnit: 1, Unit: Year},
+	}
+	for _, rl := range rates {
+		r, err := rl.Rate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		capD := int64(r.Cap * r.Den)
+		for i := 0; i < 2000; i++ {
+			now := int64(1_700_000_000_000_000) + rnd.Int64N(1_000_000_000)
+			d := 1 + rnd.Int64N(capD)
+			st := Encode(d, now, r)
+			if st.Slack < 0 || st.Slack >= 1000*int64(r.Num) {
+				t.Fatalf("%+v: slack %d out of range", rl, st.Slack)
+			}
+			if st.FullAtMs*1000 < now {
+				t.Fatalf("%+v: full at %d before now %d", rl, st.FullAtMs, now)
+			}
+			if got := st.Debt(now, r); got != d {
+				t.Fatalf("%+v: debt %d read back as %d", rl, d, got)
+			}
+			// Time repays Num per microsecond.
+			step := rnd.Int64N(1000)
+			want := d - step*int64(r.Num)
+			if want < 0 {
+				want = 0
+			}
+			if got := st.Debt(now+step, r); got != want {
+				t.Fatalf("%+v: debt after %dus = %d, want %d", rl, step, got, want)
+			}
+		}
+	}
+}
