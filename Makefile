@@ -1,0 +1,61 @@
+# Sluice: `make run` starts the service on the embedded store; `make test`
+# installs what the tests need (redis-server) and runs every test with -race.
+
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -X main.version=$(VERSION) -X main.revision=$(REVISION)
+BIN       := bin/sluice
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## build bin/sluice with version information
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/sluice
+
+.PHONY: run
+run: build ## run Sluice on the embedded store with ./config.yaml
+	./$(BIN) serve -config config.yaml
+
+.PHONY: deps
+deps: ## install the servers the tests start (redis-server)
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server"; \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@redis-server --version
+
+.PHONY: check
+check: ## gofmt, go vet and sluice check of the shipped config
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run ./cmd/sluice check -config config.yaml
+
+.PHONY: test
+test: deps check ## install test servers, then run every test with the race detector
+	$(GO) test -race -count=1 -timeout 12m ./...
+
+.PHONY: test-short
+test-short: ## quick run: no race detector, long tests skipped
+	$(GO) test -short -count=1 ./...
+
+.PHONY: bench-micro
+bench-micro: ## micro-benchmarks of matching and decisions
+	$(GO) test -run '^$$' -bench . -benchmem ./limiter/... ./server/...
+
+.PHONY: fuzz
+fuzz: ## run each fuzz target for FUZZTIME (default 30s)
+	$(GO) test -run '^$$' -fuzz FuzzParseLimitFile -fuzztime $${FUZZTIME:-30s} ./limiter/
+	$(GO) test -run '^$$' -fuzz FuzzAppendKey -fuzztime $${FUZZTIME:-30s} ./limiter/
+
+.PHONY: tidy
+tidy: ## go mod tidy
+	$(GO) mod tidy
+
+.PHONY: ci
+ci: test ## what CI runs
