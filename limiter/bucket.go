@@ -120,7 +120,9 @@ func Decide(reqs []BucketRequest, slot []int, debt []int64, res []BucketResult) 
 		d := debt[slot[i]]
 		capD := int64(r.Cap * r.Den)
 		num := int64(r.Num)
-		res[i].Remaining = uint64((capD - d) / int64(r.Den))
+		// A bucket listed again with a smaller capacity can hold more debt
+		// than this entry's capacity: it has nothing left.
+		res[i].Remaining = uint64(max(capD-d, 0) / int64(r.Den))
 		switch {
 		case reqs[i].Op == OpPeek || reqs[i].Op == OpRefund:
 			res[i].OK = true

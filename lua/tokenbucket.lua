@@ -31,7 +31,7 @@ local function ceildiv(a, b)
 end
 
 local op, num, den, cap, cost, capd = {}, {}, {}, {}, {}, {}
-local debt, slot, touched = {}, {}, {}
+local debt, slot, loaded = {}, {}, {}
 local seen = {}
 for i = 1, n do
   local a = (i - 1) * 5
@@ -56,6 +56,7 @@ for i = 1, n do
       end
     end
     debt[i] = d
+    loaded[i] = d
   end
   slot[i] = s
 end
@@ -68,7 +69,6 @@ for i = 1, n do
     local d = debt[slot[i]] - c * den[i]
     if d < 0 then d = 0 end
     debt[slot[i]] = d
-    touched[slot[i]] = true
   end
 end
 
@@ -87,11 +87,7 @@ for i = 1, n do
     end
   end
 end
-if allowed then
-  for i = 1, n do
-    if op[i] == 0 then touched[slot[i]] = true end
-  end
-else
+if not allowed then
   for i = 1, n do
     if op[i] == 0 and ok[i] then debt[slot[i]] = debt[slot[i]] - cost[i] * den[i] end
   end
@@ -105,14 +101,14 @@ for i = 1, n do
     ok[i] = fits
     if fits and allowed then
       debt[slot[i]] = debt[slot[i]] + need
-      touched[slot[i]] = true
     end
   end
 end
 
--- write back what changed
+-- write back the buckets whose debt changed (as the memory store does: a
+-- debt capped by a smaller capacity is not written back by itself)
 for i = 1, n do
-  if slot[i] == i and touched[i] then
+  if slot[i] == i and debt[i] ~= loaded[i] then
     local d = debt[i]
     if d <= 0 then
       redis.call('DEL', KEYS[i])
@@ -134,7 +130,10 @@ end
 local out = {allowed and 1 or 0}
 for i = 1, n do
   local d = debt[slot[i]]
-  local remaining = (divmod(capd[i] - d, den[i]))
+  -- a key listed again with a smaller cap can hold more debt than capd[i]
+  local left = capd[i] - d
+  if left < 0 then left = 0 end
+  local remaining = (divmod(left, den[i]))
   local reset
   local good = ok[i]
   if op[i] == 2 or op[i] == 3 then good = true end
