@@ -199,9 +199,9 @@ func unwrapPath(err error) error {
 // parser walks yaml.Nodes, collecting errors rather than stopping at the
 // first, so one run reports everything wrong with a file.
 type parser struct {
-	name   string
-	errs   FileErrors
-	seen   map[FileError]bool
+	name     string
+	errs     FileErrors
+	seen     map[FileError]bool
 	budget   int  // nodes left to visit; bounds alias expansion
 	reported bool // the budget ran out, and that was reported
 
