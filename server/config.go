@@ -1,0 +1,174 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net/textproto"
+	"time"
+)
+
+// Config configures the gRPC and HTTP edges. Start from DefaultConfig.
+type Config struct {
+	GRPC            GRPCConfig     `yaml:"grpc"`
+	HTTP            HTTPConfig     `yaml:"http"`
+	ResponseHeaders HeaderConfig   `yaml:"response_headers"`
+	Health          HealthConfig   `yaml:"health"`
+	Shutdown        ShutdownConfig `yaml:"shutdown"`
+}
+
+// GRPCConfig configures the gRPC listener.
+type GRPCConfig struct {
+	Addr string `yaml:"addr"`
+	// MaxRecvMsgBytes bounds a request message; a larger RateLimitRequest is
+	// answered INVALID_ARGUMENT. Messages beyond twice the bound are refused
+	// by the transport before they are read (RESOURCE_EXHAUSTED).
+	MaxRecvMsgBytes      int    `yaml:"max_recv_msg_bytes"`
+	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
+	// KeepaliveMinTime is the shortest interval between client pings the
+	// server tolerates; a client pinging faster is disconnected.
+	KeepaliveMinTime time.Duration `yaml:"keepalive_min_time"`
+	TLS              TLSConfig     `yaml:"tls"`
+}
+
+// TLSConfig turns on TLS when CertFile and KeyFile are set, and mutual TLS
+// when ClientCAFile is set too.
+type TLSConfig struct {
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// Enabled reports whether TLS is configured.
+func (c TLSConfig) Enabled() bool { return c.CertFile != "" || c.KeyFile != "" }
+
+// HTTPConfig configures the HTTP listener.
+type HTTPConfig struct {
+	Addr         string `yaml:"addr"`
+	MaxBodyBytes int64  `yaml:"max_body_bytes"`
+}
+
+// HeaderConfig configures the rate-limit response headers (draft-03 form).
+type HeaderConfig struct {
+	Enabled   bool   `yaml:"enabled"`
+	Limit     string `yaml:"limit"`
+	Remaining string `yaml:"remaining"`
+	Reset     string `yaml:"reset"`
+}
+
+// HealthConfig configures the background readiness checks.
+type HealthConfig struct {
+	CheckInterval time.Duration `yaml:"check_interval"`
+	CheckTimeout  time.Duration `yaml:"check_timeout"`
+}
+
+// ShutdownConfig orders the drain: readiness turns false, then after
+// DrainDelay the servers stop taking work and get Timeout to finish it.
+type ShutdownConfig struct {
+	DrainDelay time.Duration `yaml:"drain_delay"`
+	Timeout    time.Duration `yaml:"timeout"`
+}
+
+// DefaultConfig is the configuration used where none is given.
+func DefaultConfig() Config {
+	return Config{
+		GRPC: GRPCConfig{
+			Addr:                 ":8081",
+			MaxRecvMsgBytes:      1 << 20,
+			MaxConcurrentStreams: 1024,
+			KeepaliveMinTime:     10 * time.Second,
+		},
+		HTTP: HTTPConfig{Addr: ":8080", MaxBodyBytes: 1 << 20},
+		ResponseHeaders: HeaderConfig{
+			Enabled:   true,
+			Limit:     "X-RateLimit-Limit",
+			Remaining: "X-RateLimit-Remaining",
+			Reset:     "X-RateLimit-Reset",
+		},
+		Health:   HealthConfig{CheckInterval: 2 * time.Second, CheckTimeout: time.Second},
+		Shutdown: ShutdownConfig{DrainDelay: time.Second, Timeout: 10 * time.Second},
+	}
+}
+
+// FieldError is a configuration value that is not allowed. Field is the
+// dotted path of the setting as config.yaml spells it.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+// Validate checks every setting and returns all problems, each a
+// *FieldError, joined.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	if c.GRPC.Addr == "" {
+		bad("grpc.addr", "must not be empty")
+	}
+	if c.GRPC.MaxRecvMsgBytes < 1024 {
+		bad("grpc.max_recv_msg_bytes", "%d is less than the minimum of 1024", c.GRPC.MaxRecvMsgBytes)
+	}
+	if c.GRPC.MaxRecvMsgBytes > 64<<20 {
+		bad("grpc.max_recv_msg_bytes", "%d is more than the maximum of %d", c.GRPC.MaxRecvMsgBytes, 64<<20)
+	}
+	if c.GRPC.MaxConcurrentStreams == 0 {
+		bad("grpc.max_concurrent_streams", "must be at least 1")
+	}
+	if c.GRPC.KeepaliveMinTime < 0 {
+		bad("grpc.keepalive_min_time", "must not be negative")
+	}
+	t := c.GRPC.TLS
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		bad("grpc.tls", "cert_file and key_file must be set together")
+	}
+	if t.ClientCAFile != "" && t.CertFile == "" {
+		bad("grpc.tls.client_ca_file", "needs cert_file and key_file")
+	}
+	if c.HTTP.Addr == "" {
+		bad("http.addr", "must not be empty")
+	}
+	if c.HTTP.MaxBodyBytes < 1024 {
+		bad("http.max_body_bytes", "%d is less than the minimum of 1024", c.HTTP.MaxBodyBytes)
+	}
+	if c.ResponseHeaders.Enabled {
+		for _, h := range []struct{ field, name string }{
+			{"response_headers.limit", c.ResponseHeaders.Limit},
+			{"response_headers.remaining", c.ResponseHeaders.Remaining},
+			{"response_headers.reset", c.ResponseHeaders.Reset},
+		} {
+			if !validHeaderName(h.name) {
+				bad(h.field, "%q is not a valid header name", h.name)
+			}
+		}
+	}
+	if c.Health.CheckInterval <= 0 {
+		bad("health.check_interval", "must be positive")
+	}
+	if c.Health.CheckTimeout <= 0 {
+		bad("health.check_timeout", "must be positive")
+	}
+	if c.Shutdown.DrainDelay < 0 {
+		bad("shutdown.drain_delay", "must not be negative")
+	}
+	if c.Shutdown.Timeout <= 0 {
+		bad("shutdown.timeout", "must be positive")
+	}
+	return errors.Join(errs...)
+}
+
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ok := c == '-' || c == '_' || ('0' <= c && c <= '9') || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z')
+		if !ok {
+			return false
+		}
+	}
+	return textproto.CanonicalMIMEHeaderKey(s) != ""
+}

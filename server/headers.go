@@ -1,0 +1,105 @@
+package server
+
+import (
+	"strconv"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/sluice-rl/sluice/limiter"
+)
+
+// headerInfo is what the rate-limit headers say about one decision.
+type headerInfo struct {
+	ok        bool   // a limited, enforced descriptor was found
+	limit     uint32 // requests_per_unit
+	window    int64  // seconds
+	remaining uint32
+	resetSecs int64
+	retrySecs int64 // Retry-After; -1 when not over limit or no time can be promised
+}
+
+// headerInfoOf picks the descriptor the headers describe: among enforced
+// (non-shadow) limited descriptors, the one with the least remaining; when
+// the request is over limit, only the denied descriptors are considered.
+// Retry-After is the longest retry time of the denied descriptors, in whole
+// seconds rounded up; a denial that no wait can lift (a ban, a cost over
+// capacity) promises none.
+func headerInfoOf(resp *limiter.Response) headerInfo {
+	h := headerInfo{retrySecs: -1}
+	over := resp.Code == limiter.OverLimit
+	best := -1
+	var retry int64
+	never := false
+	for i := range resp.Statuses {
+		st := &resp.Statuses[i]
+		if st.Limit == nil || st.Shadow {
+			continue
+		}
+		if over && st.Code != limiter.OverLimit {
+			continue
+		}
+		if over {
+			if st.ResetMicros == 0 {
+				never = true
+			}
+			retry = max(retry, st.ResetMicros)
+		}
+		if best < 0 || st.Remaining < resp.Statuses[best].Remaining ||
+			(st.Remaining == resp.Statuses[best].Remaining && st.ResetMicros > resp.Statuses[best].ResetMicros) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return h
+	}
+	st := &resp.Statuses[best]
+	h.ok = true
+	h.limit = st.Limit.RequestsPerUnit
+	h.window = int64(st.Limit.Window().Seconds())
+	h.remaining = st.Remaining
+	h.resetSecs = ceilSeconds(st.ResetMicros)
+	if over && !never {
+		h.retrySecs = ceilSeconds(retry)
+	}
+	return h
+}
+
+func ceilSeconds(us int64) int64 {
+	if us <= 0 {
+		return 0
+	}
+	return (us + 999_999) / 1_000_000
+}
+
+// limitValue formats the draft-03 limit header: "R, R;w=WINDOW".
+func (h *headerInfo) limitValue(b []byte) []byte {
+	b = strconv.AppendUint(b, uint64(h.limit), 10)
+	b = append(b, ", "...)
+	b = strconv.AppendUint(b, uint64(h.limit), 10)
+	b = append(b, ";w="...)
+	return strconv.AppendInt(b, h.window, 10)
+}
+
+// appendHeaders appends the response headers for s.resp to dst.
+func (r *rls) appendHeaders(dst []*corev3.HeaderValue, s *scratch) []*corev3.HeaderValue {
+	h := headerInfoOf(&s.resp)
+	if !h.ok {
+		return dst
+	}
+	n := 3
+	if h.retrySecs >= 0 {
+		n = 4
+	}
+	vals := make([]corev3.HeaderValue, n)
+	s.num = h.limitValue(s.num[:0])
+	vals[0].Key, vals[0].Value = r.headers.Limit, string(s.num)
+	vals[1].Key, vals[1].Value = r.headers.Remaining, strconv.FormatUint(uint64(h.remaining), 10)
+	vals[2].Key, vals[2].Value = r.headers.Reset, strconv.FormatInt(h.resetSecs, 10)
+	if n == 4 {
+		vals[3].Key, vals[3].Value = "Retry-After", strconv.FormatInt(h.retrySecs, 10)
+	}
+	for i := range vals {
+		dst = append(dst, &vals[i])
+	}
+	return dst
+}

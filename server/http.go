@@ -1,0 +1,117 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/sluice-rl/sluice/limiter"
+)
+
+// Handler is the HTTP API: POST /json, GET /health/live, GET /health/ready.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /json", s.handleJSON)
+	mux.HandleFunc("GET /health/live", s.handleLive)
+	mux.HandleFunc("GET /health/ready", s.handleReady)
+	return mux
+}
+
+func (s *Server) handleLive(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "ok\n")
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if err := s.Ready(); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, "not ready: "+err.Error()+"\n")
+		return
+	}
+	io.WriteString(w, "ready\n")
+}
+
+var (
+	jsonIn  = protojson.UnmarshalOptions{}
+	jsonOut = protojson.MarshalOptions{UseProtoNames: true}
+)
+
+// handleJSON answers a protojson RateLimitRequest with a protojson
+// RateLimitResponse: 200 when allowed, 429 with Retry-After when over
+// limit, 400 for a bad request, 413 for a body over http.max_body_bytes,
+// 503 when no decision can be made.
+func (s *Server) handleJSON(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.HTTP.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "body: larger than the bound of "+
+				strconv.FormatInt(tooBig.Limit, 10)+" bytes")
+			return
+		}
+		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+		return
+	}
+	var req rlsv3.RateLimitRequest
+	if err := jsonIn.Unmarshal(body, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+		return
+	}
+	sc := s.rls.pool.Get().(*scratch)
+	defer s.rls.pool.Put(sc)
+	sc.translate(&req)
+	if err := s.lim.Decide(r.Context(), &sc.req, &sc.resp); err != nil {
+		st := status.Convert(grpcError(err))
+		code := http.StatusServiceUnavailable
+		switch st.Code() {
+		case codes.InvalidArgument:
+			code = http.StatusBadRequest
+		case codes.Canceled, codes.DeadlineExceeded:
+			code = http.StatusGatewayTimeout
+		}
+		writeError(w, code, st.Message())
+		return
+	}
+	resp := s.rls.response(sc)
+	out, err := jsonOut.Marshal(resp)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "encode response: "+err.Error())
+		return
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	h := headerInfoOf(&sc.resp)
+	if h.ok && s.cfg.ResponseHeaders.Enabled {
+		sc.num = h.limitValue(sc.num[:0])
+		hdr.Set(s.cfg.ResponseHeaders.Limit, string(sc.num))
+		hdr.Set(s.cfg.ResponseHeaders.Remaining, strconv.FormatUint(uint64(h.remaining), 10))
+		hdr.Set(s.cfg.ResponseHeaders.Reset, strconv.FormatInt(h.resetSecs, 10))
+	}
+	code := http.StatusOK
+	if sc.resp.Code == limiter.OverLimit {
+		code = http.StatusTooManyRequests
+		if h.retrySecs >= 0 {
+			hdr.Set("Retry-After", strconv.FormatInt(h.retrySecs, 10))
+		}
+	}
+	w.WriteHeader(code)
+	w.Write(out)
+}
+
+// writeError writes {"error": msg} with the status code.
+func writeError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(struct {
+		Error string `json:"error"`
+	}{msg})
+}

@@ -1,0 +1,240 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/sluice-rl/sluice/limiter"
+)
+
+// rls answers ShouldRateLimit. It is shared by the gRPC service and the
+// HTTP /json endpoint.
+type rls struct {
+	rlsv3.UnimplementedRateLimitServiceServer
+
+	lim     *limiter.Limiter
+	headers HeaderConfig
+	maxMsg  int
+	pool    sync.Pool // *scratch
+}
+
+func newRLS(lim *limiter.Limiter, cfg Config) *rls {
+	r := &rls{lim: lim, headers: cfg.ResponseHeaders, maxMsg: cfg.GRPC.MaxRecvMsgBytes}
+	r.pool.New = func() any { return new(scratch) }
+	return r
+}
+
+// scratch is one request's working set, reused across requests.
+type scratch struct {
+	req       limiter.Request
+	resp      limiter.Response
+	entries   []limiter.Entry
+	spans     [][2]int
+	overrides []limiter.RateLimit
+	num       []byte
+}
+
+// ShouldRateLimit implements rlsv3.RateLimitServiceServer.
+func (r *rls) ShouldRateLimit(ctx context.Context, in *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	if in == nil {
+		return nil, status.Error(codes.InvalidArgument, "request: must not be empty")
+	}
+	if r.maxMsg > 0 {
+		if n := proto.Size(in); n > r.maxMsg {
+			return nil, status.Error(codes.InvalidArgument, "message: "+strconv.Itoa(n)+
+				" bytes, larger than the bound of "+strconv.Itoa(r.maxMsg))
+		}
+	}
+	s := r.pool.Get().(*scratch)
+	defer r.pool.Put(s)
+	s.translate(in)
+	if err := r.lim.Decide(ctx, &s.req, &s.resp); err != nil {
+		return nil, grpcError(err)
+	}
+	return r.response(s), nil
+}
+
+// translate fills s.req from in. Nil descriptors and entries read as empty
+// ones, which Validate then rejects by name.
+func (s *scratch) translate(in *rlsv3.RateLimitRequest) {
+	descs := in.GetDescriptors()
+	n := len(descs)
+	total := 0
+	for _, d := range descs {
+		total += len(d.GetEntries())
+	}
+	if cap(s.entries) < total {
+		s.entries = make([]limiter.Entry, 0, total)
+	}
+	if cap(s.overrides) < n {
+		s.overrides = make([]limiter.RateLimit, 0, n)
+	}
+	if cap(s.req.Descriptors) < n {
+		s.req.Descriptors = make([]limiter.Descriptor, n)
+	}
+	s.entries, s.overrides, s.spans = s.entries[:0], s.overrides[:0], s.spans[:0]
+	s.req.Domain = in.GetDomain()
+	s.req.HitsAddend = uint64(in.GetHitsAddend())
+	s.req.Descriptors = s.req.Descriptors[:n]
+	for i, d := range descs {
+		start := len(s.entries)
+		for _, e := range d.GetEntries() {
+			s.entries = append(s.entries, limiter.Entry{Key: e.GetKey(), Value: e.GetValue()})
+		}
+		ld := &s.req.Descriptors[i]
+		*ld = limiter.Descriptor{Refund: d.GetIsNegativeHits()}
+		if h := d.GetHitsAddend(); h != nil {
+			ld.Cost, ld.HasCost = h.GetValue(), true
+		}
+		if o := d.GetLimit(); o != nil {
+			s.overrides = append(s.overrides, limiter.RateLimit{
+				RequestsPerUnit: o.GetRequestsPerUnit(),
+				Unit:            unitFromProto(o.GetUnit()),
+				UnitMultiplier:  o.GetUnitMultiplier().GetValue(),
+			})
+			ld.Override = &s.overrides[len(s.overrides)-1]
+		}
+		s.spans = append(s.spans, [2]int{start, len(s.entries)})
+	}
+	// Slice the entries only now: appending above may have moved them.
+	for i := range s.req.Descriptors {
+		sp := s.spans[i]
+		s.req.Descriptors[i].Entries = s.entries[sp[0]:sp[1]:sp[1]]
+	}
+}
+
+func unitFromProto(u typev3.RateLimitUnit) limiter.Unit {
+	switch u {
+	case typev3.RateLimitUnit_SECOND:
+		return limiter.Second
+	case typev3.RateLimitUnit_MINUTE:
+		return limiter.Minute
+	case typev3.RateLimitUnit_HOUR:
+		return limiter.Hour
+	case typev3.RateLimitUnit_DAY:
+		return limiter.Day
+	case typev3.RateLimitUnit_MONTH:
+		return limiter.Month
+	case typev3.RateLimitUnit_YEAR:
+		return limiter.Year
+	}
+	return limiter.UnitUnknown
+}
+
+func unitToProto(u limiter.Unit) rlsv3.RateLimitResponse_RateLimit_Unit {
+	switch u {
+	case limiter.Second:
+		return rlsv3.RateLimitResponse_RateLimit_SECOND
+	case limiter.Minute:
+		return rlsv3.RateLimitResponse_RateLimit_MINUTE
+	case limiter.Hour:
+		return rlsv3.RateLimitResponse_RateLimit_HOUR
+	case limiter.Day:
+		return rlsv3.RateLimitResponse_RateLimit_DAY
+	case limiter.Week:
+		return rlsv3.RateLimitResponse_RateLimit_WEEK
+	case limiter.Month:
+		return rlsv3.RateLimitResponse_RateLimit_MONTH
+	case limiter.Year:
+		return rlsv3.RateLimitResponse_RateLimit_YEAR
+	}
+	return rlsv3.RateLimitResponse_RateLimit_UNKNOWN
+}
+
+func codeToProto(c limiter.Code) rlsv3.RateLimitResponse_Code {
+	if c == limiter.OverLimit {
+		return rlsv3.RateLimitResponse_OVER_LIMIT
+	}
+	return rlsv3.RateLimitResponse_OK
+}
+
+// response builds the RateLimitResponse from s.resp. The messages of one
+// kind are allocated together, one slice each.
+func (r *rls) response(s *scratch) *rlsv3.RateLimitResponse {
+	sts := s.resp.Statuses
+	n := len(sts)
+	limited, multi := 0, 0
+	for i := range sts {
+		if l := sts[i].Limit; l != nil {
+			limited++
+			if l.UnitMultiplier > 1 {
+				multi++
+			}
+		}
+	}
+	out := &rlsv3.RateLimitResponse{OverallCode: codeToProto(s.resp.Code)}
+	ptrs := make([]*rlsv3.RateLimitResponse_DescriptorStatus, n)
+	vals := make([]rlsv3.RateLimitResponse_DescriptorStatus, n)
+	var (
+		lims  []rlsv3.RateLimitResponse_RateLimit
+		durs  []durationpb.Duration
+		mults []wrapperspb.UInt32Value
+	)
+	if limited > 0 {
+		lims = make([]rlsv3.RateLimitResponse_RateLimit, limited)
+		durs = make([]durationpb.Duration, limited)
+	}
+	if multi > 0 {
+		mults = make([]wrapperspb.UInt32Value, multi)
+	}
+	li, mi := 0, 0
+	for i := range sts {
+		st := &sts[i]
+		v := &vals[i]
+		v.Code = codeToProto(st.Code)
+		v.LimitRemaining = st.Remaining
+		if l := st.Limit; l != nil {
+			cl := &lims[li]
+			cl.Name = l.Name
+			cl.RequestsPerUnit = l.RequestsPerUnit
+			cl.Unit = unitToProto(l.Unit)
+			if l.UnitMultiplier > 1 {
+				m := &mults[mi]
+				mi++
+				m.Value = l.UnitMultiplier
+				cl.UnitMultiplier = m
+			}
+			v.CurrentLimit = cl
+			d := &durs[li]
+			li++
+			d.Seconds = st.ResetMicros / 1e6
+			d.Nanos = int32(st.ResetMicros%1e6) * 1000
+			v.DurationUntilReset = d
+		}
+		ptrs[i] = v
+	}
+	out.Statuses = ptrs
+	if r.headers.Enabled {
+		out.ResponseHeadersToAdd = r.appendHeaders(nil, s)
+	}
+	return out
+}
+
+// grpcError maps a limiter error to a gRPC status; never codes.Unknown.
+func grpcError(err error) error {
+	var inv *limiter.InvalidRequestError
+	switch {
+	case errors.As(err, &inv):
+		return status.Error(codes.InvalidArgument, inv.Error())
+	case errors.Is(err, limiter.ErrNoLimits):
+		return status.Error(codes.Unavailable, "no limits loaded")
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	}
+	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
+		return err
+	}
+	return status.Error(codes.Unavailable, "store: "+err.Error())
+}

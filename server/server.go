@@ -1,0 +1,317 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/sluice-rl/sluice/limiter"
+)
+
+// ServiceName is the gRPC service name of the Envoy rate-limit API, also a
+// health-check service name.
+const ServiceName = "envoy.service.ratelimit.v3.RateLimitService"
+
+// Check is a readiness check run in the background; see Options.Checks.
+type Check struct {
+	Name string
+	// Fn reports whether the backend can serve decisions. It is called with
+	// a context bounded by health.check_timeout.
+	Fn func(ctx context.Context) error
+}
+
+// Options are the parts a Server is given rather than configured with.
+type Options struct {
+	Logger *slog.Logger // nil: discard
+	// Checks must all pass for the server to be ready. Their results are
+	// cached and refreshed every health.check_interval, so probing health
+	// never loads a backend.
+	Checks []Check
+}
+
+// Server serves the rate-limit API over gRPC and HTTP. Make one with New,
+// bind with Listen, then Run it until its context ends.
+type Server struct {
+	cfg    Config
+	lim    *limiter.Limiter
+	log    *slog.Logger
+	rls    *rls
+	checks []Check
+
+	grpc   *grpc.Server
+	health *health.Server
+	http   *http.Server
+
+	grpcLn, httpLn net.Listener
+
+	draining atomic.Bool
+	results  []atomic.Pointer[checkResult]
+	ran      atomic.Bool
+}
+
+type checkResult struct {
+	err error
+	at  time.Time
+}
+
+// New builds a Server deciding with lim. It reads the TLS files named in
+// cfg but opens no listener.
+func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:    cfg,
+		lim:    lim,
+		log:    log,
+		rls:    newRLS(lim, cfg),
+		checks: opts.Checks,
+		health: health.NewServer(),
+	}
+	s.results = make([]atomic.Pointer[checkResult], len(opts.Checks))
+
+	gopts := []grpc.ServerOption{
+		// The transport refuses messages beyond twice the bound before
+		// reading them; ShouldRateLimit answers INVALID_ARGUMENT for those
+		// between the bound and that.
+		grpc.MaxRecvMsgSize(2*cfg.GRPC.MaxRecvMsgBytes + 64<<10),
+		grpc.MaxConcurrentStreams(cfg.GRPC.MaxConcurrentStreams),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             cfg.GRPC.KeepaliveMinTime,
+			PermitWithoutStream: true,
+		}),
+	}
+	if cfg.GRPC.TLS.Enabled() {
+		tc, err := serverTLS(cfg.GRPC.TLS)
+		if err != nil {
+			return nil, err
+		}
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tc)))
+	}
+	s.grpc = grpc.NewServer(gopts...)
+	rlsv3.RegisterRateLimitServiceServer(s.grpc, s.rls)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+
+	s.http = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+func serverTLS(c TLSConfig) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("grpc.tls: load key pair: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if c.ClientCAFile != "" {
+		pem, err := os.ReadFile(c.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("grpc.tls.client_ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("grpc.tls.client_ca_file: %s holds no PEM certificate", c.ClientCAFile)
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
+// Listen binds the gRPC and HTTP addresses.
+func (s *Server) Listen() error {
+	var lc net.ListenConfig
+	g, err := lc.Listen(context.Background(), "tcp", s.cfg.GRPC.Addr)
+	if err != nil {
+		return fmt.Errorf("grpc.addr: %w", err)
+	}
+	h, err := lc.Listen(context.Background(), "tcp", s.cfg.HTTP.Addr)
+	if err != nil {
+		g.Close()
+		return fmt.Errorf("http.addr: %w", err)
+	}
+	s.grpcLn, s.httpLn = g, h
+	return nil
+}
+
+// GRPCAddr is the bound gRPC address (after Listen).
+func (s *Server) GRPCAddr() net.Addr { return s.grpcLn.Addr() }
+
+// HTTPAddr is the bound HTTP address (after Listen).
+func (s *Server) HTTPAddr() net.Addr { return s.httpLn.Addr() }
+
+// Run serves until ctx ends, then drains: readiness turns false (HTTP
+// /health/ready 503, gRPC health NOT_SERVING), after shutdown.drain_delay
+// gRPC stops taking calls and in-flight ones get shutdown.timeout to finish
+// (then they are cut), and the HTTP server shuts down likewise. Run
+// returns when every goroutine it started has ended; it returns an error
+// only when a server failed. Closing the store is the caller's, after Run.
+// Run may be called once; Listen must have been called.
+func (s *Server) Run(ctx context.Context) error {
+	if s.grpcLn == nil {
+		return errors.New("server: Run before Listen")
+	}
+	if !s.ran.CompareAndSwap(false, true) {
+		return errors.New("server: Run called twice")
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	checkCtx, stopChecks := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopChecks()
+
+	s.refreshHealth()
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		s.runChecks(checkCtx)
+	}()
+	go func() {
+		defer wg.Done()
+		if err := s.grpc.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			errc <- fmt.Errorf("grpc: %w", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("http: %w", err)
+		}
+	}()
+	s.log.Info("serving", "grpc", s.grpcLn.Addr().String(), "http", s.httpLn.Addr().String(),
+		"grpc_tls", s.cfg.GRPC.TLS.Enabled())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		s.log.Error("server failed", "err", runErr)
+	}
+
+	s.draining.Store(true)
+	s.health.Shutdown()
+	s.log.Info("draining", "delay", s.cfg.Shutdown.DrainDelay.String())
+	if runErr == nil && s.cfg.Shutdown.DrainDelay > 0 {
+		t := time.NewTimer(s.cfg.Shutdown.DrainDelay)
+		<-t.C
+	}
+
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Shutdown.Timeout)
+	defer cancel()
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	if err := s.http.Shutdown(sctx); err != nil {
+		s.log.Warn("http shutdown cut short", "err", err)
+		s.http.Close()
+	}
+	select {
+	case <-stopped:
+	case <-sctx.Done():
+		s.log.Warn("grpc graceful stop timed out; closing connections")
+		s.grpc.Stop()
+		<-stopped
+	}
+	stopChecks()
+	wg.Wait()
+	s.log.Info("stopped")
+	return runErr
+}
+
+// Ready reports nil when the server can make decisions: limits are loaded,
+// every check last passed, and it is not draining.
+func (s *Server) Ready() error {
+	if s.draining.Load() {
+		return errors.New("draining")
+	}
+	if s.lim.Limits() == nil {
+		return errors.New("no limits loaded")
+	}
+	for i := range s.checks {
+		r := s.results[i].Load()
+		if r == nil {
+			return errors.New(s.checks[i].Name + ": not checked yet")
+		}
+		if r.err != nil {
+			return fmt.Errorf("%s: %w", s.checks[i].Name, r.err)
+		}
+	}
+	return nil
+}
+
+// runChecks refreshes the cached check results and the gRPC health status
+// until ctx ends.
+func (s *Server) runChecks(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Health.CheckInterval)
+	defer t.Stop()
+	for {
+		for i, c := range s.checks {
+			cctx, cancel := context.WithTimeout(ctx, s.cfg.Health.CheckTimeout)
+			err := c.Fn(cctx)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			prev := s.results[i].Swap(&checkResult{err: err, at: time.Now()})
+			switch {
+			case err != nil && (prev == nil || prev.err == nil):
+				s.log.Warn("readiness check failing", "check", c.Name, "err", err)
+			case err == nil && prev != nil && prev.err != nil:
+				s.log.Info("readiness check passing", "check", c.Name)
+			}
+		}
+		s.refreshHealth()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// refreshHealth sets the gRPC health status from Ready. After drain starts
+// the health server ignores updates and stays NOT_SERVING.
+func (s *Server) refreshHealth() {
+	st := healthpb.HealthCheckResponse_SERVING
+	if s.Ready() != nil {
+		st = healthpb.HealthCheckResponse_NOT_SERVING
+	}
+	s.health.SetServingStatus("", st)
+	s.health.SetServingStatus(ServiceName, st)
+}
+
+// RateLimitService is the gRPC service implementation, for callers that
+// answer in process.
+func (s *Server) RateLimitService() rlsv3.RateLimitServiceServer { return s.rls }
