@@ -62,6 +62,7 @@ type Server struct {
 	grpcLn, httpLn net.Listener
 
 	draining atomic.Bool
+	stopping chan struct{} // closed when gRPC stops taking calls
 	results  []atomic.Pointer[checkResult]
 	ran      atomic.Bool
 }
@@ -82,12 +83,13 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg:    cfg,
-		lim:    lim,
-		log:    log,
-		rls:    newRLS(lim, cfg),
-		checks: opts.Checks,
-		health: health.NewServer(),
+		cfg:      cfg,
+		lim:      lim,
+		log:      log,
+		rls:      newRLS(lim, cfg),
+		checks:   opts.Checks,
+		health:   health.NewServer(),
+		stopping: make(chan struct{}),
 	}
 	s.results = make([]atomic.Pointer[checkResult], len(opts.Checks))
 
@@ -111,7 +113,7 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 	}
 	s.grpc = grpc.NewServer(gopts...)
 	rlsv3.RegisterRateLimitServiceServer(s.grpc, s.rls)
-	healthpb.RegisterHealthServer(s.grpc, s.health)
+	healthpb.RegisterHealthServer(s.grpc, &healthService{Server: s.health, stopping: s.stopping})
 	reflection.Register(s.grpc)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
@@ -228,6 +230,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Shutdown.Timeout)
 	defer cancel()
+	close(s.stopping) // ends health Watch streams, which would hold GracefulStop
 	stopped := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -315,3 +318,31 @@ func (s *Server) refreshHealth() {
 // RateLimitService is the gRPC service implementation, for callers that
 // answer in process.
 func (s *Server) RateLimitService() rlsv3.RateLimitServiceServer { return s.rls }
+
+// healthService ends Watch streams when the server stops, after they have
+// seen NOT_SERVING; otherwise a watching client would hold GracefulStop
+// until the shutdown timeout.
+type healthService struct {
+	*health.Server
+	stopping <-chan struct{}
+}
+
+func (h *healthService) Watch(in *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-h.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return h.Server.Watch(in, watchStream{stream, ctx})
+}
+
+type watchStream struct {
+	healthpb.Health_WatchServer
+	ctx context.Context
+}
+
+func (w watchStream) Context() context.Context { return w.ctx }
