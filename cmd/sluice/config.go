@@ -1,0 +1,588 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/limiter/redis"
+	"github.com/sluice-rl/sluice/server"
+)
+
+// Config is config.yaml: each part's own Config, composed. Start from
+// defaultConfig, decode strictly, apply the environment, then validate.
+type Config struct {
+	server.Config `yaml:",inline"` // grpc, http, response_headers, health, shutdown
+
+	Redis    RedisConfig    `yaml:"redis"`
+	Postgres PostgresConfig `yaml:"postgres"`
+	Limits   LimitsConfig   `yaml:"limits"`
+	Request  RequestConfig  `yaml:"request"`
+	Log      LogConfig      `yaml:"log"`
+
+	// AdminToken comes from SLUICE_ADMIN_TOKEN only, never from a file, and
+	// is never printed.
+	AdminToken string `yaml:"-"`
+
+	file  string            // config file path; "" for built-in defaults
+	lines map[string]int    // field path -> line in file
+	envs  map[string]string // field path -> environment variable that set it
+}
+
+// RedisConfig selects the store: with an empty URL the embedded memory
+// store decides, otherwise Redis.
+type RedisConfig struct {
+	redis.Config `yaml:",inline"`
+	// KeyPrefix starts every bucket key.
+	KeyPrefix string `yaml:"key_prefix"`
+}
+
+// PostgresConfig is the overrides database (not used yet).
+type PostgresConfig struct {
+	DSN string `yaml:"dsn"`
+}
+
+// LimitsConfig says where limits come from: inline Domains, the file or
+// directory at Path, or both; SLUICE_LIMITS replaces both.
+type LimitsConfig struct {
+	Path          string        `yaml:"path"`
+	ShadowMode    bool          `yaml:"shadow_mode"`
+	Watch         bool          `yaml:"watch"`
+	WatchInterval time.Duration `yaml:"watch_interval"`
+	Domains       yaml.Node     `yaml:"domains"`
+
+	// envPath is SLUICE_LIMITS.
+	envPath string
+}
+
+// RequestConfig bounds a request; see limiter.Bounds.
+type RequestConfig struct {
+	MaxDescriptors int    `yaml:"max_descriptors"`
+	MaxEntries     int    `yaml:"max_entries"`
+	MaxKeyBytes    int    `yaml:"max_key_bytes"`
+	MaxValueBytes  int    `yaml:"max_value_bytes"`
+	MaxHitsAddend  uint64 `yaml:"max_hits_addend"`
+}
+
+// LogConfig configures the logger.
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+func defaultConfig() Config {
+	rc := redis.DefaultConfig()
+	rc.URL = "" // no Redis unless asked for: the embedded store
+	b := limiter.DefaultBounds
+	return Config{
+		Config: server.DefaultConfig(),
+		Redis:  RedisConfig{Config: rc, KeyPrefix: "sl:"},
+		Limits: LimitsConfig{Watch: true, WatchInterval: time.Second},
+		Request: RequestConfig{
+			MaxDescriptors: b.MaxDescriptors,
+			MaxEntries:     b.MaxEntries,
+			MaxKeyBytes:    b.MaxKeyLen,
+			MaxValueBytes:  b.MaxValueLen,
+			MaxHitsAddend:  b.MaxCost,
+		},
+		Log: LogConfig{Level: "info", Format: "text"},
+	}
+}
+
+// Bounds is the request bounds for the limiter.
+func (c *Config) Bounds() limiter.Bounds {
+	r := c.Request
+	return limiter.Bounds{MaxDescriptors: r.MaxDescriptors, MaxEntries: r.MaxEntries,
+		MaxKeyLen: r.MaxKeyBytes, MaxValueLen: r.MaxValueBytes, MaxCost: r.MaxHitsAddend}
+}
+
+// ConfigError is one problem with the configuration, with where it is.
+type ConfigError struct {
+	File  string // config file, or "" when the value came from Env or defaults
+	Line  int
+	Env   string // the environment variable that set the value
+	Field string // dotted path as config.yaml spells it
+	Msg   string
+}
+
+func (e ConfigError) Error() string {
+	var b strings.Builder
+	switch {
+	case e.Env != "":
+		b.WriteString(e.Env)
+		b.WriteString(": ")
+	case e.File != "" && e.Line > 0:
+		fmt.Fprintf(&b, "%s:%d: ", e.File, e.Line)
+	case e.File != "":
+		b.WriteString(e.File + ": ")
+	}
+	if e.Field != "" {
+		b.WriteString(e.Field + ": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// ConfigErrors is every problem found; each prints on its own line.
+type ConfigErrors []ConfigError
+
+func (es ConfigErrors) Error() string {
+	s := make([]string, len(es))
+	for i, e := range es {
+		s[i] = e.Error()
+	}
+	return strings.Join(s, "\n")
+}
+
+// loadConfig builds the configuration: defaults, then the file at path
+// (skipped when path is ""), then the environment, then validation. The
+// error, if any, is a ConfigErrors.
+func loadConfig(path string, getenv func(string) string) (*Config, error) {
+	c := defaultConfig()
+	c.lines = map[string]int{}
+	c.envs = map[string]string{}
+	var errs ConfigErrors
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, ConfigErrors{{File: path, Msg: err.Error()}}
+		}
+		c.file = path
+		errs = c.decode(path, data)
+	}
+	c.applyEnv(getenv)
+	// Validate even after decode errors, so one run reports everything;
+	// a field that failed to decode kept its valid default.
+	errs = append(errs, c.validate()...)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return &c, nil
+}
+
+// decode decodes data over c strictly: an unknown or repeated key, or a
+// value of the wrong type, is an error naming its line and field.
+func (c *Config) decode(file string, data []byte) ConfigErrors {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return ConfigErrors{{File: file, Line: yamlErrorLine(err), Msg: yamlErrorMsg(err)}}
+	}
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		return nil // empty file: defaults
+	}
+	d := decoder{file: file, lines: c.lines}
+	d.value(doc.Content[0], reflect.ValueOf(c).Elem(), "")
+	return d.errs
+}
+
+type decoder struct {
+	file  string
+	lines map[string]int
+	errs  ConfigErrors
+}
+
+func (d *decoder) errorf(n *yaml.Node, field, format string, args ...any) {
+	d.errs = append(d.errs, ConfigError{File: d.file, Line: n.Line, Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+var (
+	nodeType     = reflect.TypeOf(yaml.Node{})
+	durationType = reflect.TypeOf(time.Duration(0))
+)
+
+// value decodes n into v, whose field path is path.
+func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if path != "" {
+		d.lines[path] = n.Line
+	}
+	if v.Type() == nodeType {
+		v.Set(reflect.ValueOf(*n))
+		return
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return // keep the default
+	}
+	if v.Kind() == reflect.Struct {
+		if n.Kind != yaml.MappingNode {
+			d.errorf(n, orTop(path), "must be a mapping of settings, not %s", kindName(n))
+			return
+		}
+		fields := structFields(v)
+		seen := map[string]int{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			name := k.Value
+			fp := join(path, name)
+			if k.Kind != yaml.ScalarNode {
+				d.errorf(k, orTop(path), "keys must be plain names")
+				continue
+			}
+			if line, dup := seen[name]; dup {
+				d.errorf(k, fp, "repeated; first set on line %d", line)
+				continue
+			}
+			seen[name] = k.Line
+			f, ok := fields[name]
+			if !ok {
+				d.errorf(k, fp, "unknown field%s", suggest(name, fields))
+				continue
+			}
+			d.value(val, f, fp)
+		}
+		return
+	}
+	if n.Kind != yaml.ScalarNode {
+		d.errorf(n, path, "must be %s, not %s", typeName(v.Type()), kindName(n))
+		return
+	}
+	if v.Type() == durationType {
+		dur, err := time.ParseDuration(n.Value)
+		if err != nil {
+			d.errorf(n, path, "%q is not %s", n.Value, typeName(v.Type()))
+			return
+		}
+		v.SetInt(int64(dur))
+		return
+	}
+	if v.Kind() == reflect.String && n.Tag != "!!str" && n.Style == 0 && n.Tag != "!!int" && n.Tag != "!!float" {
+		// A bare true/false where a string belongs is almost always a
+		// mistake; say so rather than storing "true".
+		if n.Tag == "!!bool" {
+			d.errorf(n, path, "must be a string, not %s (quote it)", n.Value)
+			return
+		}
+	}
+	tmp := reflect.New(v.Type())
+	if err := n.Decode(tmp.Interface()); err != nil {
+		d.errorf(n, path, "%q is not %s", n.Value, typeName(v.Type()))
+		return
+	}
+	v.Set(tmp.Elem())
+}
+
+// structFields maps the yaml names of v's fields, inline structs flattened,
+// to the settable fields.
+func structFields(v reflect.Value) map[string]reflect.Value {
+	out := map[string]reflect.Value{}
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		tag := sf.Tag.Get("yaml")
+		if tag == "-" || !sf.IsExported() {
+			continue
+		}
+		name, opts, _ := strings.Cut(tag, ",")
+		if opts == "inline" {
+			for k, f := range structFields(v.Field(i)) {
+				out[k] = f
+			}
+			continue
+		}
+		if name == "" {
+			continue
+		}
+		out[name] = v.Field(i)
+	}
+	return out
+}
+
+func suggest(name string, fields map[string]reflect.Value) string {
+	best, bestD := "", 1<<30
+	known := make([]string, 0, len(fields))
+	for k := range fields {
+		known = append(known, k)
+		if dd := editDistance(name, k); dd < bestD || (dd == bestD && k < best) {
+			best, bestD = k, dd
+		}
+	}
+	if best != "" && bestD <= max(2, len(name)/3) {
+		return "; did you mean " + best + "?"
+	}
+	sort.Strings(known)
+	return " (known: " + strings.Join(known, ", ") + ")"
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+func join(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}
+
+func orTop(path string) string {
+	if path == "" {
+		return "(top level)"
+	}
+	return path
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		return fmt.Sprintf("%q", n.Value)
+	}
+	return "an alias"
+}
+
+func typeName(t reflect.Type) string {
+	if t == durationType {
+		return "a duration such as 250ms, 1s or 2m"
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		return "an integer"
+	case reflect.Uint, reflect.Uint64, reflect.Uint32:
+		return "a non-negative integer"
+	case reflect.String:
+		return "a string"
+	}
+	return t.String()
+}
+
+func yamlErrorLine(err error) int {
+	var line int
+	msg := err.Error()
+	if i := strings.Index(msg, "line "); i >= 0 {
+		fmt.Sscanf(msg[i:], "line %d", &line)
+	}
+	return line
+}
+
+func yamlErrorMsg(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if i := strings.Index(msg, "line "); i == 0 {
+		if j := strings.Index(msg, ": "); j >= 0 {
+			msg = msg[j+2:]
+		}
+	}
+	return "invalid YAML: " + msg
+}
+
+// The environment variables read, in the order applied.
+const (
+	envGRPCAddr    = "SLUICE_GRPC_ADDR"
+	envHTTPAddr    = "SLUICE_HTTP_ADDR"
+	envRedisURL    = "SLUICE_REDIS_URL"
+	envPostgresDSN = "SLUICE_POSTGRES_DSN"
+	envAdminToken  = "SLUICE_ADMIN_TOKEN"
+	envLimits      = "SLUICE_LIMITS"
+	envLogLevel    = "SLUICE_LOG_LEVEL"
+)
+
+// applyEnv applies the SLUICE_* overrides. Setting SLUICE_REDIS_URL
+// switches the store to Redis; SLUICE_LIMITS replaces the limits the file
+// names (path and inline domains).
+func (c *Config) applyEnv(getenv func(string) string) {
+	set := func(env, field string, dst *string) {
+		if v := getenv(env); v != "" {
+			*dst = v
+			c.envs[field] = env
+		}
+	}
+	set(envGRPCAddr, "grpc.addr", &c.GRPC.Addr)
+	set(envHTTPAddr, "http.addr", &c.HTTP.Addr)
+	set(envRedisURL, "redis.url", &c.Redis.URL)
+	set(envPostgresDSN, "postgres.dsn", &c.Postgres.DSN)
+	set(envAdminToken, "admin_token", &c.AdminToken)
+	set(envLimits, "limits.path", &c.Limits.envPath)
+	set(envLogLevel, "log.level", &c.Log.Level)
+}
+
+// validate checks every setting, naming the field and where it was set.
+func (c *Config) validate() ConfigErrors {
+	var errs ConfigErrors
+	add := func(field, msg string) {
+		e := ConfigError{Field: field, Msg: msg}
+		if env, ok := c.envs[field]; ok {
+			e.Env = env
+		} else if c.file != "" {
+			e.File = c.file
+			e.Line = c.lineOf(field)
+		}
+		errs = append(errs, e)
+	}
+	for _, err := range unjoin(c.Config.Validate()) {
+		var fe *server.FieldError
+		if errors.As(err, &fe) {
+			add(fe.Field, fe.Msg)
+		} else {
+			add("", err.Error())
+		}
+	}
+	if c.Redis.URL != "" {
+		if err := c.Redis.Config.Validate(); err != nil {
+			var re *redis.ConfigError
+			if errors.As(err, &re) {
+				add("redis."+re.Field, re.Err.Error())
+			} else {
+				add("redis", err.Error())
+			}
+		}
+	}
+	if c.Redis.KeyPrefix == "" {
+		add("redis.key_prefix", "must not be empty")
+	}
+	if c.Limits.Watch && c.Limits.WatchInterval <= 0 {
+		add("limits.watch_interval", "must be positive when limits.watch is on")
+	}
+	for _, b := range []struct {
+		field string
+		v     int
+	}{
+		{"request.max_descriptors", c.Request.MaxDescriptors},
+		{"request.max_entries", c.Request.MaxEntries},
+		{"request.max_key_bytes", c.Request.MaxKeyBytes},
+		{"request.max_value_bytes", c.Request.MaxValueBytes},
+	} {
+		if b.v <= 0 {
+			add(b.field, fmt.Sprintf("must be at least 1, got %d", b.v))
+		}
+	}
+	if c.Request.MaxHitsAddend == 0 {
+		add("request.max_hits_addend", "must be at least 1")
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", fmt.Sprintf("%q is not one of debug, info, warn, error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		add("log.format", fmt.Sprintf("%q is not one of text, json", c.Log.Format))
+	}
+	return errs
+}
+
+// lineOf is the line that set field, or of its nearest parent.
+func (c *Config) lineOf(field string) int {
+	for f := field; f != ""; {
+		if l, ok := c.lines[f]; ok {
+			return l
+		}
+		i := strings.LastIndexByte(f, '.')
+		if i < 0 {
+			break
+		}
+		f = f[:i]
+	}
+	return 0
+}
+
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// limitsSource is where the limits come from, for loading and watching.
+type limitsSource struct {
+	configFile string     // config.yaml, when it holds inline domains
+	inline     *yaml.Node // config.yaml's domains, or nil
+	path       string     // a limit file or directory, or ""
+	shadow     bool
+}
+
+func (c *Config) limitsSource() limitsSource {
+	s := limitsSource{shadow: c.Limits.ShadowMode}
+	if c.Limits.envPath != "" {
+		s.path = c.Limits.envPath
+		return s
+	}
+	if c.Limits.Domains.Kind != 0 {
+		s.configFile, s.inline = c.file, &c.Limits.Domains
+	}
+	if p := c.Limits.Path; p != "" {
+		if !filepath.IsAbs(p) && c.file != "" {
+			p = filepath.Join(filepath.Dir(c.file), p)
+		}
+		s.path = p
+	}
+	return s
+}
+
+// load reads and compiles the limits. The error lists every problem, one
+// per line, each with file and line.
+func (s limitsSource) load() (*limiter.Limits, error) {
+	var (
+		domains []limiter.DomainConfig
+		errs    []error
+	)
+	if s.inline != nil {
+		ds, err := limiter.DecodeDomains(s.configFile, s.inline)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		domains = append(domains, ds...)
+	}
+	if s.path != "" {
+		ds, err := limiter.LoadLimits(s.path)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		domains = append(domains, ds...)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	lims, err := limiter.Compile(domains, limiter.CompileOptions{ShadowMode: s.shadow})
+	if err != nil {
+		return nil, err
+	}
+	return lims, nil
+}
+
+// watched lists the files and directories whose change means a reload:
+// the config file (it may hold domains or name the limits) and the limits
+// path.
+func (c *Config) watched() []string {
+	var out []string
+	if c.file != "" {
+		out = append(out, c.file)
+	}
+	if p := c.limitsSource().path; p != "" {
+		out = append(out, p)
+	}
+	return out
+}

@@ -1,0 +1,141 @@
+// Command sluice is the Sluice rate-limit service: `sluice serve` runs it,
+// `sluice check` validates its configuration and limit files, and
+// `sluice version` prints the build.
+//
+// It only wires: it loads the configuration, builds the store, the limiter
+// and the server, serves, and shuts them down in order.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+)
+
+// Set with -ldflags "-X main.version=... -X main.revision=...".
+var (
+	version  = "dev"
+	revision = ""
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
+		fmt.Fprintln(os.Stderr, "sluice:", err)
+		os.Exit(1)
+	}
+}
+
+// exitError ends the process with code, its message already printed.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+const usage = `usage: sluice <command> [flags]
+
+commands:
+  serve   [-config FILE]   run the service
+  check   [-config FILE]   validate the configuration and every limit file
+  version                  print the version
+
+Without -config, ./config.yaml is used when present, else built-in defaults.
+Environment: SLUICE_GRPC_ADDR, SLUICE_HTTP_ADDR, SLUICE_REDIS_URL,
+SLUICE_POSTGRES_DSN, SLUICE_ADMIN_TOKEN, SLUICE_LIMITS, SLUICE_LOG_LEVEL.
+`
+
+// run is the whole program; main only adds the process: signals, exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitError{2}
+	}
+	switch args[0] {
+	case "serve":
+		path, err := parseConfigFlag("serve", args[1:], stderr)
+		if err != nil {
+			return err
+		}
+		return serve(ctx, path, os.Getenv, stderr)
+	case "check":
+		path, err := parseConfigFlag("check", args[1:], stderr)
+		if err != nil {
+			return err
+		}
+		return check(path, os.Getenv, stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintf(stdout, "sluice %s (revision %s, %s)\n", version, buildRevision(), runtime.Version())
+		return nil
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "sluice: unknown command %q\n\n%s", args[0], usage)
+	return exitError{2}
+}
+
+// parseConfigFlag parses [-config FILE] and picks the config file: the flag,
+// else ./config.yaml when present, else "" (built-in defaults).
+func parseConfigFlag(cmd string, args []string, stderr io.Writer) (string, error) {
+	fs := flag.NewFlagSet("sluice "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "configuration `file` (default ./config.yaml when present)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", exitError{0}
+		}
+		return "", exitError{2}
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "sluice %s: unexpected argument %q\n", cmd, fs.Arg(0))
+		return "", exitError{2}
+	}
+	if *path != "" {
+		return *path, nil
+	}
+	if _, err := os.Stat("config.yaml"); err == nil {
+		return "config.yaml", nil
+	}
+	return "", nil
+}
+
+// buildRevision is the -ldflags revision, else the VCS revision recorded
+// by the Go toolchain, else "unknown".
+func buildRevision() string {
+	if revision != "" {
+		return revision
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		rev, dirty := "", false
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+		if rev != "" {
+			if len(rev) > 12 {
+				rev = rev[:12]
+			}
+			if dirty {
+				rev += "-dirty"
+			}
+			return rev
+		}
+	}
+	return "unknown"
+}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sluice-rl/sluice/limiter"
+)
+
+// reloader keeps the limiter's limits in step with the files: on SIGHUP,
+// and when a watched file changes. A bad reload keeps the running limits.
+type reloader struct {
+	path   string // config file; "" for built-in defaults
+	getenv func(string) string
+	lim    *limiter.Limiter
+	log    *slog.Logger
+
+	watched []string // files and directories of the last load
+	stat    string   // their names, sizes and mtimes at the last look
+	sum     [32]byte // their content at the last load attempt
+}
+
+func newReloader(path string, getenv func(string) string, lim *limiter.Limiter, log *slog.Logger) *reloader {
+	return &reloader{path: path, getenv: getenv, lim: lim, log: log.With("component", "limits")}
+}
+
+// loadInitial loads the limits cfg names; serving does not start without
+// them.
+func (r *reloader) loadInitial(cfg *Config) error {
+	r.watched = cfg.watched()
+	r.stat, r.sum = fingerprint(r.watched)
+	lims, err := cfg.limitsSource().load()
+	if err != nil {
+		return err
+	}
+	r.lim.SetLimits(lims)
+	r.log.Info("limits loaded", "version", lims.Version(), "domains", len(lims.Domains()), "rules", lims.Rules())
+	return nil
+}
+
+// run reloads on each hup and, when watch is on, when the watched files
+// change (checked every interval), until ctx ends.
+func (r *reloader) run(ctx context.Context, hup <-chan os.Signal, watch bool, interval time.Duration) {
+	var tick <-chan time.Time
+	if watch {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			r.reload("signal")
+		case <-tick:
+			if r.changed() {
+				r.reload("file change")
+			}
+		}
+	}
+}
+
+// changed reports whether the watched files' content differs from the last
+// load attempt. Content is read only when names, sizes or mtimes moved.
+func (r *reloader) changed() bool {
+	stat := statPrint(r.watched)
+	if stat == r.stat {
+		return false
+	}
+	r.stat = stat
+	_, sum := fingerprint(r.watched)
+	return sum != r.sum
+}
+
+// reload reads the config file and the limits again and swaps them in. A
+// failure keeps the running limits and is logged. Settings other than the
+// limits need a restart.
+func (r *reloader) reload(reason string) {
+	stat, sum := fingerprint(r.watched)
+	r.stat, r.sum = stat, sum
+	cfg, err := loadConfig(r.path, r.getenv)
+	if err != nil {
+		r.log.Error("reload failed; keeping the running limits", "reason", reason, "err", err.Error())
+		return
+	}
+	if w := cfg.watched(); !equalStrings(w, r.watched) {
+		r.watched = w
+		r.stat, r.sum = fingerprint(w)
+	}
+	lims, err := cfg.limitsSource().load()
+	if err != nil {
+		r.log.Error("reload failed; keeping the running limits", "reason", reason, "err", err.Error())
+		return
+	}
+	old := r.lim.Limits()
+	r.lim.SetLimits(lims)
+	if old != nil && old.Version() == lims.Version() {
+		r.log.Info("limits reloaded, unchanged", "reason", reason, "version", lims.Version())
+		return
+	}
+	r.log.Info("limits reloaded", "reason", reason, "version", lims.Version(),
+		"domains", len(lims.Domains()), "rules", lims.Rules())
+}
+
+// files expands the watched paths: a directory stands for its limit files.
+func files(paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil || !fi.IsDir() {
+			out = append(out, p)
+			continue
+		}
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			out = append(out, p)
+			continue
+		}
+		for _, e := range entries {
+			n := e.Name()
+			if ext := filepath.Ext(n); !strings.HasPrefix(n, ".") && (ext == ".yaml" || ext == ".yml") {
+				out = append(out, filepath.Join(p, n))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// statPrint describes the files' names, sizes and modification times.
+func statPrint(paths []string) string {
+	var b strings.Builder
+	for _, f := range files(paths) {
+		b.WriteString(f)
+		if fi, err := os.Stat(f); err == nil {
+			b.WriteByte(' ')
+			b.WriteString(strconv.FormatInt(fi.Size(), 10))
+			b.WriteByte(' ')
+			b.WriteString(strconv.FormatInt(fi.ModTime().UnixNano(), 10))
+		} else {
+			b.WriteString(" missing")
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// fingerprint is statPrint and a hash of the files' names and contents.
+func fingerprint(paths []string) (string, [32]byte) {
+	h := sha256.New()
+	for _, f := range files(paths) {
+		io.WriteString(h, f)
+		h.Write([]byte{0})
+		if fh, err := os.Open(f); err == nil {
+			io.Copy(h, fh)
+			fh.Close()
+		} else {
+			io.WriteString(h, "\x00missing")
+		}
+		h.Write([]byte{0})
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return statPrint(paths), sum
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
