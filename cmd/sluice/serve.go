@@ -125,4 +125,3 @@ func newLogger(c LogConfig, w io.Writer) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
 }
-
