@@ -442,7 +442,8 @@ func TestTTL(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := time.Duration(res[0].ResetMicros) * time.Microsecond
-		if pttl > want+time.Millisecond || pttl < want-50*time.Millisecond {
+		// PTTL counts down from the take; allow for a slow machine.
+		if pttl > want+time.Millisecond || pttl < want-250*time.Millisecond {
 			t.Fatalf("PTTL = %v, want about %v", pttl, want)
 		}
 		// A peek does not move the expiry.
@@ -603,7 +604,7 @@ func TestUnavailable(t *testing.T) {
 		if _, err := s.Apply(ctx, reqs, make([]limiter.BucketResult, 1)); err == nil {
 			t.Fatal("Apply succeeded against a stopped server")
 		}
-		if d := time.Since(start); d > 150*time.Millisecond {
+		if d := time.Since(start); d > 30*time.Millisecond+300*time.Millisecond {
 			t.Fatalf("Apply took %v with a 30ms context", d)
 		}
 
