@@ -1,0 +1,418 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// Run drives the servers in o.Addrs as o describes and returns the report.
+// It returns an error only when o is invalid (the error names the flag) or
+// a connection cannot be set up; servers that fail or time out show in the
+// report's error counts. Run always stops: after o.Requests measured
+// requests or o.Duration of measured time (plus o.Warmup), or when ctx is
+// done, in which case the report covers what ran and says it was
+// interrupted. Requests in flight at the end are waited for, each at most
+// o.Timeout.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	r, err := newRunner(&o)
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	return r.run(ctx), nil
+}
+
+// seriesInterval is the width of one point of the over-time series.
+func seriesInterval(o *Options) time.Duration {
+	if o.Requests == 0 && o.Duration+o.Warmup >= 2*time.Minute {
+		return time.Second
+	}
+	return 250 * time.Millisecond
+}
+
+type runner struct {
+	o       *Options
+	w       *workload
+	seed    uint64
+	prefix  string
+	conns   []*grpc.ClientConn
+	clients []rlsv3.RateLimitServiceClient // address varies fastest
+	rr      atomic.Uint64
+	tracker *tracker // nil without a limit
+
+	epoch        time.Time
+	measureStart time.Duration // = Warmup
+	measureEnd   time.Duration // Warmup+Duration; unused with Requests
+	claimed      atomic.Int64  // measured requests started (Requests mode)
+
+	shards []*shard
+
+	// For the progress line: every answered request, warmup included.
+	done     atomic.Int64
+	errs     atomic.Int64
+	inflight atomic.Int64
+
+	lagMax atomic.Int64 // open loop: the scheduler's largest delay behind its schedule
+}
+
+// shard gathers the figures of some of the workers; its mutex is held only
+// to record one request or to collect.
+type shard struct {
+	mu       sync.Mutex
+	latency  Histogram // measured requests with a decision
+	service  Histogram // the same, from the actual send (open loop)
+	interval Histogram // latency since the last series point
+	codes    map[string]int64
+	errors   map[string]int64
+	iv       counts // since the last series point
+	lastRecv time.Duration
+}
+
+type counts struct{ ok, over, errs int64 }
+
+func newRunner(o *Options) (*runner, error) {
+	r := &runner{o: o, seed: o.Seed, prefix: o.ValuePrefix}
+	if r.seed == 0 {
+		r.seed = rand.Uint64() | 1
+	}
+	if r.prefix == "" {
+		r.prefix = fmt.Sprintf("b%06x-", rand.Uint32()&0xffffff)
+	}
+	r.w = newWorkload(o, r.prefix)
+	if o.Limit != nil {
+		r.tracker = newTracker(o.Descriptors, o.Values)
+	}
+	for range o.Conns {
+		for _, addr := range o.Addrs {
+			cc, err := grpc.NewClient("passthrough:///"+addr,
+				grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				r.close()
+				return nil, fmt.Errorf("connect %s: %w", addr, err)
+			}
+			r.conns = append(r.conns, cc)
+			r.clients = append(r.clients, rlsv3.NewRateLimitServiceClient(cc))
+		}
+	}
+	workers := o.Concurrency
+	if o.Mode() == ModeOpen {
+		workers = o.Workers
+	}
+	n := min(workers, 4*runtime.GOMAXPROCS(0))
+	for range n {
+		r.shards = append(r.shards, &shard{codes: map[string]int64{}, errors: map[string]int64{}})
+	}
+	return r, nil
+}
+
+func (r *runner) close() {
+	for _, cc := range r.conns {
+		cc.Close()
+	}
+}
+
+// connect starts every connection and waits, at most o.Timeout in all, for
+// them to be ready, so that connection setup does not land in the figures.
+// A server that is down is not an error here: its requests fail and count.
+func (r *runner) connect(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, cc := range r.conns {
+		wg.Go(func() {
+			cc.Connect()
+			for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
+				if s == connectivity.TransientFailure || !cc.WaitForStateChange(ctx, s) {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func (r *runner) run(ctx context.Context) *Report {
+	o := r.o
+	r.connect(ctx)
+	r.measureStart = o.Warmup
+	r.measureEnd = o.Warmup + o.Duration
+	started := time.Now()
+	r.epoch = started
+
+	var series []Point
+	seriesDone := make(chan struct{})
+	stopTicks := make(chan struct{})
+	go func() {
+		defer close(seriesDone)
+		series = r.tick(stopTicks)
+	}()
+
+	if o.Mode() == ModeOpen {
+		r.openLoop(ctx)
+	} else {
+		r.closedLoop(ctx)
+	}
+	close(stopTicks)
+	<-seriesDone
+	return r.report(ctx, started, series)
+}
+
+// closedLoop runs Concurrency workers that each send a request as soon as
+// their previous one is answered.
+func (r *runner) closedLoop(ctx context.Context) {
+	var wg sync.WaitGroup
+	for id := range r.o.Concurrency {
+		wg.Go(func() {
+			wk := r.newWorker(id)
+			for ctx.Err() == nil {
+				now := time.Since(r.epoch)
+				measured := now >= r.measureStart
+				if measured {
+					if r.o.Requests > 0 {
+						if r.claimed.Add(1) > r.o.Requests {
+							return
+						}
+					} else if now >= r.measureEnd {
+						return
+					}
+				}
+				r.do(ctx, wk, time.Time{}, measured)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+type arrival struct {
+	at       time.Duration // intended send time, from the epoch
+	measured bool
+}
+
+// openLoop schedules requests at Rate per second and hands them to Workers
+// workers. A request's latency counts from its intended send time, so time
+// spent waiting for a free worker, or for the scheduler that fell behind,
+// is part of it: a server that stalls cannot hide its queue.
+func (r *runner) openLoop(ctx context.Context) {
+	o := r.o
+	queue := make(chan arrival, o.Workers)
+	var wg sync.WaitGroup
+	for id := range o.Workers {
+		wg.Go(func() {
+			wk := r.newWorker(id)
+			for a := range queue {
+				r.do(ctx, wk, r.epoch.Add(a.at), a.measured)
+			}
+		})
+	}
+	r.schedule(ctx, queue)
+	close(queue)
+	wg.Wait()
+}
+
+// schedule emits intended send times until the measured phase is over. When
+// it falls behind it emits the late arrivals at once, each with its own
+// intended time.
+func (r *runner) schedule(ctx context.Context, queue chan<- arrival) {
+	o := r.o
+	rnd := rand.New(rand.NewPCG(r.seed, 1<<40))
+	var measured int64
+	at := time.Duration(0)
+	for i := int64(0); ; i++ {
+		if o.Arrival == ArrivalUniform {
+			at = time.Duration(float64(i) / o.Rate * float64(time.Second))
+		} else if i > 0 {
+			at += time.Duration(rnd.ExpFloat64() / o.Rate * float64(time.Second))
+		}
+		a := arrival{at: at, measured: at >= r.measureStart}
+		if a.measured {
+			if o.Requests > 0 {
+				if measured == o.Requests {
+					return
+				}
+				measured++
+			} else if at >= r.measureEnd {
+				return
+			}
+		}
+		if wait := at - time.Since(r.epoch); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return
+			}
+		}
+		select {
+		case queue <- a:
+		case <-ctx.Done():
+			return
+		}
+		storeMax(&r.lagMax, int64(time.Since(r.epoch)-at))
+	}
+}
+
+type worker struct {
+	rnd   *rand.Rand
+	idx   []int
+	shard *shard
+}
+
+func (r *runner) newWorker(id int) *worker {
+	return &worker{
+		rnd:   rand.New(rand.NewPCG(r.seed, uint64(id))),
+		idx:   make([]int, r.o.Descriptors),
+		shard: r.shards[id%len(r.shards)],
+	}
+}
+
+// do sends one request and records it. intended is the open loop's
+// intended send time, zero in the closed loop.
+func (r *runner) do(ctx context.Context, wk *worker, intended time.Time, measured bool) {
+	req := r.w.next(wk.rnd, wk.idx)
+	client := r.clients[r.rr.Add(1)%uint64(len(r.clients))]
+	sent := time.Now()
+	start, deadline := sent, sent.Add(r.o.Timeout)
+	if !intended.IsZero() {
+		start, deadline = intended, intended.Add(r.o.Timeout)
+	}
+	cctx, cancel := context.WithDeadline(ctx, deadline)
+	r.inflight.Add(1)
+	resp, err := client.ShouldRateLimit(cctx, req)
+	r.inflight.Add(-1)
+	recv := time.Now()
+	cancel()
+	if err != nil && ctx.Err() != nil {
+		return // the run was stopped; this request is not the server's failure
+	}
+	r.done.Add(1)
+	if err != nil {
+		r.errs.Add(1)
+	}
+
+	code := ""
+	if err == nil {
+		code = resp.GetOverallCode().String()
+		if resp.GetOverallCode() == rlsv3.RateLimitResponse_UNKNOWN {
+			r.errs.Add(1)
+		}
+	}
+	if r.tracker != nil && err == nil && resp.GetOverallCode() != rlsv3.RateLimitResponse_UNKNOWN {
+		ok := resp.GetOverallCode() == rlsv3.RateLimitResponse_OK
+		st := resp.GetStatuses()
+		hasStatuses := len(st) == len(wk.idx)
+		s, v := sent.Sub(r.epoch), recv.Sub(r.epoch)
+		for pos, val := range wk.idx {
+			under := !hasStatuses || st[pos].GetCode() == rlsv3.RateLimitResponse_OVER_LIMIT
+			r.tracker.record(pos, val, s, v, int64(r.o.Hits), ok, under)
+		}
+	}
+	if !measured {
+		return
+	}
+
+	sh := wk.shard
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.lastRecv = max(sh.lastRecv, recv.Sub(r.epoch))
+	if err != nil {
+		sh.errors[status.Code(err).String()]++
+		sh.iv.errs++
+		return
+	}
+	sh.codes[code]++
+	switch resp.GetOverallCode() {
+	case rlsv3.RateLimitResponse_OK:
+		sh.iv.ok++
+	case rlsv3.RateLimitResponse_OVER_LIMIT:
+		sh.iv.over++
+	default:
+		sh.iv.errs++
+		return // not a decision: no latency
+	}
+	lat := recv.Sub(start)
+	sh.latency.Record(lat)
+	sh.interval.Record(lat)
+	sh.service.Record(recv.Sub(sent))
+}
+
+// tick writes the progress line once a second and collects a series point
+// every seriesInterval, until stop is closed; then it collects the last,
+// partial interval.
+func (r *runner) tick(stop <-chan struct{}) []Point {
+	iv := seriesInterval(r.o)
+	points := time.NewTicker(iv)
+	defer points.Stop()
+	var progress <-chan time.Time
+	if r.o.Progress != nil {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		progress = t.C
+	}
+	var series []Point
+	var agg Histogram
+	var prev time.Duration
+	collect := func() {
+		now := time.Since(r.epoch)
+		agg.Reset()
+		var c counts
+		for _, sh := range r.shards {
+			sh.mu.Lock()
+			agg.Merge(&sh.interval)
+			sh.interval.Reset()
+			c.ok, c.over, c.errs = c.ok+sh.iv.ok, c.over+sh.iv.over, c.errs+sh.iv.errs
+			sh.iv = counts{}
+			sh.mu.Unlock()
+		}
+		if now <= r.measureStart {
+			return
+		}
+		width := (now - max(prev, r.measureStart)).Seconds()
+		prev = now
+		p := Point{
+			T: (now - r.measureStart).Seconds(), OK: c.ok, OverLimit: c.over, Errors: c.errs,
+			P50MS: ms(agg.Percentile(50)), P99MS: ms(agg.Percentile(99)), MaxMS: ms(agg.Max()),
+		}
+		if width > 0 {
+			p.RPS = float64(c.ok+c.over) / width
+		}
+		series = append(series, p)
+	}
+	var lastDone int64
+	lastAt := time.Now()
+	for {
+		select {
+		case <-points.C:
+			collect()
+		case now := <-progress:
+			done := r.done.Load()
+			phase := "measure"
+			if time.Since(r.epoch) < r.measureStart {
+				phase = "warmup"
+			}
+			fmt.Fprintf(r.o.Progress, "bench: %5.1fs %-7s %9d answered %9.0f req/s %6d errors %5d in flight\n",
+				time.Since(r.epoch).Seconds(), phase, done,
+				float64(done-lastDone)/now.Sub(lastAt).Seconds(), r.errs.Load(), r.inflight.Load())
+			lastDone, lastAt = done, now
+		case <-stop:
+			collect()
+			return series
+		}
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -1,0 +1,74 @@
+package bench
+
+import (
+	"math"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+)
+
+// workload builds requests. It is shared read-only by the workers; each
+// worker brings its own random source.
+type workload struct {
+	domain string
+	keys   []string // one per descriptor position
+	values []string // the distinct values
+	cdf    []float64
+	hits   uint32
+}
+
+func newWorkload(o *Options, prefix string) *workload {
+	w := &workload{domain: o.Domain, hits: o.Hits}
+	for i := range o.Descriptors {
+		w.keys = append(w.keys, o.DescriptorKey(i))
+	}
+	w.values = make([]string, o.Values)
+	for i := range w.values {
+		w.values[i] = prefix + strconv.Itoa(i)
+	}
+	if o.Dist == DistZipf {
+		w.cdf = zipfCDF(o.Values, o.ZipfS)
+	}
+	return w
+}
+
+// zipfCDF returns the cumulative distribution of ranks 0..n-1 with weight
+// 1/(k+1)^s, normalised to end at 1. math/rand's Zipf needs s > 1; web
+// traffic is usually fitted with s near 1, so the harness keeps a table.
+func zipfCDF(n int, s float64) []float64 {
+	cdf := make([]float64, n)
+	sum := 0.0
+	for k := range n {
+		sum += math.Pow(float64(k+1), -s)
+		cdf[k] = sum
+	}
+	for k := range cdf {
+		cdf[k] /= sum
+	}
+	cdf[n-1] = 1
+	return cdf
+}
+
+// pick draws a value index.
+func (w *workload) pick(r *rand.Rand) int {
+	if w.cdf == nil {
+		return r.IntN(len(w.values))
+	}
+	u := r.Float64()
+	return sort.SearchFloat64s(w.cdf, u) // first k with cdf[k] >= u
+}
+
+// next fills idx (one value index per descriptor) and returns the request.
+func (w *workload) next(r *rand.Rand, idx []int) *rlsv3.RateLimitRequest {
+	descs := make([]*ratelimitv3.RateLimitDescriptor, len(w.keys))
+	for i, k := range w.keys {
+		idx[i] = w.pick(r)
+		descs[i] = &ratelimitv3.RateLimitDescriptor{
+			Entries: []*ratelimitv3.RateLimitDescriptor_Entry{{Key: k, Value: w.values[idx[i]]}},
+		}
+	}
+	return &rlsv3.RateLimitRequest{Domain: w.domain, Descriptors: descs, HitsAddend: w.hits}
+}
