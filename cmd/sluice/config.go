@@ -203,7 +203,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
-	if path != "" {
+	if _, ok := d.lines[path]; !ok && path != "" {
 		d.lines[path] = n.Line
 	}
 	if v.Type() == nodeType {
@@ -233,6 +233,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 				continue
 			}
 			seen[name] = k.Line
+			d.lines[fp] = k.Line
 			f, ok := fields[name]
 			if !ok {
 				d.errorf(k, fp, "unknown field%s", suggest(name, fields))
@@ -310,6 +311,13 @@ func suggest(name string, fields map[string]reflect.Value) string {
 		return "; did you mean " + best + "?"
 	}
 	sort.Strings(known)
+	if len(name) >= 3 {
+		for _, k := range known {
+			if strings.Contains(k, name) {
+				return "; did you mean " + k + "?"
+			}
+		}
+	}
 	return " (known: " + strings.Join(known, ", ") + ")"
 }
 

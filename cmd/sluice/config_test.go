@@ -1,0 +1,322 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// env is a fake environment for getenv.
+type env map[string]string
+
+func (e env) get(k string) string { return e[k] }
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDefaultsAreValid(t *testing.T) {
+	c, err := loadConfig("", env{}.get)
+	if err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	if c.GRPC.Addr != ":8081" || c.HTTP.Addr != ":8080" || c.Redis.URL != "" || c.Redis.KeyPrefix != "sl:" ||
+		!c.Limits.Watch || c.Limits.WatchInterval != time.Second || c.Request.MaxDescriptors != 64 ||
+		!c.ResponseHeaders.Enabled || c.Log.Level != "info" || c.Shutdown.DrainDelay != time.Second {
+		t.Errorf("unexpected defaults: %+v", c)
+	}
+}
+
+func TestShippedConfig(t *testing.T) {
+	c, err := loadConfig("../../config.yaml", env{}.get)
+	if err != nil {
+		t.Fatalf("config.yaml: %v", err)
+	}
+	// The shipped file states every default.
+	d := defaultConfig()
+	if c.Config != d.Config || c.Redis != d.Redis || c.Request != d.Request || c.Log != d.Log ||
+		c.Limits.Watch != d.Limits.Watch || c.Limits.WatchInterval != d.Limits.WatchInterval {
+		t.Errorf("config.yaml differs from the defaults:\n%+v\n%+v", c, d)
+	}
+	lims, err := c.limitsSource().load()
+	if err != nil {
+		t.Fatalf("limits: %v", err)
+	}
+	if got := lims.Domains(); len(got) != 1 || got[0] != "edge" {
+		t.Errorf("domains = %v, want [edge]", got)
+	}
+}
+
+func TestStrictDecoding(t *testing.T) {
+	cases := []struct {
+		name, body string
+		want       []string // each a full error line
+	}{
+		{"unknown nested field with suggestion", "redis:\n  url: \"\"\n  pool_sise: 3\n",
+			[]string{"config.yaml:3: redis.pool_sise: unknown field; did you mean pool_size?"}},
+		{"unknown top-level field", "log: {level: info}\nlimts:\n  path: x\n",
+			[]string{"config.yaml:2: limts: unknown field; did you mean limits?"}},
+		{"unknown field without a close match", "shutdown:\n  zzz: 1\n",
+			[]string{"config.yaml:2: shutdown.zzz: unknown field (known: drain_delay, timeout)"}},
+		{"inline struct fields are known", "redis:\n  tls:\n    server_nam: x\n",
+			[]string{"config.yaml:3: redis.tls.server_nam: unknown field; did you mean server_name?"}},
+		{"admin token is not a file setting", "admin_token: x\n",
+			[]string{"config.yaml:1: admin_token: unknown field"}},
+		{"wrong types, all reported", "grpc:\n  max_recv_msg_bytes: lots\n  keepalive_min_time: soon\nlimits:\n  watch: sometimes\n",
+			[]string{
+				`config.yaml:2: grpc.max_recv_msg_bytes: "lots" is not an integer`,
+				`config.yaml:3: grpc.keepalive_min_time: "soon" is not a duration such as 250ms, 1s or 2m`,
+				`config.yaml:5: limits.watch: "sometimes" is not true or false`,
+			}},
+		{"bool where a string belongs", "log:\n  format: true\n",
+			[]string{`config.yaml:2: log.format: must be a string, not true (quote it)`}},
+		{"repeated key", "http:\n  addr: a\n  addr: b\n",
+			[]string{"config.yaml:3: http.addr: repeated; first set on line 2"}},
+		{"scalar for a section", "grpc: 8081\n",
+			[]string{`config.yaml:1: grpc: must be a mapping of settings, not "8081"`}},
+		{"list for a scalar", "http:\n  addr: [a, b]\n",
+			[]string{"config.yaml:2: http.addr: must be a string, not a list"}},
+		{"top level not a mapping", "- a\n- b\n",
+			[]string{"config.yaml:1: (top level): must be a mapping of settings, not a list"}},
+		{"decode and validation errors together", "grpc:\n  addr: \"\"\n  bogus: 1\nlog:\n  format: xml\n",
+			[]string{
+				"config.yaml:3: grpc.bogus: unknown field",
+				"config.yaml:2: grpc.addr: must not be empty",
+				`config.yaml:5: log.format: "xml" is not one of text, json`,
+			}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := writeConfig(t, c.body)
+			_, err := loadConfig(p, env{}.get)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			var ce ConfigErrors
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %T, want ConfigErrors", err)
+			}
+			got := strings.ReplaceAll(err.Error(), p, "config.yaml")
+			lines := strings.Split(got, "\n")
+			if len(lines) != len(c.want) {
+				t.Fatalf("got %d errors, want %d:\n%s", len(lines), len(c.want), got)
+			}
+			for i, w := range c.want {
+				if !strings.HasPrefix(lines[i], w) {
+					t.Errorf("error %d = %q\nwant prefix %q", i, lines[i], w)
+				}
+			}
+		})
+	}
+}
+
+func TestNullKeepsDefault(t *testing.T) {
+	p := writeConfig(t, "grpc:\n  addr:\nhttp:\n")
+	c, err := loadConfig(p, env{}.get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GRPC.Addr != ":8081" || c.HTTP.Addr != ":8080" {
+		t.Errorf("null did not keep defaults: %q %q", c.GRPC.Addr, c.HTTP.Addr)
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	p := writeConfig(t, "grpc: {addr: \":1\"}\nhttp: {addr: \":2\"}\nlimits:\n  path: file.yaml\n  domains: [{domain: d, descriptors: []}]\nlog: {level: info}\n")
+	e := env{
+		"SLUICE_GRPC_ADDR":    "127.0.0.1:7081",
+		"SLUICE_HTTP_ADDR":    "127.0.0.1:7080",
+		"SLUICE_REDIS_URL":    "redis://:pw@127.0.0.1:6390/2",
+		"SLUICE_POSTGRES_DSN": "postgres://u:p@db/sluice",
+		"SLUICE_ADMIN_TOKEN":  "s3cret-token",
+		"SLUICE_LIMITS":       "/etc/sluice/limits",
+		"SLUICE_LOG_LEVEL":    "debug",
+	}
+	c, err := loadConfig(p, e.get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GRPC.Addr != e["SLUICE_GRPC_ADDR"] || c.HTTP.Addr != e["SLUICE_HTTP_ADDR"] || c.Redis.URL != e["SLUICE_REDIS_URL"] ||
+		c.Postgres.DSN != e["SLUICE_POSTGRES_DSN"] || c.AdminToken != e["SLUICE_ADMIN_TOKEN"] || c.Log.Level != "debug" {
+		t.Errorf("overrides not applied: %+v", c)
+	}
+	src := c.limitsSource()
+	if src.path != "/etc/sluice/limits" || src.inline != nil {
+		t.Errorf("SLUICE_LIMITS should replace both path and inline domains: %+v", src)
+	}
+
+	// Without the env, the path is relative to the config file.
+	c, err = loadConfig(p, env{}.get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src = c.limitsSource()
+	if src.path != filepath.Join(filepath.Dir(p), "file.yaml") || src.inline == nil {
+		t.Errorf("limits source = %+v", src)
+	}
+}
+
+func TestEnvErrorsNameTheVariable(t *testing.T) {
+	_, err := loadConfig("", env{"SLUICE_LOG_LEVEL": "chatty", "SLUICE_REDIS_URL": "mysql://x", "SLUICE_ADMIN_TOKEN": "tok-123"}.get)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	msg := err.Error()
+	for _, w := range []string{`SLUICE_LOG_LEVEL: log.level: "chatty" is not one of`, "SLUICE_REDIS_URL: redis.url"} {
+		if !strings.Contains(msg, w) {
+			t.Errorf("error %q does not contain %q", msg, w)
+		}
+	}
+	if strings.Contains(msg, "tok-123") {
+		t.Errorf("error shows the admin token: %q", msg)
+	}
+}
+
+var wantRe = regexp.MustCompile(`(?m)^# want: (\d+): (.*)$`)
+
+type wantLine struct {
+	line int
+	msg  string
+}
+
+func readWants(t *testing.T, file string) []wantLine {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []wantLine
+	for _, m := range wantRe.FindAllStringSubmatch(string(data), -1) {
+		n, _ := strconv.Atoi(m[1])
+		out = append(out, wantLine{n, strings.TrimSpace(m[2])})
+	}
+	if len(out) == 0 {
+		t.Fatalf("%s has no # want: line", file)
+	}
+	return out
+}
+
+// assertReported checks that output has a line for file:line holding msg
+// (line 0: any line holding msg).
+func assertReported(t *testing.T, output, file string, w wantLine) {
+	t.Helper()
+	for _, l := range strings.Split(output, "\n") {
+		if !strings.Contains(l, w.msg) {
+			continue
+		}
+		if w.line == 0 || strings.HasPrefix(l, file+":"+strconv.Itoa(w.line)+":") {
+			return
+		}
+	}
+	t.Errorf("output does not report %s:%d: ...%s...; got:\n%s", file, w.line, w.msg, output)
+}
+
+func TestCheckConfigTestdata(t *testing.T) {
+	good, _ := filepath.Glob("../../testdata/config/good/*.yaml")
+	bad, _ := filepath.Glob("../../testdata/config/bad/*.yaml")
+	if len(good) < 4 || len(bad) < 15 {
+		t.Fatalf("found %d good and %d bad config files", len(good), len(bad))
+	}
+	for _, f := range good {
+		t.Run("good/"+filepath.Base(f), func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if err := check(f, env{}.get, &out, &errb); err != nil {
+				t.Fatalf("check: %v\n%s", err, errb.String())
+			}
+			if !regexp.MustCompile(`^.*: ok: \d+ domains?, \d+ rules?, version sha256:[0-9a-f]{64}\n$`).MatchString(out.String()) {
+				t.Errorf("summary = %q", out.String())
+			}
+		})
+	}
+	for _, f := range bad {
+		t.Run("bad/"+filepath.Base(f), func(t *testing.T) {
+			var out, errb bytes.Buffer
+			err := check(f, env{}.get, &out, &errb)
+			var ee exitError
+			if !errors.As(err, &ee) || ee.code != 1 {
+				t.Fatalf("check = %v, want exit 1; stdout %q", err, out.String())
+			}
+			for _, w := range readWants(t, f) {
+				assertReported(t, errb.String(), f, w)
+			}
+		})
+	}
+}
+
+func TestCheckWithPathSummary(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := check("../../testdata/config/good/with-path.yaml", env{}.get, &out, &errb); err != nil {
+		t.Fatalf("check: %v\n%s", err, errb.String())
+	}
+	if !strings.Contains(out.String(), ": ok: 3 domains, 4 rules, version sha256:") {
+		t.Errorf("summary = %q", out.String())
+	}
+}
+
+// TestCheckLimitTestdata runs check over the limit files of the limiter's
+// test suite, one at a time through SLUICE_LIMITS.
+func TestCheckLimitTestdata(t *testing.T) {
+	good, _ := filepath.Glob("../../limiter/testdata/limits/good/*.yaml")
+	bad, _ := filepath.Glob("../../limiter/testdata/limits/bad/*.yaml")
+	if len(good) == 0 || len(bad) == 0 {
+		t.Fatalf("found %d good and %d bad limit files", len(good), len(bad))
+	}
+	for _, f := range good {
+		t.Run("good/"+filepath.Base(f), func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if err := check("", env{"SLUICE_LIMITS": f}.get, &out, &errb); err != nil {
+				t.Fatalf("check: %v\n%s", err, errb.String())
+			}
+			if !strings.Contains(out.String(), "ok: 1 domain, ") {
+				t.Errorf("summary = %q", out.String())
+			}
+		})
+	}
+	for _, f := range bad {
+		t.Run("bad/"+filepath.Base(f), func(t *testing.T) {
+			var out, errb bytes.Buffer
+			err := check("", env{"SLUICE_LIMITS": f}.get, &out, &errb)
+			if err == nil {
+				t.Fatalf("check passed; stdout %q", out.String())
+			}
+			for _, w := range readWants(t, f) {
+				assertReported(t, errb.String(), f, w)
+			}
+		})
+	}
+	// The whole bad directory: every file's problems in one run.
+	var out, errb bytes.Buffer
+	if err := check("", env{"SLUICE_LIMITS": "../../limiter/testdata/limits/bad"}.get, &out, &errb); err == nil {
+		t.Fatal("check of the bad directory passed")
+	}
+	for _, f := range bad {
+		if !strings.Contains(errb.String(), f+":") {
+			t.Errorf("no error reported for %s", f)
+		}
+	}
+}
+
+func TestCheckReportsConfigAndLimitErrors(t *testing.T) {
+	p := writeConfig(t, "grpc:\n  adr: x\nlimits:\n  domains:\n    - domain: a\n      descriptors:\n        - key: k\n          rate_limit: {unit: eon, requests_per_unit: 1}\n")
+	var out, errb bytes.Buffer
+	if err := check(p, env{}.get, &out, &errb); err == nil {
+		t.Fatal("check passed")
+	}
+	got := strings.ReplaceAll(errb.String(), p, "config.yaml")
+	for _, w := range []string{"config.yaml:2: grpc.adr: unknown field", "config.yaml:8: "} {
+		if !strings.Contains(got, w) {
+			t.Errorf("output lacks %q:\n%s", w, got)
+		}
+	}
+}

@@ -1,0 +1,382 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// running is a `sluice serve` started by a test.
+type running struct {
+	t      *testing.T
+	grpc   string
+	http   string
+	logs   *syncBuffer
+	cancel context.CancelFunc
+	done   chan error
+	conn   *grpc.ClientConn
+	client rlsv3.RateLimitServiceClient
+}
+
+// startServe runs fn (serve or run) with a listen hook and waits for the
+// addresses.
+func startServe(t *testing.T, fn func(ctx context.Context, stderr io.Writer) error) *running {
+	t.Helper()
+	r := &running{t: t, logs: &syncBuffer{}, done: make(chan error, 1)}
+	addrs := make(chan [2]string, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	ctx = context.WithValue(ctx, listenHookKey{}, func(g, h net.Addr) { addrs <- [2]string{g.String(), h.String()} })
+	go func() { r.done <- fn(ctx, r.logs) }()
+	select {
+	case a := <-addrs:
+		r.grpc, r.http = a[0], a[1]
+	case err := <-r.done:
+		cancel()
+		t.Fatalf("serve returned before listening: %v\n%s", err, r.logs.String())
+	case <-time.After(10 * time.Second):
+		cancel()
+		t.Fatalf("serve did not listen\n%s", r.logs.String())
+	}
+	conn, err := grpc.NewClient(r.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.conn = conn
+	r.client = rlsv3.NewRateLimitServiceClient(conn)
+	t.Cleanup(func() { r.stop() })
+	return r
+}
+
+func (r *running) stop() error {
+	r.t.Helper()
+	if r.conn != nil {
+		r.conn.Close()
+		r.conn = nil
+	}
+	r.cancel()
+	if r.done == nil {
+		return nil
+	}
+	select {
+	case err := <-r.done:
+		r.done = nil
+		return err
+	case <-time.After(15 * time.Second):
+		r.t.Fatalf("serve did not return after cancel\n%s", r.logs.String())
+	}
+	return nil
+}
+
+// limitOf asks for one descriptor and returns its current_limit's
+// requests_per_unit (0 when none).
+func (r *running) limitOf(domain, key, value string) uint32 {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := r.client.ShouldRateLimit(ctx, &rlsv3.RateLimitRequest{Domain: domain, Descriptors: []*ratelimitv3.RateLimitDescriptor{
+		{Entries: []*ratelimitv3.RateLimitDescriptor_Entry{{Key: key, Value: value}}},
+	}})
+	if err != nil {
+		r.t.Fatalf("ShouldRateLimit: %v", err)
+	}
+	return resp.Statuses[0].GetCurrentLimit().GetRequestsPerUnit()
+}
+
+func (r *running) waitLog(substr string) {
+	r.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(r.logs.String(), substr) {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("log never showed %q:\n%s", substr, r.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (r *running) waitLimit(domain, key, value string, want uint32) {
+	r.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := r.limitOf(domain, key, value)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("limit is %d, want %d; log:\n%s", got, want, r.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func limitFile(rpu string) string {
+	return "domain: api\ndescriptors:\n  - key: tenant\n    rate_limit: {unit: second, requests_per_unit: " + rpu + "}\n"
+}
+
+func testConfigFile(t *testing.T, extra string) (cfgPath, limitsDir string) {
+	t.Helper()
+	dir := t.TempDir()
+	limitsDir = filepath.Join(dir, "limits")
+	if err := os.Mkdir(limitsDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(limitsDir, "api.yaml"), limitFile("10"))
+	cfgPath = filepath.Join(dir, "config.yaml")
+	writeFile(t, cfgPath, `grpc: {addr: "127.0.0.1:0"}
+http: {addr: "127.0.0.1:0"}
+limits:
+  path: limits
+  watch_interval: 20ms
+shutdown: {drain_delay: 0s, timeout: 5s}
+`+extra)
+	return cfgPath, limitsDir
+}
+
+func writeFile(t *testing.T, path, body string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRunServe runs the whole program as main does, serving the shipped
+// config.yaml on loopback ports, and checks that cancelling stops it with
+// no goroutine left behind.
+func TestRunServe(t *testing.T) {
+	t.Setenv("SLUICE_GRPC_ADDR", "127.0.0.1:0")
+	t.Setenv("SLUICE_HTTP_ADDR", "127.0.0.1:0")
+	t.Setenv("SLUICE_ADMIN_TOKEN", "very-secret-token")
+	// os/signal starts one goroutine for the process on first use; start
+	// it before counting.
+	warm := make(chan os.Signal, 1)
+	signal.Notify(warm, syscall.SIGUSR2)
+	signal.Stop(warm)
+	before := runtime.NumGoroutine()
+
+	r := startServe(t, func(ctx context.Context, stderr io.Writer) error {
+		return run(ctx, []string{"serve", "-config", "../../config.yaml"}, io.Discard, stderr)
+	})
+	if got := r.limitOf("edge", "remote_address", "1.2.3.4"); got != 10 {
+		t.Errorf("edge remote_address limit = %d, want 10", got)
+	}
+	hc := healthpb.NewHealthClient(r.conn)
+	if resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health = %v, %v", resp, err)
+	}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get("http://" + r.http + "/health/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("ready = %d", resp.StatusCode)
+	}
+
+	if err := r.stop(); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	logs := r.logs.String()
+	if strings.Contains(logs, "very-secret-token") {
+		t.Errorf("logs show the admin token:\n%s", logs)
+	}
+	for _, w := range []string{"limits loaded", "serving", "draining", "stopped"} {
+		if !strings.Contains(logs, w) {
+			t.Errorf("logs lack %q:\n%s", w, logs)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestReloadOnFileChange(t *testing.T) {
+	cfg, limits := testConfigFile(t, "")
+	r := startServe(t, func(ctx context.Context, stderr io.Writer) error {
+		return serve(ctx, cfg, env{}.get, stderr)
+	})
+	if got := r.limitOf("api", "tenant", "t1"); got != 10 {
+		t.Fatalf("limit = %d, want 10", got)
+	}
+	writeFile(t, filepath.Join(limits, "api.yaml"), limitFile("25"))
+	r.waitLimit("api", "tenant", "t1", 25)
+	r.waitLog("reason=\"file change\"")
+
+	// A bad file keeps the running limits.
+	writeFile(t, filepath.Join(limits, "api.yaml"), "domain: api\ndescriptors:\n  - key: tenant\n    rate_limit: {unit: second, requests_per_unit: 5}\n    bogus: 1\n")
+	r.waitLog("reload failed; keeping the running limits")
+	if !strings.Contains(r.logs.String(), "api.yaml:5: ") {
+		t.Errorf("reload error does not name file and line:\n%s", r.logs.String())
+	}
+	if got := r.limitOf("api", "tenant", "t1"); got != 25 {
+		t.Errorf("limit after a bad reload = %d, want 25", got)
+	}
+	// A new file in the directory is picked up once the bad one is fixed.
+	writeFile(t, filepath.Join(limits, "api.yaml"), limitFile("30"))
+	writeFile(t, filepath.Join(limits, "web.yaml"), "domain: web\ndescriptors:\n  - key: ip\n    rate_limit: {unit: minute, requests_per_unit: 7}\n")
+	r.waitLimit("web", "ip", "x", 7)
+	r.waitLimit("api", "tenant", "t1", 30)
+
+	// A change to config.yaml itself reloads too.
+	data, _ := os.ReadFile(cfg)
+	writeFile(t, cfg, strings.Replace(string(data), "  path: limits\n",
+		"  path: limits\n  domains:\n    - domain: inline\n      descriptors:\n        - key: k\n          rate_limit: {unit: hour, requests_per_unit: 3}\n", 1))
+	r.waitLimit("inline", "k", "v", 3)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReloadOnSIGHUP(t *testing.T) {
+	cfg, limits := testConfigFile(t, "")
+	// Watching off: only the signal reloads.
+	data, _ := os.ReadFile(cfg)
+	writeFile(t, cfg, strings.Replace(string(data), "watch_interval: 20ms", "watch: false", 1))
+	r := startServe(t, func(ctx context.Context, stderr io.Writer) error {
+		return serve(ctx, cfg, env{}.get, stderr)
+	})
+	writeFile(t, filepath.Join(limits, "api.yaml"), limitFile("40"))
+	time.Sleep(100 * time.Millisecond)
+	if got := r.limitOf("api", "tenant", "t"); got != 10 {
+		t.Fatalf("limit changed without a signal: %d", got)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	r.waitLimit("api", "tenant", "t", 40)
+	r.waitLog("reason=signal")
+
+	writeFile(t, filepath.Join(limits, "api.yaml"), limitFile("oops"))
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	r.waitLog("reload failed")
+	if got := r.limitOf("api", "tenant", "t"); got != 40 {
+		t.Errorf("limit after a bad reload = %d, want 40", got)
+	}
+}
+
+func TestServeRefusesBadLimits(t *testing.T) {
+	cfg, limits := testConfigFile(t, "")
+	writeFile(t, filepath.Join(limits, "api.yaml"), limitFile("-1"))
+	var stderr syncBuffer
+	err := serve(context.Background(), cfg, env{}.get, &stderr)
+	if err == nil {
+		t.Fatal("serve started with a bad limit file")
+	}
+	if !strings.Contains(stderr.String(), "api.yaml:4: ") {
+		t.Errorf("stderr = %q", stderr.String())
+	}
+}
+
+func TestServeRedisUnreachableIsNotReady(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	cfg, _ := testConfigFile(t, "health: {check_interval: 50ms, check_timeout: 100ms}\n")
+	r := startServe(t, func(ctx context.Context, stderr io.Writer) error {
+		return serve(ctx, cfg, env{"SLUICE_REDIS_URL": "redis://:pw-hidden@" + addr}.get, stderr)
+	})
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	for _, c := range []struct {
+		path string
+		code int
+	}{{"/health/live", 200}, {"/health/ready", 503}} {
+		resp, err := client.Get("http://" + r.http + c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.code {
+			t.Errorf("%s = %d, want %d", c.path, resp.StatusCode, c.code)
+		}
+	}
+	r.waitLog("readiness check failing")
+	if strings.Contains(r.logs.String(), "pw-hidden") {
+		t.Errorf("logs show the Redis password:\n%s", r.logs.String())
+	}
+}
+
+func TestVersionAndUsage(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"version"}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.String(), "sluice dev (revision ") {
+		t.Errorf("version = %q", out.String())
+	}
+	version, revision = "v1.2.3", "abc123"
+	defer func() { version, revision = "dev", "" }()
+	out.Reset()
+	run(context.Background(), []string{"version"}, &out, &errb)
+	if !strings.HasPrefix(out.String(), "sluice v1.2.3 (revision abc123, go") {
+		t.Errorf("version = %q", out.String())
+	}
+	for _, args := range [][]string{nil, {"frobnicate"}, {"serve", "-bogus"}, {"check", "extra"}} {
+		errb.Reset()
+		err := run(context.Background(), args, &out, &errb)
+		if ee, ok := err.(exitError); !ok || ee.code != 2 {
+			t.Errorf("run(%q) = %v, want exit 2", args, err)
+		}
+		if errb.Len() == 0 {
+			t.Errorf("run(%q) printed no usage", args)
+		}
+	}
+}
+
+func TestRunCheck(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"check", "-config", "../../config.yaml"}, &out, &errb); err != nil {
+		t.Fatalf("check config.yaml: %v\n%s", err, errb.String())
+	}
+	if !strings.HasPrefix(out.String(), "../../config.yaml: ok: 1 domain, 4 rules, version sha256:") {
+		t.Errorf("summary = %q", out.String())
+	}
+}
