@@ -9,11 +9,11 @@
 //
 // # States
 //
-//	           trip                      OpenDuration passed,
-//	 CLOSED ───────────▶ OPEN ─────────▶ next call is a probe ──▶ HALF_OPEN
-//	   ▲                  ▲                                          │
-//	   │                  └──────── a probe fails (or is slow) ──────┤
-//	   └──────────── HalfOpenMaxCalls probes succeed ────────────────┘
+//	          trip                      OpenDuration passed,
+//	CLOSED ───────────▶ OPEN ─────────▶ next call is a probe ──▶ HALF_OPEN
+//	  ▲                  ▲                                          │
+//	  │                  └──────── a probe fails (or is slow) ──────┤
+//	  └──────────── HalfOpenMaxCalls probes succeed ────────────────┘
 //
 // CLOSED: calls pass and are counted. The breaker trips to OPEN when
 // ConsecutiveFailures calls fail in a row, or when the sliding window
