@@ -80,17 +80,17 @@ func (h *headerInfo) limitValue(b []byte) []byte {
 	return strconv.AppendInt(b, h.window, 10)
 }
 
-// appendHeaders appends the response headers for s.resp to dst.
-func (r *rls) appendHeaders(dst []*corev3.HeaderValue, s *scratch) []*corev3.HeaderValue {
+// appendHeaders fills rb's header room for s.resp and returns the headers.
+func (r *rls) appendHeaders(rb *responseBlock, s *scratch) []*corev3.HeaderValue {
 	h := headerInfoOf(&s.resp)
 	if !h.ok {
-		return dst
+		return nil
 	}
 	n := 3
 	if h.retrySecs >= 0 {
 		n = 4
 	}
-	vals := make([]corev3.HeaderValue, n)
+	vals := &rb.hdrs
 	s.num = h.limitValue(s.num[:0])
 	vals[0].Key, vals[0].Value = r.headers.Limit, string(s.num)
 	vals[1].Key, vals[1].Value = r.headers.Remaining, strconv.FormatUint(uint64(h.remaining), 10)
@@ -98,8 +98,8 @@ func (r *rls) appendHeaders(dst []*corev3.HeaderValue, s *scratch) []*corev3.Hea
 	if n == 4 {
 		vals[3].Key, vals[3].Value = "Retry-After", strconv.FormatInt(h.retrySecs, 10)
 	}
-	for i := range vals {
-		dst = append(dst, &vals[i])
+	for i := 0; i < n; i++ {
+		rb.hdrPtrs[i] = &vals[i]
 	}
-	return dst
+	return rb.hdrPtrs[:n:n]
 }

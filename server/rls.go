@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/grpc/codes"
@@ -158,64 +159,56 @@ func codeToProto(c limiter.Code) rlsv3.RateLimitResponse_Code {
 	return rlsv3.RateLimitResponse_OK
 }
 
-// response builds the RateLimitResponse from s.resp. The messages of one
-// kind are allocated together, one slice each.
+// statusBlock holds the messages of one descriptor status, so a response
+// allocates them together.
+type statusBlock struct {
+	status rlsv3.RateLimitResponse_DescriptorStatus
+	limit  rlsv3.RateLimitResponse_RateLimit
+	reset  durationpb.Duration
+	mult   wrapperspb.UInt32Value
+}
+
+// responseBlock holds a response and room for its headers.
+type responseBlock struct {
+	resp    rlsv3.RateLimitResponse
+	hdrPtrs [4]*corev3.HeaderValue
+	hdrs    [4]corev3.HeaderValue
+}
+
+// response builds the RateLimitResponse from s.resp. It allocates the
+// response with its headers, and the statuses, one block each.
 func (r *rls) response(s *scratch) *rlsv3.RateLimitResponse {
 	sts := s.resp.Statuses
-	n := len(sts)
-	limited, multi := 0, 0
-	for i := range sts {
-		if l := sts[i].Limit; l != nil {
-			limited++
-			if l.UnitMultiplier > 1 {
-				multi++
-			}
-		}
-	}
-	out := &rlsv3.RateLimitResponse{OverallCode: codeToProto(s.resp.Code)}
-	ptrs := make([]*rlsv3.RateLimitResponse_DescriptorStatus, n)
-	vals := make([]rlsv3.RateLimitResponse_DescriptorStatus, n)
-	var (
-		lims  []rlsv3.RateLimitResponse_RateLimit
-		durs  []durationpb.Duration
-		mults []wrapperspb.UInt32Value
-	)
-	if limited > 0 {
-		lims = make([]rlsv3.RateLimitResponse_RateLimit, limited)
-		durs = make([]durationpb.Duration, limited)
-	}
-	if multi > 0 {
-		mults = make([]wrapperspb.UInt32Value, multi)
-	}
-	li, mi := 0, 0
+	rb := &responseBlock{}
+	out := &rb.resp
+	out.OverallCode = codeToProto(s.resp.Code)
+	blocks := make([]statusBlock, len(sts))
+	ptrs := make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(sts))
 	for i := range sts {
 		st := &sts[i]
-		v := &vals[i]
+		b := &blocks[i]
+		v := &b.status
 		v.Code = codeToProto(st.Code)
 		v.LimitRemaining = st.Remaining
 		if l := st.Limit; l != nil {
-			cl := &lims[li]
+			cl := &b.limit
 			cl.Name = l.Name
 			cl.RequestsPerUnit = l.RequestsPerUnit
 			cl.Unit = unitToProto(l.Unit)
 			if l.UnitMultiplier > 1 {
-				m := &mults[mi]
-				mi++
-				m.Value = l.UnitMultiplier
-				cl.UnitMultiplier = m
+				b.mult.Value = l.UnitMultiplier
+				cl.UnitMultiplier = &b.mult
 			}
 			v.CurrentLimit = cl
-			d := &durs[li]
-			li++
-			d.Seconds = st.ResetMicros / 1e6
-			d.Nanos = int32(st.ResetMicros%1e6) * 1000
-			v.DurationUntilReset = d
+			b.reset.Seconds = st.ResetMicros / 1e6
+			b.reset.Nanos = int32(st.ResetMicros%1e6) * 1000
+			v.DurationUntilReset = &b.reset
 		}
 		ptrs[i] = v
 	}
 	out.Statuses = ptrs
 	if r.headers.Enabled {
-		out.ResponseHeadersToAdd = r.appendHeaders(nil, s)
+		out.ResponseHeadersToAdd = r.appendHeaders(rb, s)
 	}
 	return out
 }
