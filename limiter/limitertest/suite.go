@@ -451,9 +451,9 @@ func testKeyCollisions(t *testing.T, h Harness) {
 	all := []rq{
 		{"d", one("k", "a:b")},
 		{"d", one("k", "a")},
-		{"d", []limiter.Entry{{"k", "a"}, {"j", "b"}}},
-		{"d", []limiter.Entry{{"k", "a:j:b"}}},
-		{"d", []limiter.Entry{{"k", "1:a"}, {"j", ""}}},
+		{"d", []limiter.Entry{{Key: "k", Value: "a"}, {Key: "j", Value: "b"}}},
+		{"d", []limiter.Entry{{Key: "k", Value: "a:j:b"}}},
+		{"d", []limiter.Entry{{Key: "k", Value: "1:a"}, {Key: "j", Value: ""}}},
 		{"d", one("k", "")},
 		{"d", one("k:", "")},
 		{"d", one("k:", "k")},
