@@ -44,8 +44,8 @@ func svgLineChart(title, xLabel, yLabel string, xs []float64, lines []line, logY
 			ymin, ymax = math.Min(ymin, y), math.Max(ymax, y)
 		}
 	}
-	if math.IsInf(ymin, 0) {
-		ymin, ymax = 0, 1
+	if math.IsInf(ymin, 0) { // nothing to draw
+		ymin, ymax = 1, 10
 	}
 	var ticks []float64
 	ty := func(y float64) float64 { return y }
@@ -54,6 +54,7 @@ func svgLineChart(title, xLabel, yLabel string, xs []float64, lines []line, logY
 		if hi <= lo {
 			hi = lo + 1
 		}
+		lo = max(lo, hi-12) // twelve decades at most
 		ymin, ymax = lo, hi
 		ty = math.Log10
 		for e := lo; e <= hi; e++ {

@@ -296,7 +296,7 @@ func (r *runner) do(ctx context.Context, wk *worker, intended time.Time, measure
 	r.inflight.Add(-1)
 	recv := time.Now()
 	cancel()
-	if err != nil && ctx.Err() != nil {
+	if err != nil && stopped(ctx) {
 		return // the run was stopped; this request is not the server's failure
 	}
 	r.done.Add(1)
@@ -413,6 +413,16 @@ func (r *runner) tick(stop <-chan struct{}) []Point {
 			return series
 		}
 	}
+}
+
+// stopped reports whether ctx is done or its deadline has passed: gRPC may
+// fail a call at the deadline a moment before ctx itself says so.
+func stopped(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
