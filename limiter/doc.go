@@ -7,6 +7,10 @@
 // backends live in subpackages named for their dependency (limiter/redis,
 // limiter/memory).
 //
+// Failover wraps the primary store (Redis) and applies the failure mode
+// when it fails: decide locally with scaled limits, allow, or return the
+// error.
+//
 // Token buckets are kept as integers. A limit of R requests per P
 // microseconds is reduced to Num/Den = R/P (lowest terms). A bucket's state
 // is its debt D in units of 1/Num microsecond: the bucket is full when D is
