@@ -40,9 +40,9 @@ type Report struct {
 	// ServiceTime is from the actual send to the answer; in the closed
 	// loop it equals Latency.
 	ServiceTime LatencySummary `json:"service_time_ms"`
-	// SchedulerLagMaxMS is the open loop's largest delay in handing a
-	// request to the queue after its intended time (the harness falling
-	// behind; it is inside Latency). 0 in the closed loop.
+	// SchedulerLagMaxMS is the largest lateness of the open loop's
+	// scheduler timer: the harness's own, not charged to Latency. 0 in the
+	// closed loop.
 	SchedulerLagMaxMS float64 `json:"scheduler_lag_max_ms"`
 
 	Histogram []Bin   `json:"histogram"` // Latency's non-empty buckets, ascending
@@ -278,7 +278,7 @@ func (rep *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "latency:     %s (%s)\n", latencyLine(rep.Latency), from)
 	if rep.Mode == ModeOpen {
 		fmt.Fprintf(&b, "service:     %s (from actual send)\n", latencyLine(rep.ServiceTime))
-		fmt.Fprintf(&b, "             scheduler fell behind by at most %.3fms\n", rep.SchedulerLagMaxMS)
+		fmt.Fprintf(&b, "             scheduler timer late by at most %.3fms (not charged)\n", rep.SchedulerLagMaxMS)
 	}
 	if a := rep.Accuracy; a != nil {
 		fmt.Fprintf(&b, "accuracy:    limit %s (%.4g tokens/s): %d buckets, %d of %d tokens admitted, allowance %.1f\n",
