@@ -368,11 +368,13 @@ func (r *runner) do(ctx context.Context, wk *worker, intended time.Time, measure
 }
 
 // tick writes the progress line once a second and collects a series point
-// every seriesInterval, until stop is closed; then it collects the last,
-// partial interval.
+// every seriesInterval of the measured phase (the points are aligned on its
+// start), until stop is closed; then it collects the last, partial
+// interval, folded into the one before when it is under half an interval.
 func (r *runner) tick(stop <-chan struct{}) []Point {
 	iv := seriesInterval(r.o)
-	points := time.NewTicker(iv)
+	next := r.measureStart + iv
+	points := time.NewTimer(next - time.Since(r.epoch))
 	defer points.Stop()
 	var progress <-chan time.Time
 	if r.o.Progress != nil {
@@ -381,15 +383,16 @@ func (r *runner) tick(stop <-chan struct{}) []Point {
 		progress = t.C
 	}
 	var series []Point
-	var agg Histogram
-	var prev time.Duration
-	collect := func() {
+	var cur, last Histogram // this interval's latencies, and the last point's
+	var lastFrom time.Duration
+	prev := r.measureStart
+	collect := func(final bool) {
 		now := time.Since(r.epoch)
-		agg.Reset()
+		cur.Reset()
 		var c counts
 		for _, sh := range r.shards {
 			sh.mu.Lock()
-			agg.Merge(&sh.interval)
+			cur.Merge(&sh.interval)
 			sh.interval.Reset()
 			c.ok, c.over, c.errs = c.ok+sh.iv.ok, c.over+sh.iv.over, c.errs+sh.iv.errs
 			sh.iv = counts{}
@@ -398,23 +401,34 @@ func (r *runner) tick(stop <-chan struct{}) []Point {
 		if now <= r.measureStart {
 			return
 		}
-		width := (now - max(prev, r.measureStart)).Seconds()
-		prev = now
+		from := prev
+		if final && len(series) > 0 && now-prev < iv/2 {
+			// Too short to stand alone: widen the last point.
+			p := &series[len(series)-1]
+			c.ok, c.over, c.errs = c.ok+p.OK, c.over+p.OverLimit, c.errs+p.Errors
+			cur.Merge(&last)
+			series = series[:len(series)-1]
+			from = lastFrom
+		}
 		p := Point{
 			T: (now - r.measureStart).Seconds(), OK: c.ok, OverLimit: c.over, Errors: c.errs,
-			P50MS: ms(agg.Percentile(50)), P99MS: ms(agg.Percentile(99)), MaxMS: ms(agg.Max()),
+			P50MS: ms(cur.Percentile(50)), P99MS: ms(cur.Percentile(99)), MaxMS: ms(cur.Max()),
 		}
-		if width > 0 {
+		if width := (now - from).Seconds(); width > 0 {
 			p.RPS = float64(c.ok+c.over) / width
 		}
 		series = append(series, p)
+		cur, last = last, cur
+		lastFrom, prev = from, now
 	}
 	var lastDone int64
 	lastAt := time.Now()
 	for {
 		select {
 		case <-points.C:
-			collect()
+			collect(false)
+			next += iv
+			points.Reset(next - time.Since(r.epoch))
 		case now := <-progress:
 			done := r.done.Load()
 			phase := "measure"
@@ -426,7 +440,7 @@ func (r *runner) tick(stop <-chan struct{}) []Point {
 				float64(done-lastDone)/now.Sub(lastAt).Seconds(), r.errs.Load(), r.inflight.Load())
 			lastDone, lastAt = done, now
 		case <-stop:
-			collect()
+			collect(true)
 			return series
 		}
 	}
