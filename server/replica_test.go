@@ -23,6 +23,10 @@ func replicas(t *testing.T, n int, domains []limiter.DomainConfig) []*harness {
 	for i := 0; i < n; i++ {
 		cfg := redis.DefaultConfig()
 		cfg.URL = "redis://" + addr
+		// The read timeout bounds each call, pool wait and dial included;
+		// these tests are about exactness, so give a cold pool on a busy
+		// machine room to fill.
+		cfg.ReadTimeout = 2 * time.Second
 		st, err := redis.New(cfg)
 		if err != nil {
 			t.Fatal(err)

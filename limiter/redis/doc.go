@@ -19,5 +19,13 @@
 // The package imports limiter, lua and the go-redis client; it must not
 // import the server or breaker packages. Failures are returned as errors for
 // the caller (its breaker and failure mode) to handle: there are no retries
-// here, because a take that timed out may have been paid.
+// here, because a take that timed out may have been paid. WithGuard sends
+// every Apply through a Guard, the one-method interface a
+// *breaker.Breaker satisfies, so an open breaker refuses calls at once.
+//
+// A call never waits longer than the read timeout in all: waiting for a
+// free connection (PoolTimeout is set to the read timeout), dialing and
+// the reply share one deadline, unless the caller's own is sooner. A
+// frozen Redis therefore costs each call at most the read timeout, and
+// the breaker, once open, nothing.
 package redis

@@ -32,7 +32,8 @@ type Config struct {
 	Password string `yaml:"password"`
 	// PoolSize is the most connections kept open; 0 means 10 per CPU.
 	PoolSize int `yaml:"pool_size"`
-	// Timeouts for dialing, and for reading and writing one command. A
+	// Timeouts for dialing, and for reading and writing one command. The
+	// read timeout also bounds a whole Apply, every wait included. A
 	// request's own context deadline applies too when it is shorter.
 	DialTimeout  time.Duration `yaml:"dial_timeout"`
 	ReadTimeout  time.Duration `yaml:"read_timeout"`
@@ -176,6 +177,10 @@ func (c Config) options() (*goredis.Options, error) {
 	// The caller's breaker and failure mode deal with errors.
 	opt.MaxRetries = -1
 	opt.DialerRetries = 1
+	// A call waits for a free connection no longer than for a reply, so a
+	// hung server cannot queue calls behind the pool (go-redis would wait
+	// ReadTimeout + 1s).
+	opt.PoolTimeout = c.callTimeout()
 	opt.ContextTimeoutEnabled = true
 	opt.DisableIdentity = true
 	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
@@ -185,6 +190,17 @@ func (c Config) options() (*goredis.Options, error) {
 		}
 	}
 	return opt, nil
+}
+
+// defaultReadTimeout is go-redis's read timeout when none is configured.
+const defaultReadTimeout = 3 * time.Second
+
+// callTimeout bounds one Apply, all waits included: the read timeout.
+func (c Config) callTimeout() time.Duration {
+	if c.ReadTimeout > 0 {
+		return c.ReadTimeout
+	}
+	return defaultReadTimeout
 }
 
 func (c TLSConfig) apply(tc *tls.Config) error {
@@ -247,10 +263,32 @@ func RedactURL(u string) string {
 // shape, e.g. a different script was loaded under its name.
 var ErrBadReply = errors.New("unexpected reply from token bucket script")
 
+// ErrTimeout is wrapped by Apply when Redis did not answer within the
+// call timeout (the read timeout), all waits included.
+var ErrTimeout = errors.New("no reply from redis within the timeout")
+
+// Guard admits or refuses calls to Redis and is told how each ended: a
+// *breaker.Breaker. Do returns an error without calling fn to refuse the
+// call (an open breaker); fn's error is Do's. Apply passes the caller's
+// context, so a caller that gives up is not counted against Redis, while a
+// call that runs out of the store's own timeout is.
+type Guard interface {
+	Do(ctx context.Context, fn func(ctx context.Context) error) error
+}
+
+// Option changes how New builds a Store.
+type Option func(*Store)
+
+// WithGuard sends every Apply through g (a circuit breaker). Ping does not
+// go through it, so health checks see Redis itself.
+func WithGuard(g Guard) Option { return func(s *Store) { s.guard = g } }
+
 // Store is a limiter.Store on one Redis node. It is safe for concurrent use.
 type Store struct {
-	client *goredis.Client
-	url    string // redacted
+	client  *goredis.Client
+	url     string // redacted
+	guard   Guard
+	timeout time.Duration
 
 	// The script and its SHA-1, boxed once so a call does not allocate
 	// to pass them.
@@ -263,12 +301,12 @@ var _ limiter.Store = (*Store)(nil)
 // New returns a Store for cfg. It does no network I/O: connections are made
 // on first use, so Sluice can start while Redis is down. It fails when cfg
 // is invalid or its TLS files cannot be read.
-func New(cfg Config) (*Store, error) {
-	return newStore(cfg, lua.TokenBucket)
+func New(cfg Config, opts ...Option) (*Store, error) {
+	return newStore(cfg, lua.TokenBucket, opts...)
 }
 
 // newStore lets tests run a different script under the Store.
-func newStore(cfg Config, script string) (*Store, error) {
+func newStore(cfg Config, script string, opts ...Option) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -277,15 +315,23 @@ func newStore(cfg Config, script string) (*Store, error) {
 		return nil, err
 	}
 	sum := sha1.Sum([]byte(script))
-	return &Store{
+	s := &Store{
 		client:  goredis.NewClient(opt),
 		url:     RedactURL(cfg.URL),
+		timeout: cfg.callTimeout(),
 		evalsha: "evalsha",
 		eval:    "eval",
 		sha:     hex.EncodeToString(sum[:]),
 		src:     script,
-	}, nil
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
 }
+
+// Timeout is the longest an Apply waits for Redis: the read timeout.
+func (s *Store) Timeout() time.Duration { return s.timeout }
 
 // Mode is the deployment form of Redis: "single".
 func (s *Store) Mode() string { return "single" }
@@ -306,14 +352,24 @@ func (s *Store) Close() error { return s.client.Close() }
 
 // callArgs is one call's command line, pooled. Keys and numbers are passed
 // as pointers (*string into the caller's requests, *uint64 into nums), which
-// go-redis writes without boxing each value.
+// go-redis writes without boxing each value. fn is a.run, bound once, so
+// passing it to the guard does not allocate.
 type callArgs struct {
 	cmd   []any
 	nums  []uint64
 	nkeys int64
+
+	fn      func(ctx context.Context) error
+	store   *Store
+	res     []limiter.BucketResult
+	allowed bool
 }
 
-var argsPool = sync.Pool{New: func() any { return new(callArgs) }}
+var argsPool = sync.Pool{New: func() any {
+	a := new(callArgs)
+	a.fn = a.run
+	return a
+}}
 
 // maxPooledKeys keeps an unusually large call's buffers out of the pool.
 const maxPooledKeys = 64
@@ -323,9 +379,12 @@ const argvPerKey = 5
 
 // Apply implements limiter.Store with one EVALSHA round trip. When Redis no
 // longer has the script it sends EVAL instead (one more round trip), which
-// reloads it. An error means Redis failed, could not be reached within the
-// timeouts or ctx, or replied with the wrong shape; nothing is then known to
-// have been paid. A call without requests is allowed and does no I/O.
+// reloads it. An error means Redis failed, did not answer within the call
+// timeout (ErrTimeout) or ctx, replied with the wrong shape, or the guard
+// refused the call; nothing is then known to have been paid. The call
+// timeout bounds every wait (a free connection, dialing, the reply), so a
+// hung Redis holds a call no longer than the read timeout. A call without
+// requests is allowed and does no I/O.
 func (s *Store) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult) (bool, error) {
 	n := len(reqs)
 	if n == 0 {
@@ -336,6 +395,7 @@ func (s *Store) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []l
 	}
 	a := argsPool.Get().(*callArgs)
 	defer func() {
+		a.store, a.res = nil, nil
 		if n <= maxPooledKeys {
 			clear(a.cmd) // drop references to the caller's keys
 			argsPool.Put(a)
@@ -359,17 +419,48 @@ func (s *Store) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []l
 		}
 	}
 
-	cmd := goredis.NewIntSliceCmd(ctx, a.cmd...)
-	err := s.client.Process(ctx, cmd)
-	if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
-		a.cmd[0], a.cmd[1] = s.eval, s.src
-		cmd = goredis.NewIntSliceCmd(ctx, a.cmd...)
-		err = s.client.Process(ctx, cmd)
+	a.store, a.res, a.allowed = s, res[:n], false
+	var err error
+	if s.guard == nil {
+		err = a.run(ctx)
+	} else {
+		err = s.guard.Do(ctx, a.fn)
 	}
 	if err != nil {
 		return false, fmt.Errorf("redis token bucket script (%d keys): %w", n, err)
 	}
-	return parseReply(cmd.Val(), res[:n])
+	return a.allowed, nil
+}
+
+// run sends the command line in a.cmd, within the store's call timeout, and
+// parses the reply into a.res and a.allowed.
+func (a *callArgs) run(ctx context.Context) error {
+	s := a.store
+	cctx := ctx
+	if d, ok := ctx.Deadline(); !ok || time.Until(d) > s.timeout {
+		// Only when the caller's own deadline is later: Envoy's is usually
+		// shorter, and then the call allocates nothing for this.
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeout(ctx, s.timeout)
+		defer cancel()
+	}
+	cmd := goredis.NewIntSliceCmd(cctx, a.cmd...)
+	err := s.client.Process(cctx, cmd)
+	if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
+		a.cmd[0], a.cmd[1] = s.eval, s.src
+		cmd = goredis.NewIntSliceCmd(cctx, a.cmd...)
+		err = s.client.Process(cctx, cmd)
+	}
+	if err != nil {
+		if ctx.Err() == nil && cctx.Err() != nil {
+			// Our timeout, not the caller's: a backend failure, and not
+			// a context error the edges would report as the caller's.
+			return fmt.Errorf("%w (%v)", ErrTimeout, s.timeout)
+		}
+		return err
+	}
+	a.allowed, err = parseReply(cmd.Val(), a.res)
+	return err
 }
 
 // parseReply checks and unpacks {allowed, ok_1, remaining_1, reset_us_1, ...}.

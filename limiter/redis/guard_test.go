@@ -1,0 +1,192 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/limiter/limitertest"
+)
+
+// fakeGuard is a Guard whose Do is a func field.
+type fakeGuard struct {
+	do    func(ctx context.Context, fn func(context.Context) error) error
+	calls atomic.Int64
+}
+
+func (g *fakeGuard) Do(ctx context.Context, fn func(context.Context) error) error {
+	g.calls.Add(1)
+	return g.do(ctx, fn)
+}
+
+type ctxKey struct{}
+
+func TestGuard(t *testing.T) {
+	addr := limitertest.StartRedis(t)
+	cfg := DefaultConfig()
+	cfg.URL = "redis://" + addr
+	errRefused := errors.New("circuit breaker is open")
+	var refuse atomic.Bool
+	var sawCaller atomic.Bool
+	var fnErr atomic.Value
+	g := &fakeGuard{do: func(ctx context.Context, fn func(context.Context) error) error {
+		if refuse.Load() {
+			return errRefused
+		}
+		if ctx.Value(ctxKey{}) == "caller" {
+			sawCaller.Store(true)
+		}
+		err := fn(ctx)
+		if err != nil {
+			fnErr.Store(err)
+		}
+		return err
+	}}
+	s, err := New(cfg, WithGuard(g))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	raw := rawClient(t, addr)
+	key := uniqueKey("guard")
+	reqs := []limiter.BucketRequest{{Key: key, Rate: mustRate(t, 1, limiter.Hour, 5), Cost: 1}}
+	ctx := context.WithValue(context.Background(), ctxKey{}, "caller")
+
+	res := make([]limiter.BucketResult, 1)
+	ok, err := s.Apply(ctx, reqs, res)
+	if err != nil || !ok || res[0].Remaining != 4 {
+		t.Fatalf("Apply through the guard = %v, %v, %+v", ok, err, res[0])
+	}
+	if g.calls.Load() != 1 || !sawCaller.Load() {
+		t.Errorf("guard calls = %d, saw the caller's context = %v", g.calls.Load(), sawCaller.Load())
+	}
+
+	refuse.Store(true)
+	raw.Del(context.Background(), key)
+	_, err = s.Apply(ctx, reqs, res)
+	if !errors.Is(err, errRefused) {
+		t.Fatalf("refused call: err = %v, want the guard's error", err)
+	}
+	if n := raw.Exists(context.Background(), key).Val(); n != 0 {
+		t.Errorf("a refused call reached Redis")
+	}
+	// Ping does not go through the guard: health checks see Redis itself.
+	if err := s.Ping(context.Background()); err != nil {
+		t.Errorf("Ping with the guard refusing: %v", err)
+	}
+
+	// A Redis error reaches the guard as fn's error.
+	refuse.Store(false)
+	bad, err := newStore(cfg, `return redis.error_reply("ERR boom")`, WithGuard(g))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	if _, err := bad.Apply(ctx, reqs, res); err == nil {
+		t.Fatal("Apply of a failing script succeeded")
+	}
+	if e, _ := fnErr.Load().(error); e == nil || !strings.Contains(e.Error(), "boom") {
+		t.Errorf("the guard saw %v, want the script's error", e)
+	}
+}
+
+// TestHungServerBoundsEveryWait freezes Redis with more callers than
+// connections: queueing for the pool, dialing into a full backlog and
+// waiting for the reply all fit in the read timeout, so no caller without
+// a deadline of its own waits for long.
+func TestHungServerBoundsEveryWait(t *testing.T) {
+	srv := limitertest.NewRedisServer(t)
+	cfg := DefaultConfig()
+	cfg.URL = "redis://" + srv.Addr
+	cfg.PoolSize = 2
+	cfg.ReadTimeout = 200 * time.Millisecond
+	cfg.DialTimeout = 3 * time.Second // longer than the read timeout on purpose
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rt := mustRate(t, 1000, limiter.Second, 1000)
+	reqs := []limiter.BucketRequest{{Key: uniqueKey("hung"), Rate: rt, Cost: 1}}
+	apply(t, s, reqs...)
+	srv.Pause()
+	defer srv.Resume()
+
+	const callers, rounds = 16, 3
+	var mu sync.Mutex
+	var slowest time.Duration
+	var errs []error
+	var wg sync.WaitGroup
+	for c := 0; c < callers; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := 0; r < rounds; r++ {
+				start := time.Now()
+				_, err := s.Apply(context.Background(), reqs, make([]limiter.BucketResult, 1))
+				d := time.Since(start)
+				mu.Lock()
+				slowest = max(slowest, d)
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("slowest of %d calls to a frozen Redis: %v (read timeout %v)", callers*rounds, slowest.Round(time.Millisecond), cfg.ReadTimeout)
+	for _, err := range errs {
+		if err == nil {
+			t.Fatal("a call to a frozen Redis succeeded")
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("store timeout reported as a context error: %v", err)
+		}
+	}
+	if slowest > cfg.ReadTimeout+400*time.Millisecond {
+		t.Errorf("slowest call took %v, want about the read timeout %v", slowest, cfg.ReadTimeout)
+	}
+}
+
+func TestApplyAllocsGuarded(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("allocation counts are not meaningful under -race or -short")
+	}
+	addr := limitertest.StartRedis(t)
+	cfg := DefaultConfig()
+	cfg.URL = "redis://" + addr
+	pass := &fakeGuard{do: func(ctx context.Context, fn func(context.Context) error) error { return fn(ctx) }}
+	guarded, err := New(cfg, WithGuard(pass))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer guarded.Close()
+	plain := newTestStore(t, addr)
+	rt := mustRate(t, 1000, limiter.Second, 1_000_000)
+	reqs := []limiter.BucketRequest{{Key: uniqueKey("allocs"), Rate: rt, Cost: 1}}
+	res := make([]limiter.BucketResult, 1)
+	// A caller deadline shorter than the read timeout, as Envoy sends.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	short, cancelShort := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelShort()
+	count := func(s *Store, ctx context.Context) float64 {
+		return testing.AllocsPerRun(200, func() {
+			if _, err := s.Apply(ctx, reqs, res); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	base, withGuard, withShort := count(plain, ctx), count(guarded, ctx), count(guarded, short)
+	t.Logf("allocs per Apply: plain %.1f, guarded %.1f, guarded with a short caller deadline %.1f", base, withGuard, withShort)
+	if withGuard > base {
+		t.Errorf("the guard adds %.1f allocations per Apply", withGuard-base)
+	}
+	if withShort >= base {
+		t.Errorf("a caller deadline shorter than the read timeout still allocates the store's own (%.1f vs %.1f)", withShort, base)
+	}
+}
