@@ -23,11 +23,19 @@ run: build ## run Sluice on the embedded store with ./config.yaml
 	./$(BIN) serve -config config.yaml
 
 .PHONY: deps
-deps: ## install the servers the tests start (redis-server)
+deps: ## install the servers the tests start (redis-server, postgres)
 	@command -v redis-server >/dev/null 2>&1 || { \
 		echo "installing redis-server"; \
 		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	@redis-server --version
+	@# Tests run initdb and postgres themselves: no cluster of the package's own.
+	@{ [ -x "$$(pg_config --bindir 2>/dev/null)/initdb" ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || { \
+		echo "installing postgresql"; \
+		$(SUDO) mkdir -p /etc/postgresql-common/createcluster.d && \
+		echo "create_main_cluster = false" | $(SUDO) tee /etc/postgresql-common/createcluster.d/sluice-no-main.conf >/dev/null && \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	@for b in "$$(pg_config --bindir 2>/dev/null)" /usr/lib/postgresql/*/bin; do \
+		[ -x "$$b/postgres" ] && { "$$b/postgres" --version; break; }; done
 
 .PHONY: check
 check: ## gofmt, go vet and sluice check of the shipped config
