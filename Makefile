@@ -1,5 +1,5 @@
 # Sluice: `make run` starts the service on the embedded store; `make test`
-# installs what the tests need (redis-server) and runs every test with -race.
+# installs what the tests need (redis-server, PostgreSQL) and runs every test with -race.
 
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
