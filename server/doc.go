@@ -8,4 +8,12 @@
 // Unavailable when no decision can be made; never Unknown). Decisions,
 // matching and bucket maths belong to package limiter; backends to its
 // subpackages. This package must not import a store implementation.
+//
+// Health: backend checks (Options.Checks) run in the background and are
+// cached. /health/live never looks at a backend; /health/ready and gRPC
+// health fail only when no decision can be made (limits missing, or a
+// required backend down) and during the drain; /health/detailed reports
+// every backend and breaker, pass, warn or fail. The admin API under
+// /admin/ is off unless a bearer token is configured; HandleAdmin adds
+// routes to it.
 package server

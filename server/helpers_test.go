@@ -52,6 +52,7 @@ type setup struct {
 	store  limiter.Store   // nil: memory store on the harness clock
 	bounds limiter.Bounds
 	checks []server.Check
+	opts   []func(*server.Options)
 	noLim  bool
 }
 
@@ -62,6 +63,9 @@ func withStore(st limiter.Store) option        { return func(s *setup) { s.store
 func withBounds(b limiter.Bounds) option       { return func(s *setup) { s.bounds = b } }
 func withChecks(c ...server.Check) option      { return func(s *setup) { s.checks = c } }
 func withoutLimits() option                    { return func(s *setup) { s.noLim = true } }
+func withOptions(f func(*server.Options)) option {
+	return func(s *setup) { s.opts = append(s.opts, f) }
+}
 
 func testConfig() server.Config {
 	cfg := server.DefaultConfig()
@@ -94,7 +98,11 @@ func start(t *testing.T, domains []limiter.DomainConfig, shadow bool, opts ...op
 		}
 		h.lim.SetLimits(lims)
 	}
-	srv, err := server.New(s.cfg, h.lim, server.Options{Checks: s.checks})
+	sopts := server.Options{Checks: s.checks}
+	for _, f := range s.opts {
+		f(&sopts)
+	}
+	srv, err := server.New(s.cfg, h.lim, sopts)
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
 	}

@@ -15,12 +15,15 @@ import (
 	"github.com/sluice-rl/sluice/limiter"
 )
 
-// Handler is the HTTP API: POST /json, GET /health/live, GET /health/ready.
+// Handler is the HTTP API: POST /json, GET /health/live, GET
+// /health/ready, GET /health/detailed, and the admin routes under /admin/.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /json", s.handleJSON)
 	mux.HandleFunc("GET /health/live", s.handleLive)
 	mux.HandleFunc("GET /health/ready", s.handleReady)
+	mux.HandleFunc("GET /health/detailed", s.handleDetailed)
+	mux.Handle("/admin/", s.adminHandler())
 	return mux
 }
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/sluice-rl/sluice/breaker"
 	"github.com/sluice-rl/sluice/limiter"
 )
 
@@ -29,21 +31,56 @@ import (
 // health-check service name.
 const ServiceName = "envoy.service.ratelimit.v3.RateLimitService"
 
-// Check is a readiness check run in the background; see Options.Checks.
+// Check is a backend check run in the background; see Options.Checks.
 type Check struct {
+	// Name is the backend's name in health output and logs ("redis").
 	Name string
-	// Fn reports whether the backend can serve decisions. It is called with
-	// a context bounded by health.check_timeout.
+	// Fn reports whether the backend answers. It is called with a context
+	// bounded by health.check_timeout. Its error is shown and logged, so it
+	// must not contain credentials.
 	Fn func(ctx context.Context) error
+	// Optional marks a backend the server decides without, or around (a
+	// failure mode): while its check fails the server stays ready and
+	// /health/detailed says warn, not fail.
+	Optional bool
+	// Breaker, when set, is the circuit breaker guarding the backend; its
+	// state is shown with the check and under "breakers", and the admin API
+	// can reset it.
+	Breaker *breaker.Breaker
+	// Mode, when set, is shown as the check's "mode" (Redis: "single").
+	Mode string
+	// Overrides, when set, is shown as the check's "overrides" (Postgres:
+	// the number of overrides loaded).
+	Overrides func() int
+}
+
+// ConfigStatus is the state of the configuration, for /health/detailed.
+type ConfigStatus struct {
+	Version  string    // of the running limits, "sha256:..."
+	LoadedAt time.Time // when they were loaded
+	// LastError is the last failed reload's error, cleared by a good
+	// reload; nil when the last reload worked.
+	LastError error
 }
 
 // Options are the parts a Server is given rather than configured with.
 type Options struct {
 	Logger *slog.Logger // nil: discard
-	// Checks must all pass for the server to be ready. Their results are
-	// cached and refreshed every health.check_interval, so probing health
-	// never loads a backend.
+	// Checks are the backends. A check that is not Optional must pass for
+	// the server to be ready. Results are cached and refreshed every
+	// health.check_interval, so probing health never loads a backend.
 	Checks []Check
+	// Version is the build, shown by /health/detailed.
+	Version string
+	// FailureMode is shown as failure_mode by /health/detailed; "" (the
+	// embedded store, which has none) shows null.
+	FailureMode string
+	// ConfigStatus reports the configuration's state; nil shows the
+	// running limits' version and when the server was made.
+	ConfigStatus func() ConfigStatus
+	// AdminToken turns the admin API (/admin/...) on; callers must send
+	// it as a bearer token. Empty: every /admin/ path is 404.
+	AdminToken string
 }
 
 // Server serves the rate-limit API over gRPC and HTTP. Make one with New,
@@ -65,11 +102,21 @@ type Server struct {
 	stopping chan struct{} // closed when gRPC stops taking calls
 	results  []atomic.Pointer[checkResult]
 	ran      atomic.Bool
+
+	version     string
+	failureMode string
+	configFn    func() ConfigStatus
+	started     time.Time
+	breakers    map[string]*breaker.Breaker
+	adminToken  [32]byte // sha256 of the token
+	adminOn     bool
+	admin       *http.ServeMux
 }
 
 type checkResult struct {
-	err error
-	at  time.Time
+	err     error
+	at      time.Time
+	latency time.Duration
 }
 
 // New builds a Server deciding with lim. It reads the TLS files named in
@@ -90,8 +137,25 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 		checks:   opts.Checks,
 		health:   health.NewServer(),
 		stopping: make(chan struct{}),
+
+		version:     opts.Version,
+		failureMode: opts.FailureMode,
+		configFn:    opts.ConfigStatus,
+		started:     time.Now(),
+		breakers:    map[string]*breaker.Breaker{},
+		admin:       http.NewServeMux(),
 	}
 	s.results = make([]atomic.Pointer[checkResult], len(opts.Checks))
+	for _, c := range opts.Checks {
+		if c.Breaker != nil {
+			s.breakers[c.Name] = c.Breaker
+		}
+	}
+	if opts.AdminToken != "" {
+		s.adminOn = true
+		s.adminToken = sha256.Sum256([]byte(opts.AdminToken))
+	}
+	s.HandleAdmin("POST /admin/breakers/{name}/reset", http.HandlerFunc(s.handleBreakerReset))
 
 	gopts := []grpc.ServerOption{
 		// The transport refuses messages beyond twice the bound before
@@ -253,16 +317,26 @@ func (s *Server) Run(ctx context.Context) error {
 	return runErr
 }
 
-// Ready reports nil when the server can make decisions: limits are loaded,
-// every check last passed, and it is not draining.
+// Ready reports nil when the server can make decisions and is not
+// draining: limits are loaded and every check that is not Optional last
+// passed.
 func (s *Server) Ready() error {
 	if s.draining.Load() {
 		return errors.New("draining")
 	}
+	return s.decidable()
+}
+
+// decidable reports nil when decisions can be made: limits are loaded and
+// every required check last passed.
+func (s *Server) decidable() error {
 	if s.lim.Limits() == nil {
 		return errors.New("no limits loaded")
 	}
 	for i := range s.checks {
+		if s.checks[i].Optional {
+			continue
+		}
 		r := s.results[i].Load()
 		if r == nil {
 			return errors.New(s.checks[i].Name + ": not checked yet")
@@ -282,17 +356,19 @@ func (s *Server) runChecks(ctx context.Context) {
 	for {
 		for i, c := range s.checks {
 			cctx, cancel := context.WithTimeout(ctx, s.cfg.Health.CheckTimeout)
+			start := time.Now()
 			err := c.Fn(cctx)
+			lat := time.Since(start)
 			cancel()
 			if ctx.Err() != nil {
 				return
 			}
-			prev := s.results[i].Swap(&checkResult{err: err, at: time.Now()})
+			prev := s.results[i].Swap(&checkResult{err: err, at: time.Now(), latency: lat})
 			switch {
 			case err != nil && (prev == nil || prev.err == nil):
-				s.log.Warn("readiness check failing", "check", c.Name, "err", err)
+				s.log.Warn("backend check failing", "backend", c.Name, "optional", c.Optional, "err", err.Error())
 			case err == nil && prev != nil && prev.err != nil:
-				s.log.Info("readiness check passing", "check", c.Name)
+				s.log.Info("backend check passing", "backend", c.Name, "latency", lat.String())
 			}
 		}
 		s.refreshHealth()
