@@ -50,6 +50,9 @@ const worstBuckets = 10
 // under-admission, a denied request is offered only to the buckets whose own
 // status was OVER_LIMIT (or all of them if the server sent no per-descriptor
 // statuses): a bucket that held enough tokens was not asked to give them.
+// Under-admission still overstates with several descriptors: a bucket
+// whose requests keep being denied for another one fills up and wastes
+// refill, which looks the same as a server refusing tokens it had.
 // Over-admission counts every admitted request, so it does not depend on
 // what the server says about the cause.
 //

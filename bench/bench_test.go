@@ -154,15 +154,16 @@ func TestEndToEndExactServer(t *testing.T) {
 	common := []string{"-addr", addr, "-domain", "edge", "-key", "client", "-limit", "100/second,20",
 		"-warmup", "200ms", "-max-over-admission", "0", "-max-error-rate", "0", "-max-p99", "2s"}
 	tests := []struct {
-		name string
-		mode string
-		args []string
+		name  string
+		mode  string
+		multi bool
+		args  []string
 	}{
-		{"closed loop", bench.ModeClosed, []string{"-concurrency", "4", "-duration", "1s", "-values", "5"}},
-		{"closed loop two descriptors zipf", bench.ModeClosed, []string{"-concurrency", "4", "-duration", "1s",
+		{"closed loop", bench.ModeClosed, false, []string{"-concurrency", "4", "-duration", "1s", "-values", "5"}},
+		{"closed loop two descriptors zipf", bench.ModeClosed, true, []string{"-concurrency", "4", "-duration", "1s",
 			"-values", "4", "-descriptors", "2", "-dist", "zipf", "-zipf-s", "1"}},
-		{"open loop poisson", bench.ModeOpen, []string{"-rate", "600", "-duration", "1s", "-values", "3"}},
-		{"open loop uniform by count, hits 2", bench.ModeOpen, []string{"-rate", "500", "-arrival", "uniform",
+		{"open loop poisson", bench.ModeOpen, false, []string{"-rate", "600", "-duration", "1s", "-values", "3"}},
+		{"open loop uniform by count, hits 2", bench.ModeOpen, false, []string{"-rate", "500", "-arrival", "uniform",
 			"-requests", "400", "-values", "2", "-hits", "2"}},
 	}
 	for _, tt := range tests {
@@ -206,9 +207,12 @@ func TestEndToEndExactServer(t *testing.T) {
 			if a.Buckets == 0 || a.AdmittedTokens == 0 || a.AdmittedTokens > a.OfferedTokens {
 				t.Errorf("accuracy %+v", *a)
 			}
-			// The buckets are kept busy from start to end, so an exact server
-			// leaves little unexplained: allow a few tokens a bucket.
-			if a.UnderAdmission > int64(5*a.Buckets) {
+			// With one descriptor the buckets are kept over their limit from
+			// start to end, so an exact server leaves little unexplained:
+			// allow a few tokens a bucket. With two, a bucket whose requests
+			// are denied for the other one fills up and wastes refill, which
+			// the indicator cannot tell from under-admission.
+			if !tt.multi && a.UnderAdmission > int64(5*a.Buckets) {
 				t.Errorf("under-admission %d over %d buckets from an exact server", a.UnderAdmission, a.Buckets)
 			}
 			if len(rep.Targets) != 3 {
@@ -225,12 +229,12 @@ func TestEndToEndOverAdmittingServerIsCaught(t *testing.T) {
 		t.Run(mode[0], func(t *testing.T) {
 			addr := serve(t, &fakeRLS{rate: 100, capacity: 40})
 			code, text, rep := runMain(t, append([]string{"-addr", addr, "-limit", "100/second,20", "-duration", "500ms",
-				"-warmup", "0s", "-values", "3", "-max-over-admission", "0"}, mode...)...)
+				"-warmup", "0s", "-values", "1", "-max-over-admission", "0"}, mode...)...)
 			if code != bench.ExitFail || rep.Pass {
 				t.Errorf("exit %d, pass %v; want 1, false", code, rep.Pass)
 			}
 			if rep.Accuracy == nil || rep.Accuracy.OverAdmission < 15 {
-				t.Fatalf("accuracy %+v: want about 20 tokens over in each of 3 buckets", rep.Accuracy)
+				t.Fatalf("accuracy %+v: want about 20 tokens over (capacity 40 where 20 was promised)", rep.Accuracy)
 			}
 			if len(rep.Targets) != 1 || rep.Targets[0].Name != "max-over-admission" || rep.Targets[0].Pass {
 				t.Errorf("targets %+v", rep.Targets)

@@ -59,6 +59,9 @@ func svgLineChart(title, xLabel, yLabel string, xs []float64, lines []line, logY
 		ty = math.Log10
 		for e := lo; e <= hi; e++ {
 			ticks = append(ticks, e)
+			if hi-lo <= 3 && e < hi { // few decades: 2 and 5 as well
+				ticks = append(ticks, e+math.Log10(2), e+math.Log10(5))
+			}
 		}
 	} else {
 		ymin = 0
@@ -100,8 +103,8 @@ func svgLineChart(title, xLabel, yLabel string, xs []float64, lines []line, logY
 // axes draws the frame, x ticks and the axis labels.
 func axes(b *strings.Builder, xLabel, yLabel string, xmin, xmax float64, px func(float64) float64) {
 	fmt.Fprintf(b, `<rect x="%d" y="%d" width="%d" height="%d" class="frame"/>`, padL, padT, chartW-padL-padR, chartH-padT-padB)
-	for i := 0; i <= 5; i++ {
-		x := xmin + (xmax-xmin)*float64(i)/5
+	step := niceCeil((xmax - xmin) / 6)
+	for x := xmin; x <= xmax+step/1e6; x += step {
 		fmt.Fprintf(b, `<text x="%.1f" y="%d" class="xtick">%s</text>`, px(x), chartH-padB+16, fmtNum(x))
 	}
 	fmt.Fprintf(b, `<text x="%d" y="%d" class="xlabel">%s</text>`, (chartW+padL)/2, chartH-6, template.HTMLEscapeString(xLabel))
@@ -162,8 +165,12 @@ func svgHistogram(bins []Bin, l LatencySummary) template.HTML {
 			continue
 		}
 		x := px(math.Log10(m.v))
-		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" class="mark"/><text x="%.1f" y="%d" class="marklabel">%s %s</text>`,
-			x, x, padT, chartH-padB, x+3, padT+12+12*i, m.name, fmtNum(m.v))
+		tx, anchor := x+3, "start"
+		if x > chartW*0.75 {
+			tx, anchor = x-3, "end"
+		}
+		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" class="mark"/><text x="%.1f" y="%d" class="marklabel" text-anchor="%s">%s %s</text>`,
+			x, x, padT, chartH-padB, tx, padT+12+12*i, anchor, m.name, fmtNum(m.v))
 	}
 	fmt.Fprintf(&b, `<text x="%d" y="%d" class="xlabel">latency (ms, log scale)</text>`, (chartW+padL)/2, chartH-6)
 	fmt.Fprintf(&b, `<text x="14" y="%d" class="ylabel" transform="rotate(-90 14 %d)">requests</text></svg>`, chartH/2, chartH/2)
@@ -221,7 +228,7 @@ svg text{font:11px system-ui,sans-serif;fill:#444}.frame{fill:none;stroke:#bbb}.
 <tr><th>latency (ms)</th><td>p50 {{printf "%.3f" .R.Latency.P50}} · p90 {{printf "%.3f" .R.Latency.P90}} · p99 {{printf "%.3f" .R.Latency.P99}} · p99.9 {{printf "%.3f" .R.Latency.P999}} · max {{printf "%.3f" .R.Latency.Max}} ({{.From}})</td></tr>
 {{with .R.Accuracy}}<tr><th>accuracy</th><td>limit {{.Limit}}: {{.Buckets}} buckets, {{.AdmittedTokens}} of {{.OfferedTokens}} tokens admitted;
 over-admission <b>{{.OverAdmission}}</b> ({{.OverBuckets}} buckets), under-admission {{.UnderAdmission}} ({{.UnderBuckets}} buckets)</td></tr>{{end}}
-{{range .R.Targets}}<tr><th>{{.Name}}</th><td class="{{if .Pass}}pass{{else}}fail{{end}}">{{if .Pass}}PASS{{else}}FAIL{{end}}: {{.Value}} (limit {{.Limit}})</td></tr>{{end}}
+{{range .R.Targets}}<tr><th>{{.Name}}</th><td class="{{if .Pass}}pass{{else}}fail{{end}}">{{if .Pass}}PASS{{else}}FAIL{{end}}: {{printf "%.4g" .Value}} (limit {{printf "%.4g" .Limit}})</td></tr>{{end}}
 </table>
 <h2>Latency over time</h2>{{.LatencyChart}}
 <h2>Latency histogram</h2>{{.Histogram}}
