@@ -12,7 +12,9 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sluice-rl/sluice/breaker"
 	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/limiter/postgres"
 	"github.com/sluice-rl/sluice/limiter/redis"
 	"github.com/sluice-rl/sluice/server"
 )
@@ -38,16 +40,26 @@ type Config struct {
 }
 
 // RedisConfig selects the store: with an empty URL the embedded memory
-// store decides, otherwise Redis.
+// store decides, otherwise Redis, guarded by a breaker and backed by a
+// failure mode.
 type RedisConfig struct {
 	redis.Config `yaml:",inline"`
 	// KeyPrefix starts every bucket key.
 	KeyPrefix string `yaml:"key_prefix"`
+	// FailureMode is how decisions are made while Redis fails or its
+	// breaker is open: local, allow or error (see limiter.FailureMode).
+	FailureMode string `yaml:"failure_mode"`
+	// LocalFraction scales every limit in local mode (0 < f <= 1).
+	LocalFraction float64 `yaml:"local_fraction"`
+	// Breaker guards the calls to Redis.
+	Breaker breaker.Config `yaml:"breaker"`
 }
 
-// PostgresConfig is the overrides database (not used yet).
+// PostgresConfig is the overrides database; an empty DSN turns it off.
 type PostgresConfig struct {
-	DSN string `yaml:"dsn"`
+	postgres.Config `yaml:",inline"`
+	// Breaker guards the calls to Postgres.
+	Breaker breaker.Config `yaml:"breaker"`
 }
 
 // LimitsConfig says where limits come from: inline Domains, the file or
@@ -84,8 +96,10 @@ func defaultConfig() Config {
 	b := limiter.DefaultBounds
 	return Config{
 		Config: server.DefaultConfig(),
-		Redis:  RedisConfig{Config: rc, KeyPrefix: "sl:"},
-		Limits: LimitsConfig{Watch: true, WatchInterval: time.Second},
+		Redis: RedisConfig{Config: rc, KeyPrefix: "sl:", FailureMode: "local", LocalFraction: 1,
+			Breaker: breaker.DefaultConfig()},
+		Postgres: PostgresConfig{Config: postgres.DefaultConfig(), Breaker: breaker.DefaultConfig()},
+		Limits:   LimitsConfig{Watch: true, WatchInterval: time.Second},
 		Request: RequestConfig{
 			MaxDescriptors: b.MaxDescriptors,
 			MaxEntries:     b.MaxEntries,
@@ -466,6 +480,35 @@ func (c *Config) validate() ConfigErrors {
 	}
 	if c.Redis.KeyPrefix == "" {
 		add("redis.key_prefix", "must not be empty")
+	}
+	if _, err := limiter.ParseFailureMode(c.Redis.FailureMode); err != nil {
+		add("redis.failure_mode", err.Error())
+	}
+	if f := c.Redis.LocalFraction; !(f > 0 && f <= 1) {
+		add("redis.local_fraction", fmt.Sprintf("must be above 0 and at most 1, got %v", f))
+	}
+	for _, b := range []struct {
+		field string
+		cfg   breaker.Config
+	}{{"redis.breaker", c.Redis.Breaker}, {"postgres.breaker", c.Postgres.Breaker}} {
+		if err := b.cfg.Validate(); err != nil {
+			var be *breaker.ConfigError
+			if errors.As(err, &be) {
+				add(b.field+"."+be.Field, be.Err.Error())
+			} else {
+				add(b.field, err.Error())
+			}
+		}
+	}
+	if c.Postgres.Enabled() {
+		if err := c.Postgres.Config.Validate(); err != nil {
+			var pe *postgres.ConfigError
+			if errors.As(err, &pe) {
+				add("postgres."+pe.Field, pe.Err.Error())
+			} else {
+				add("postgres", err.Error())
+			}
+		}
 	}
 	if c.Limits.Watch && c.Limits.WatchInterval <= 0 {
 		add("limits.watch_interval", "must be positive when limits.watch is on")

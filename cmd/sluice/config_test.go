@@ -1,6 +1,7 @@
 package main
 
 import (
+	"reflect"
 	"bytes"
 	"errors"
 	"os"
@@ -45,7 +46,7 @@ func TestShippedConfig(t *testing.T) {
 	}
 	// The shipped file states every default.
 	d := defaultConfig()
-	if c.Config != d.Config || c.Redis != d.Redis || c.Request != d.Request || c.Log != d.Log ||
+	if c.Config != d.Config || !reflect.DeepEqual(c.Redis, d.Redis) || !reflect.DeepEqual(c.Postgres, d.Postgres) || c.Request != d.Request || c.Log != d.Log ||
 		c.Limits.Watch != d.Limits.Watch || c.Limits.WatchInterval != d.Limits.WatchInterval {
 		t.Errorf("config.yaml differs from the defaults:\n%+v\n%+v", c, d)
 	}

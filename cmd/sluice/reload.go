@@ -10,9 +10,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/server"
 )
 
 // reloader keeps the limiter's limits in step with the files: on SIGHUP,
@@ -26,6 +28,28 @@ type reloader struct {
 	watched []string // files and directories of the last load
 	stat    string   // their names, sizes and mtimes at the last look
 	sum     [32]byte // their content at the last load attempt
+
+	mu       sync.Mutex
+	version  string    // of the running limits
+	loadedAt time.Time // when they were loaded
+	lastErr  error     // of the last reload, nil when it worked
+}
+
+// status is the configuration's state, for /health/detailed.
+func (r *reloader) status() server.ConfigStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return server.ConfigStatus{Version: r.version, LoadedAt: r.loadedAt, LastError: r.lastErr}
+}
+
+// record notes a load's outcome: the new limits' version, or the error.
+func (r *reloader) record(version string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lastErr = err
+	if err == nil {
+		r.version, r.loadedAt = version, time.Now()
+	}
 }
 
 func newReloader(path string, getenv func(string) string, lim *limiter.Limiter, log *slog.Logger) *reloader {
@@ -42,6 +66,7 @@ func (r *reloader) loadInitial(cfg *Config) error {
 		return err
 	}
 	r.lim.SetLimits(lims)
+	r.record(lims.Version(), nil)
 	r.log.Info("limits loaded", "version", lims.Version(), "domains", len(lims.Domains()), "rules", lims.Rules())
 	return nil
 }
@@ -89,6 +114,7 @@ func (r *reloader) reload(reason string) {
 	r.stat, r.sum = stat, sum
 	cfg, err := loadConfig(r.path, r.getenv)
 	if err != nil {
+		r.record("", err)
 		r.log.Error("reload failed; keeping the running limits", "reason", reason, "err", err.Error())
 		return
 	}
@@ -98,11 +124,13 @@ func (r *reloader) reload(reason string) {
 	}
 	lims, err := cfg.limitsSource().load()
 	if err != nil {
+		r.record("", err)
 		r.log.Error("reload failed; keeping the running limits", "reason", reason, "err", err.Error())
 		return
 	}
 	old := r.lim.Limits()
 	r.lim.SetLimits(lims)
+	r.record(lims.Version(), nil)
 	if old != nil && old.Version() == lims.Version() {
 		r.log.Info("limits reloaded, unchanged", "reason", reason, "version", lims.Version())
 		return

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,8 +13,10 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/sluice-rl/sluice/breaker"
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/memory"
+	"github.com/sluice-rl/sluice/limiter/postgres"
 	"github.com/sluice-rl/sluice/limiter/redis"
 	"github.com/sluice-rl/sluice/server"
 )
@@ -46,6 +49,15 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 			log.Warn("close store", "store", st.name, "err", err)
 		}
 	}()
+	checks := st.checks
+	if cfg.Postgres.Enabled() {
+		pg, err := openPostgres(cfg, log)
+		if err != nil {
+			return err
+		}
+		defer pg.close()
+		checks = append(checks, pg.check)
+	}
 
 	lim := limiter.New(st.store, limiter.Config{KeyPrefix: cfg.Redis.KeyPrefix, Bounds: cfg.Bounds()})
 	rl := newReloader(path, getenv, lim, log)
@@ -54,7 +66,14 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 		return exitError{1}
 	}
 
-	srv, err := server.New(cfg.Config, lim, server.Options{Logger: log.With("component", "server"), Checks: st.checks})
+	srv, err := server.New(cfg.Config, lim, server.Options{
+		Logger:       log.With("component", "server"),
+		Checks:       checks,
+		Version:      version,
+		FailureMode:  st.failureMode,
+		ConfigStatus: rl.status,
+		AdminToken:   cfg.AdminToken,
+	})
 	if err != nil {
 		return err
 	}
@@ -85,28 +104,130 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 
 // store is the chosen limiter.Store with what the server and shutdown need.
 type store struct {
-	name   string
-	store  limiter.Store
-	checks []server.Check
-	close  func() error
+	name        string
+	store       limiter.Store
+	checks      []server.Check
+	failureMode string // "" for the embedded store
+	close       func() error
 }
 
+// openStore builds the store: the embedded memory store without a Redis
+// URL; otherwise Redis behind its breaker, wrapped in the failure mode. It
+// does not connect, so Sluice starts while Redis is down.
 func openStore(cfg *Config, log *slog.Logger) (*store, error) {
 	if cfg.Redis.URL == "" {
 		log.Info("store: embedded memory store")
 		return &store{name: "memory", store: memory.New(nil), close: func() error { return nil }}, nil
 	}
-	rs, err := redis.New(cfg.Redis.Config)
+	mode, err := limiter.ParseFailureMode(cfg.Redis.FailureMode)
+	if err != nil {
+		return nil, fmt.Errorf("redis.failure_mode: %w", err)
+	}
+	br, err := newBreaker("redis", cfg.Redis.Breaker, log)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := redis.New(cfg.Redis.Config, redis.WithGuard(br))
 	if err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
-	log.Info("store: redis", "url", rs.URL(), "mode", rs.Mode())
+	fo, err := limiter.NewFailover(rs, limiter.FailoverConfig{
+		Mode:          mode,
+		LocalFraction: cfg.Redis.LocalFraction,
+		Local:         memory.New(nil),
+	})
+	if err != nil {
+		rs.Close()
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	log.Info("store: redis", "url", rs.URL(), "mode", rs.Mode(), "failure_mode", mode.String(),
+		"local_fraction", cfg.Redis.LocalFraction, "timeout", rs.Timeout().String())
 	return &store{
-		name:   "redis",
-		store:  rs,
-		checks: []server.Check{{Name: "redis", Fn: rs.Ping}},
-		close:  rs.Close,
+		name:  "redis",
+		store: fo,
+		checks: []server.Check{{
+			Name: "redis",
+			Fn:   rs.Ping, // not through the breaker: the check sees Redis itself
+			// Without Redis, local and allow still decide; error does not.
+			Optional: mode != limiter.FailError,
+			Breaker:  br,
+			Mode:     rs.Mode(),
+		}},
+		failureMode: mode.String(),
+		close:       rs.Close,
 	}, nil
+}
+
+// pgBackend is the Postgres pool with its health check.
+type pgBackend struct {
+	check server.Check
+	close func()
+}
+
+// openPostgres prepares the Postgres pool (without connecting) and its
+// health check, SELECT 1 through the Postgres breaker. Postgres is never on
+// the request path, so its check is optional: down, it makes health warn.
+func openPostgres(cfg *Config, log *slog.Logger) (*pgBackend, error) {
+	br, err := newBreaker("postgres", cfg.Postgres.Breaker, log)
+	if err != nil {
+		return nil, err
+	}
+	db, err := postgres.Open(cfg.Postgres.Config)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("postgres", "dsn", db.DSN())
+	g := &guardedCheck{br: br, fn: db.Ping}
+	return &pgBackend{
+		check: server.Check{
+			Name:      "postgres",
+			Fn:        g.check,
+			Optional:  true,
+			Breaker:   br,
+			Overrides: func() int { return 0 }, // no overrides are loaded yet
+		},
+		close: db.Close,
+	}, nil
+}
+
+// guardedCheck runs a health check through a breaker. While the breaker
+// is open the check fails at once, naming the last real error. It is
+// called from one goroutine, the server's check loop.
+type guardedCheck struct {
+	br   *breaker.Breaker
+	fn   func(ctx context.Context) error
+	last error
+}
+
+func (g *guardedCheck) check(ctx context.Context) error {
+	err := g.br.Do(ctx, g.fn)
+	if errors.Is(err, breaker.ErrOpen) {
+		if g.last != nil {
+			return fmt.Errorf("%w; last error: %v", err, g.last)
+		}
+		return err
+	}
+	if err != nil {
+		g.last = err
+	}
+	return err
+}
+
+// newBreaker makes the breaker named name, logging each state change.
+func newBreaker(name string, cfg breaker.Config, log *slog.Logger) (*breaker.Breaker, error) {
+	blog := log.With("component", "breaker")
+	cfg.OnStateChange = func(name string, from, to breaker.State) {
+		level := slog.LevelInfo
+		if to == breaker.StateOpen {
+			level = slog.LevelWarn
+		}
+		blog.Log(context.Background(), level, "breaker state change", "breaker", name, "from", from.String(), "to", to.String())
+	}
+	b, err := breaker.New(name, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s.breaker: %w", name, err)
+	}
+	return b, nil
 }
 
 func newLogger(c LogConfig, w io.Writer) *slog.Logger {

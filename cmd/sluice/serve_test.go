@@ -313,34 +313,43 @@ func TestServeRefusesBadLimits(t *testing.T) {
 	}
 }
 
-func TestServeRedisUnreachableIsNotReady(t *testing.T) {
+// TestServeRedisUnreachable: Sluice starts and serves without Redis. In
+// local mode it is ready and decides; in error mode it is live, not ready.
+func TestServeRedisUnreachable(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
-	cfg, _ := testConfigFile(t, "health: {check_interval: 50ms, check_timeout: 100ms}\n")
-	r := startServe(t, func(ctx context.Context, stderr io.Writer) error {
-		return serve(ctx, cfg, env{"SLUICE_REDIS_URL": "redis://:pw-hidden@" + addr}.get, stderr)
-	})
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	for _, c := range []struct {
-		path string
-		code int
-	}{{"/health/live", 200}, {"/health/ready", 503}} {
-		resp, err := client.Get("http://" + r.http + c.path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != c.code {
-			t.Errorf("%s = %d, want %d", c.path, resp.StatusCode, c.code)
-		}
-	}
-	r.waitLog("readiness check failing")
-	if strings.Contains(r.logs.String(), "pw-hidden") {
-		t.Errorf("logs show the Redis password:\n%s", r.logs.String())
+		mode  string
+		ready int
+	}{{"local", 200}, {"error", 503}} {
+		t.Run(c.mode, func(t *testing.T) {
+			cfg, _ := testConfigFile(t, "health: {check_interval: 50ms, check_timeout: 100ms}\nredis: {failure_mode: "+c.mode+"}\n")
+			r := startServe(t, func(ctx context.Context, stderr io.Writer) error {
+				return serve(ctx, cfg, env{"SLUICE_REDIS_URL": "redis://:pw-hidden@" + addr}.get, stderr)
+			})
+			r.waitLog("backend check failing")
+			client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+			for _, p := range []struct {
+				path string
+				code int
+			}{{"/health/live", 200}, {"/health/ready", c.ready}} {
+				resp, err := client.Get("http://" + r.http + p.path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != p.code {
+					t.Errorf("%s = %d, want %d", p.path, resp.StatusCode, p.code)
+				}
+			}
+			if strings.Contains(r.logs.String(), "pw-hidden") {
+				t.Errorf("logs show the Redis password:\n%s", r.logs.String())
+			}
+		})
 	}
 }
 
