@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 )
 
 // Exit codes of Main.
@@ -23,8 +24,9 @@ an exact token bucket. Closed loop by default (-concurrency); -rate selects
 the open loop, whose latency counts from each request's intended send time.
 
 Only loopback addresses (127.0.0.0/8, ::1, localhost) are loaded unless
--allow-remote is given. A run always stops after -duration (or -requests)
-plus -warmup. Exit status: 0 targets held, 1 a target failed, 2 usage error.
+-allow-remote is given. A run always stops: after -warmup plus -duration,
+or plus -requests requests (then capped by -duration, default 1h).
+Exit status: 0 targets held, 1 a target failed, 2 usage error.
 
 flags:
 `
@@ -108,8 +110,8 @@ func ParseArgs(args []string, stderr io.Writer) (Options, Outputs, error) {
 	fs.Float64Var(&o.Rate, "rate", 0, "open loop: requests per second (0: closed loop)")
 	fs.StringVar(&o.Arrival, "arrival", o.Arrival, "open loop arrivals: poisson or uniform")
 	fs.IntVar(&o.Workers, "workers", o.Workers, "open loop: most requests in flight; later ones wait, and the wait counts")
-	fs.DurationVar(&o.Duration, "duration", o.Duration, "length of the measured phase")
-	fs.Int64Var(&o.Requests, "requests", 0, "length of the measured phase in requests (wins over -duration)")
+	fs.DurationVar(&o.Duration, "duration", o.Duration, "length of the measured phase; with -requests, its cap (default then 1h)")
+	fs.Int64Var(&o.Requests, "requests", 0, "length of the measured phase in requests")
 	fs.DurationVar(&o.Warmup, "warmup", o.Warmup, "traffic before the measured phase, left out of the figures")
 	fs.DurationVar(&o.Timeout, "timeout", o.Timeout, "per request (open loop: from the intended send time)")
 	fs.StringVar(&o.Domain, "domain", o.Domain, "rate-limit domain")
@@ -133,6 +135,11 @@ func ParseArgs(args []string, stderr io.Writer) (Options, Outputs, error) {
 
 	if err := fs.Parse(args); err != nil {
 		return o, out, err
+	}
+	durationSet := false
+	fs.Visit(func(f *flag.Flag) { durationSet = durationSet || f.Name == "duration" })
+	if o.Requests > 0 && !durationSet {
+		o.Duration = time.Hour
 	}
 	if fs.NArg() > 0 {
 		return o, out, fmt.Errorf("unexpected argument %q", fs.Arg(0))

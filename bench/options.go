@@ -103,8 +103,8 @@ type Options struct {
 	Rate        float64       // open loop: requests per second; 0 selects the closed loop
 	Arrival     string        // open loop: ArrivalPoisson or ArrivalUniform
 	Workers     int           // open loop: most requests in flight; further ones wait (and their wait counts)
-	Duration    time.Duration // measured phase length; used when Requests is 0
-	Requests    int64         // measured phase length in requests; wins over Duration
+	Duration    time.Duration // measured phase length; with Requests, its cap (0: none)
+	Requests    int64         // measured phase length in requests (0: Duration alone)
 	Warmup      time.Duration // traffic before the measured phase, excluded from every figure
 	Timeout     time.Duration // per request; in the open loop counted from the intended send time
 

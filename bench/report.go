@@ -62,8 +62,8 @@ type Config struct {
 	Rate            float64  `json:"rate"`        // open loop, requests/s; 0 in the closed loop
 	Arrival         string   `json:"arrival"`     // open loop; "" in the closed loop
 	Workers         int      `json:"workers"`     // open loop; 0 in the closed loop
-	DurationSeconds float64  `json:"duration_s"`  // 0 when Requests set the length
-	Requests        int64    `json:"requests"`    // 0 when DurationSeconds set it
+	DurationSeconds float64  `json:"duration_s"`  // measured phase length, or its cap when Requests is set; 0: none
+	Requests        int64    `json:"requests"`    // measured phase length in requests; 0: DurationSeconds alone
 	WarmupSeconds   float64  `json:"warmup_s"`
 	TimeoutMS       float64  `json:"timeout_ms"`
 	Domain          string   `json:"domain"`
@@ -141,9 +141,7 @@ func (r *runner) report(ctx context.Context, started time.Time, series []Point) 
 		Domain: o.Domain, Keys: r.w.keys, Values: o.Values, ValuePrefix: r.prefix,
 		Dist: o.Dist, Hits: o.Hits, Seed: r.seed,
 	}
-	if o.Requests == 0 {
-		rep.Config.DurationSeconds = o.Duration.Seconds()
-	}
+	rep.Config.DurationSeconds = max(o.Duration, 0).Seconds()
 	if o.Dist == DistZipf {
 		rep.Config.ZipfS = o.ZipfS
 	}
@@ -259,6 +257,9 @@ func (rep *Report) WriteText(w io.Writer) error {
 	length := fmt.Sprintf("%gs", c.DurationSeconds)
 	if c.Requests > 0 {
 		length = fmt.Sprintf("%d requests", c.Requests)
+		if c.DurationSeconds > 0 {
+			length += fmt.Sprintf(" or %gs", c.DurationSeconds)
+		}
 	}
 	fmt.Fprintf(&b, "measured:    %.2fs (%s after %gs warmup): %d requests, %.1f decisions/s\n",
 		rep.ElapsedSeconds, length, c.WarmupSeconds, rep.Requests, rep.ThroughputRPS)

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -20,7 +21,8 @@ import (
 // It returns an error only when o is invalid (the error names the flag) or
 // a connection cannot be set up; servers that fail or time out show in the
 // report's error counts. Run always stops: after o.Requests measured
-// requests or o.Duration of measured time (plus o.Warmup), or when ctx is
+// requests or o.Duration of measured time (plus o.Warmup), whichever comes
+// first (a zero one does not count), or when ctx is
 // done, in which case the report covers what ran and says it was
 // interrupted. Requests in flight at the end are waited for, each at most
 // o.Timeout.
@@ -56,7 +58,7 @@ type runner struct {
 
 	epoch        time.Time
 	measureStart time.Duration // = Warmup
-	measureEnd   time.Duration // Warmup+Duration; unused with Requests
+	measureEnd   time.Duration // Warmup+Duration; never when Duration is 0
 	claimed      atomic.Int64  // measured requests started (Requests mode)
 
 	shards []*shard
@@ -150,6 +152,9 @@ func (r *runner) run(ctx context.Context) *Report {
 	r.connect(ctx)
 	r.measureStart = o.Warmup
 	r.measureEnd = o.Warmup + o.Duration
+	if o.Duration <= 0 {
+		r.measureEnd = math.MaxInt64
+	}
 	started := time.Now()
 	r.epoch = started
 
@@ -182,11 +187,10 @@ func (r *runner) closedLoop(ctx context.Context) {
 				now := time.Since(r.epoch)
 				measured := now >= r.measureStart
 				if measured {
-					if r.o.Requests > 0 {
-						if r.claimed.Add(1) > r.o.Requests {
-							return
-						}
-					} else if now >= r.measureEnd {
+					if now >= r.measureEnd {
+						return
+					}
+					if r.o.Requests > 0 && r.claimed.Add(1) > r.o.Requests {
 						return
 					}
 				}
@@ -248,14 +252,10 @@ func (r *runner) schedule(ctx context.Context, queue chan<- arrival) {
 		}
 		a := arrival{at: at, measured: at >= r.measureStart}
 		if a.measured {
-			if o.Requests > 0 {
-				if measured == o.Requests {
-					return
-				}
-				measured++
-			} else if at >= r.measureEnd {
+			if at >= r.measureEnd || o.Requests > 0 && measured == o.Requests {
 				return
 			}
+			measured++
 		}
 		if wait := at - time.Since(r.epoch); wait > 0 {
 			t := time.NewTimer(wait)
