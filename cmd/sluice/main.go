@@ -17,6 +17,8 @@ import (
 	"runtime"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/sluice-rl/sluice/bench"
 )
 
 // Set with -ldflags "-X main.version=... -X main.revision=...".
@@ -49,6 +51,7 @@ const usage = `usage: sluice <command> [flags]
 commands:
   serve   [-config FILE]   run the service
   check   [-config FILE]   validate the configuration and every limit file
+  bench   [flags]          load-test any Envoy rate-limit server (sluice bench -h)
   version                  print the version
 
 Without -config, ./config.yaml is used when present, else built-in defaults.
@@ -75,6 +78,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return check(path, os.Getenv, stdout, stderr)
+	case "bench":
+		if code := bench.Main(ctx, args[1:], stdout, stderr); code != 0 {
+			return exitError{code}
+		}
+		return nil
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "sluice %s (revision %s, %s)\n", version, buildRevision(), runtime.Version())
 		return nil
