@@ -52,6 +52,10 @@ test: deps check ## install test servers, then run every test with the race dete
 test-short: ## quick run: no race detector, long tests skipped
 	$(GO) test -short -count=1 ./...
 
+.PHONY: bench
+bench: deps ## start Redis and Sluice on loopback, run the standard load scenarios, reports in bench-reports/
+	$(GO) run ./bench/suite -out bench-reports $(BENCHFLAGS)
+
 .PHONY: bench-micro
 bench-micro: ## micro-benchmarks of matching and decisions
 	$(GO) test -run '^$$' -bench . -benchmem ./limiter/... ./server/...
