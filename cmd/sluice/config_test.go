@@ -1,11 +1,11 @@
 package main
 
 import (
-	"reflect"
 	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
