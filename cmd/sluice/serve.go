@@ -119,6 +119,7 @@ func openStore(cfg *Config, log *slog.Logger) (*store, error) {
 		log.Info("store: embedded memory store")
 		return &store{name: "memory", store: memory.New(nil), close: func() error { return nil }}, nil
 	}
+	redis.SetLogger(log.With("component", "redis-client"))
 	mode, err := limiter.ParseFailureMode(cfg.Redis.FailureMode)
 	if err != nil {
 		return nil, fmt.Errorf("redis.failure_mode: %w", err)
