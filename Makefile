@@ -22,8 +22,23 @@ build: ## build bin/sluice with version information
 run: build ## run Sluice on the embedded store with ./config.yaml
 	./$(BIN) serve -config config.yaml
 
+# promtool checks deploy/prometheus; from PATH, else unpacked from Debian's
+# prometheus package into .tmp/promtool (the service is not installed).
+PROMTOOL_DIR := .tmp/promtool
+PROMTOOL     ?= $(shell command -v promtool 2>/dev/null || echo $(CURDIR)/$(PROMTOOL_DIR)/root/usr/bin/promtool)
+
+.PHONY: promtool
+promtool: ## fetch promtool (Debian package prometheus, unpacked, not installed) when missing
+	@[ -x "$(PROMTOOL)" ] || { \
+		echo "fetching promtool into $(PROMTOOL_DIR)"; \
+		rm -rf $(PROMTOOL_DIR) && mkdir -p $(PROMTOOL_DIR) && cd $(PROMTOOL_DIR) && \
+		{ apt-get download prometheus >/dev/null 2>&1 || \
+			{ $(SUDO) apt-get update -qq && apt-get download prometheus >/dev/null 2>&1; }; } && \
+		dpkg -x prometheus_*.deb root && rm -f prometheus_*.deb; }
+	@"$(PROMTOOL)" --version 2>&1 | head -1
+
 .PHONY: deps
-deps: ## install the servers the tests start (redis-server, postgres)
+deps: promtool ## install the servers the tests start (redis-server, postgres) and promtool
 	@command -v redis-server >/dev/null 2>&1 || { \
 		echo "installing redis-server"; \
 		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
@@ -46,7 +61,7 @@ check: ## gofmt, go vet and sluice check of the shipped config
 
 .PHONY: test
 test: deps check ## install test servers, then run every test with the race detector
-	$(GO) test -race -count=1 -timeout 12m ./...
+	SLUICE_REQUIRE_PROMTOOL=1 SLUICE_PROMTOOL=$(PROMTOOL) $(GO) test -race -count=1 -timeout 12m ./...
 
 .PHONY: test-short
 test-short: ## quick run: no race detector, long tests skipped
