@@ -474,7 +474,7 @@ func (p *parser) unknownField(f field, where string, known []string) {
 		p.errorf(f.key.Line, "unknown field %q at the top level; it belongs on a descriptor, inside descriptors", f.name)
 		return
 	}
-	if s := closest(f.name, known); s != "" {
+	if s := Closest(f.name, known); s != "" {
 		p.errorf(f.key.Line, "unknown field %q in %s; did you mean %q?", f.name, where, s)
 		return
 	}
@@ -490,9 +490,10 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// closest returns the known name nearest to s in edit distance, if it is
-// near enough to be a likely misspelling.
-func closest(s string, known []string) string {
+// Closest returns the known name nearest to s in edit distance (the first
+// of equals, in the order given), if it is near enough to be a likely
+// misspelling, else "". Config decoding uses it to suggest field names.
+func Closest(s string, known []string) string {
 	best, bestD := "", math.MaxInt
 	for _, k := range known {
 		if d := editDistance(strings.ToLower(s), k); d < bestD {

@@ -60,6 +60,9 @@ type PostgresConfig struct {
 	postgres.Config `yaml:",inline"`
 	// Breaker guards the calls to Postgres.
 	Breaker breaker.Config `yaml:"breaker"`
+	// SyncInterval is how often every replica reads the overrides again
+	// even without a change notification, healing a missed one.
+	SyncInterval time.Duration `yaml:"sync_interval"`
 }
 
 // LimitsConfig says where limits come from: inline Domains, the file or
@@ -98,8 +101,9 @@ func defaultConfig() Config {
 		Config: server.DefaultConfig(),
 		Redis: RedisConfig{Config: rc, KeyPrefix: "sl:", FailureMode: "local", LocalFraction: 1,
 			Breaker: breaker.DefaultConfig()},
-		Postgres: PostgresConfig{Config: postgres.DefaultConfig(), Breaker: breaker.DefaultConfig()},
-		Limits:   LimitsConfig{Watch: true, WatchInterval: time.Second},
+		Postgres: PostgresConfig{Config: postgres.DefaultConfig(), Breaker: breaker.DefaultConfig(),
+			SyncInterval: postgres.DefaultSyncInterval},
+		Limits: LimitsConfig{Watch: true, WatchInterval: time.Second},
 		Request: RequestConfig{
 			MaxDescriptors: b.MaxDescriptors,
 			MaxEntries:     b.MaxEntries,
@@ -313,18 +317,13 @@ func structFields(v reflect.Value) map[string]reflect.Value {
 }
 
 func suggest(name string, fields map[string]reflect.Value) string {
-	best, bestD := "", 1<<30
 	known := make([]string, 0, len(fields))
 	for k := range fields {
 		known = append(known, k)
-		if dd := editDistance(name, k); dd < bestD || (dd == bestD && k < best) {
-			best, bestD = k, dd
-		}
-	}
-	if best != "" && bestD <= max(2, len(name)/3) {
-		return "; did you mean " + best + "?"
 	}
 	sort.Strings(known)
+	// A name inside a field's name ("ca_file" in "client_ca_file") says
+	// more than a near spelling of another field.
 	if len(name) >= 3 {
 		for _, k := range known {
 			if strings.Contains(k, name) {
@@ -332,27 +331,10 @@ func suggest(name string, fields map[string]reflect.Value) string {
 			}
 		}
 	}
+	if best := limiter.Closest(name, known); best != "" {
+		return "; did you mean " + best + "?"
+	}
 	return " (known: " + strings.Join(known, ", ") + ")"
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 func join(path, name string) string {
@@ -424,6 +406,7 @@ const (
 	envRedisURL    = "SLUICE_REDIS_URL"
 	envPostgresDSN = "SLUICE_POSTGRES_DSN"
 	envAdminToken  = "SLUICE_ADMIN_TOKEN"
+	envAdminAddr   = "SLUICE_ADMIN_ADDR"
 	envLimits      = "SLUICE_LIMITS"
 	envLogLevel    = "SLUICE_LOG_LEVEL"
 )
@@ -443,6 +426,7 @@ func (c *Config) applyEnv(getenv func(string) string) {
 	set(envRedisURL, "redis.url", &c.Redis.URL)
 	set(envPostgresDSN, "postgres.dsn", &c.Postgres.DSN)
 	set(envAdminToken, "admin_token", &c.AdminToken)
+	set(envAdminAddr, "http.admin_addr", &c.HTTP.AdminAddr)
 	set(envLimits, "limits.path", &c.Limits.envPath)
 	set(envLogLevel, "log.level", &c.Log.Level)
 }
@@ -499,6 +483,9 @@ func (c *Config) validate() ConfigErrors {
 				add(b.field, err.Error())
 			}
 		}
+	}
+	if c.Postgres.SyncInterval <= 0 {
+		add("postgres.sync_interval", "must be positive")
 	}
 	if c.Postgres.Enabled() {
 		if err := c.Postgres.Config.Validate(); err != nil {
@@ -596,6 +583,20 @@ func (c *Config) limitsSource() limitsSource {
 // load reads and compiles the limits. The error lists every problem, one
 // per line, each with file and line.
 func (s limitsSource) load() (*limiter.Limits, error) {
+	domains, err := s.loadDomains()
+	if err != nil {
+		return nil, err
+	}
+	lims, err := limiter.Compile(domains, limiter.CompileOptions{ShadowMode: s.shadow})
+	if err != nil {
+		return nil, err
+	}
+	return lims, nil
+}
+
+// loadDomains reads the limits without compiling them. The error lists
+// every problem, one per line, each with file and line.
+func (s limitsSource) loadDomains() ([]limiter.DomainConfig, error) {
 	var (
 		domains []limiter.DomainConfig
 		errs    []error
@@ -617,11 +618,7 @@ func (s limitsSource) load() (*limiter.Limits, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	lims, err := limiter.Compile(domains, limiter.CompileOptions{ShadowMode: s.shadow})
-	if err != nil {
-		return nil, err
-	}
-	return lims, nil
+	return domains, nil
 }
 
 // watched lists the files and directories whose change means a reload:
