@@ -45,6 +45,9 @@ func (c TLSConfig) Enabled() bool { return c.CertFile != "" || c.KeyFile != "" }
 type HTTPConfig struct {
 	Addr         string `yaml:"addr"`
 	MaxBodyBytes int64  `yaml:"max_body_bytes"`
+	// AdminAddr, when set, serves the admin API (/admin/...) on a listener
+	// of its own (a loopback or internal address) and not on Addr.
+	AdminAddr string `yaml:"admin_addr"`
 }
 
 // HeaderConfig configures the rate-limit response headers (draft-03 form).

@@ -16,14 +16,17 @@ import (
 )
 
 // Handler is the HTTP API: POST /json, GET /health/live, GET
-// /health/ready, GET /health/detailed, and the admin routes under /admin/.
+// /health/ready, GET /health/detailed, and the admin routes under /admin/
+// unless http.admin_addr gives them a listener of their own.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /json", s.handleJSON)
 	mux.HandleFunc("GET /health/live", s.handleLive)
 	mux.HandleFunc("GET /health/ready", s.handleReady)
 	mux.HandleFunc("GET /health/detailed", s.handleDetailed)
-	mux.Handle("/admin/", s.adminHandler())
+	if s.cfg.HTTP.AdminAddr == "" {
+		mux.Handle("/admin/", s.adminHandler())
+	}
 	return mux
 }
 

@@ -97,6 +97,8 @@ type Server struct {
 	http   *http.Server
 
 	grpcLn, httpLn net.Listener
+	adminLn        net.Listener // nil: the admin API is on httpLn
+	adminHTTP      *http.Server
 
 	draining atomic.Bool
 	stopping chan struct{} // closed when gRPC stops taking calls
@@ -191,6 +193,19 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	if cfg.HTTP.AdminAddr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/admin/", s.adminHandler())
+		s.adminHTTP = &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      10 * time.Second,
+			IdleTimeout:       60 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+	}
 	return s, nil
 }
 
@@ -227,8 +242,26 @@ func (s *Server) Listen() error {
 		g.Close()
 		return fmt.Errorf("http.addr: %w", err)
 	}
+	if s.cfg.HTTP.AdminAddr != "" {
+		a, err := lc.Listen(context.Background(), "tcp", s.cfg.HTTP.AdminAddr)
+		if err != nil {
+			g.Close()
+			h.Close()
+			return fmt.Errorf("http.admin_addr: %w", err)
+		}
+		s.adminLn = a
+	}
 	s.grpcLn, s.httpLn = g, h
 	return nil
+}
+
+// AdminAddr is the bound address of the admin API (after Listen): its own
+// when http.admin_addr is set, else the HTTP address.
+func (s *Server) AdminAddr() net.Addr {
+	if s.adminLn != nil {
+		return s.adminLn.Addr()
+	}
+	return s.httpLn.Addr()
 }
 
 // GRPCAddr is the bound gRPC address (after Listen).
@@ -252,7 +285,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return errors.New("server: Run called twice")
 	}
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	checkCtx, stopChecks := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopChecks()
 
@@ -274,8 +307,17 @@ func (s *Server) Run(ctx context.Context) error {
 			errc <- fmt.Errorf("http: %w", err)
 		}
 	}()
+	if s.adminLn != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.adminHTTP.Serve(s.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("admin http: %w", err)
+			}
+		}()
+	}
 	s.log.Info("serving", "grpc", s.grpcLn.Addr().String(), "http", s.httpLn.Addr().String(),
-		"grpc_tls", s.cfg.GRPC.TLS.Enabled())
+		"admin", s.AdminAddr().String(), "grpc_tls", s.cfg.GRPC.TLS.Enabled())
 
 	var runErr error
 	select {
@@ -303,6 +345,12 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.http.Shutdown(sctx); err != nil {
 		s.log.Warn("http shutdown cut short", "err", err)
 		s.http.Close()
+	}
+	if s.adminHTTP != nil {
+		if err := s.adminHTTP.Shutdown(sctx); err != nil {
+			s.log.Warn("admin http shutdown cut short", "err", err)
+			s.adminHTTP.Close()
+		}
 	}
 	select {
 	case <-stopped:

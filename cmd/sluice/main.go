@@ -52,11 +52,15 @@ commands:
   serve   [-config FILE]   run the service
   check   [-config FILE]   validate the configuration and every limit file
   bench   [flags]          load-test any Envoy rate-limit server (sluice bench -h)
+  overrides list|get|set|delete|history
+                           change limits at run time through the admin API
+                           (sluice overrides -h)
   version                  print the version
 
 Without -config, ./config.yaml is used when present, else built-in defaults.
 Environment: SLUICE_GRPC_ADDR, SLUICE_HTTP_ADDR, SLUICE_REDIS_URL,
-SLUICE_POSTGRES_DSN, SLUICE_ADMIN_TOKEN, SLUICE_LIMITS, SLUICE_LOG_LEVEL.
+SLUICE_POSTGRES_DSN, SLUICE_ADMIN_TOKEN, SLUICE_ADMIN_ADDR, SLUICE_LIMITS,
+SLUICE_LOG_LEVEL.
 `
 
 // run is the whole program; main only adds the process: signals, exit code.
@@ -83,6 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return exitError{code}
 		}
 		return nil
+	case "overrides":
+		return overridesCmd(ctx, args[1:], os.Getenv, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "sluice %s (revision %s, %s)\n", version, buildRevision(), runtime.Version())
 		return nil

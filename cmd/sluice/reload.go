@@ -29,6 +29,13 @@ type reloader struct {
 	stat    string   // their names, sizes and mtimes at the last look
 	sum     [32]byte // their content at the last load attempt
 
+	// loadMu serialises loads: the file watcher, SIGHUP, the admin API
+	// and new override snapshots.
+	loadMu    sync.Mutex
+	domains   []limiter.DomainConfig // from the files, as last loaded
+	shadow    bool
+	overrides []limiter.Override // in force, from Postgres
+
 	mu       sync.Mutex
 	version  string    // of the running limits
 	loadedAt time.Time // when they were loaded
@@ -59,16 +66,81 @@ func newReloader(path string, getenv func(string) string, lim *limiter.Limiter, 
 // loadInitial loads the limits cfg names; serving does not start without
 // them.
 func (r *reloader) loadInitial(cfg *Config) error {
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
 	r.watched = cfg.watched()
 	r.stat, r.sum = fingerprint(r.watched)
-	lims, err := cfg.limitsSource().load()
+	src := cfg.limitsSource()
+	domains, err := src.loadDomains()
 	if err != nil {
 		return err
 	}
+	lims, err := r.compile(domains, src.shadow, r.overrides)
+	if err != nil {
+		return err
+	}
+	r.domains, r.shadow = domains, src.shadow
 	r.lim.SetLimits(lims)
 	r.record(lims.Version(), nil)
 	r.log.Info("limits loaded", "version", lims.Version(), "domains", len(lims.Domains()), "rules", lims.Rules())
 	return nil
+}
+
+// compile builds the limits in force: the configured domains with the
+// overrides merged in. Overrides are checked when stored, so they cannot
+// break a config that compiles; should one do so anyway, the config is
+// compiled without the overrides rather than not at all.
+func (r *reloader) compile(domains []limiter.DomainConfig, shadow bool, overrides []limiter.Override) (*limiter.Limits, error) {
+	opts := limiter.CompileOptions{ShadowMode: shadow}
+	if len(overrides) == 0 {
+		return limiter.Compile(domains, opts)
+	}
+	lims, err := limiter.Compile(limiter.MergeOverrides(domains, overrides), opts)
+	if err == nil {
+		return lims, nil
+	}
+	r.log.Error("overrides do not merge into the configured limits; applying the configured limits alone", "err", err.Error())
+	return limiter.Compile(domains, opts)
+}
+
+// setOverrides applies a new set of overrides to the running limits.
+func (r *reloader) setOverrides(overrides []limiter.Override) {
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
+	r.overrides = overrides
+	if r.domains == nil && r.lim.Limits() == nil {
+		return // the first load merges them
+	}
+	lims, err := r.compile(r.domains, r.shadow, overrides)
+	if err != nil {
+		r.log.Error("overrides not applied; keeping the running limits", "err", err.Error())
+		return
+	}
+	r.lim.SetLimits(lims)
+	// The version changes; a failed file reload's error stays shown.
+	r.mu.Lock()
+	r.version, r.loadedAt = lims.Version(), time.Now()
+	r.mu.Unlock()
+	r.log.Info("overrides applied", "overrides", len(overrides), "version", lims.Version(), "rules", lims.Rules())
+}
+
+// effective returns the domains in force, overrides merged, and their
+// version.
+func (r *reloader) effective() ([]limiter.DomainConfig, string) {
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
+	version := ""
+	if l := r.lim.Limits(); l != nil {
+		version = l.Version()
+	}
+	return limiter.MergeOverrides(r.domains, r.overrides), version
+}
+
+// reloadNow reloads for the admin API and reports the outcome.
+func (r *reloader) reloadNow() (string, error) {
+	r.reload("admin")
+	st := r.status()
+	return st.Version, st.LastError
 }
 
 // run reloads on each hup and, when watch is on, when the watched files
@@ -87,10 +159,18 @@ func (r *reloader) run(ctx context.Context, hup <-chan os.Signal, watch bool, in
 		case <-hup:
 			r.reload("signal")
 		case <-tick:
-			if r.changed() {
-				r.reload("file change")
-			}
+			r.reloadIfChanged()
 		}
+	}
+}
+
+// reloadIfChanged reloads when the watched files changed.
+func (r *reloader) reloadIfChanged() {
+	r.loadMu.Lock()
+	changed := r.changed()
+	r.loadMu.Unlock()
+	if changed {
+		r.reload("file change")
 	}
 }
 
@@ -110,6 +190,8 @@ func (r *reloader) changed() bool {
 // failure keeps the running limits and is logged. Settings other than the
 // limits need a restart.
 func (r *reloader) reload(reason string) {
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
 	stat, sum := fingerprint(r.watched)
 	r.stat, r.sum = stat, sum
 	cfg, err := loadConfig(r.path, r.getenv)
@@ -122,12 +204,18 @@ func (r *reloader) reload(reason string) {
 		r.watched = w
 		r.stat, r.sum = fingerprint(w)
 	}
-	lims, err := cfg.limitsSource().load()
+	src := cfg.limitsSource()
+	domains, err := src.loadDomains()
+	var lims *limiter.Limits
+	if err == nil {
+		lims, err = r.compile(domains, src.shadow, r.overrides)
+	}
 	if err != nil {
 		r.record("", err)
 		r.log.Error("reload failed; keeping the running limits", "reason", reason, "err", err.Error())
 		return
 	}
+	r.domains, r.shadow = domains, src.shadow
 	old := r.lim.Limits()
 	r.lim.SetLimits(lims)
 	r.record(lims.Version(), nil)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/sluice-rl/sluice/breaker"
 	"github.com/sluice-rl/sluice/limiter"
@@ -24,6 +25,9 @@ import (
 // listenHookKey carries, in serve's context, a func told the bound
 // addresses; tests use it to find :0 ports.
 type listenHookKey struct{}
+
+// adminHookKey carries a func told the admin API's bound address.
+type adminHookKey struct{}
 
 // serve runs the service until ctx ends, then shuts down in order: the
 // server drains and stops, the reloader stops, the store closes.
@@ -49,21 +53,41 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 			log.Warn("close store", "store", st.name, "err", err)
 		}
 	}()
-	checks := st.checks
-	if cfg.Postgres.Enabled() {
-		pg, err := openPostgres(cfg, log)
-		if err != nil {
-			return err
-		}
-		defer pg.close()
-		checks = append(checks, pg.check)
-	}
-
 	lim := limiter.New(st.store, limiter.Config{KeyPrefix: cfg.Redis.KeyPrefix, Bounds: cfg.Bounds()})
 	rl := newReloader(path, getenv, lim, log)
 	if err := rl.loadInitial(cfg); err != nil {
 		printErrors(stderr, err)
 		return exitError{1}
+	}
+
+	checks := st.checks
+	var (
+		pg     *pgBackend
+		syncer *postgres.Syncer
+	)
+	if cfg.Postgres.Enabled() {
+		pg, err = openPostgres(cfg, log)
+		if err != nil {
+			return err
+		}
+		defer pg.close()
+		// Every replica follows the overrides: the limits in force are
+		// recompiled, config and overrides merged, on each new set.
+		syncer = postgres.NewSyncer(pg.db, postgres.SyncConfig{
+			Interval:   cfg.Postgres.SyncInterval,
+			Logger:     log,
+			OnSnapshot: func(s *postgres.Snapshot) { rl.setOverrides(s.Overrides) },
+		})
+		syncer.Start(context.WithoutCancel(ctx))
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := syncer.Close(cctx); err != nil {
+				log.Warn("close overrides syncer", "err", err)
+			}
+		}()
+		pg.check.Overrides = func() int { return len(syncer.Snapshot().Overrides) }
+		checks = append(checks, pg.check)
 	}
 
 	srv, err := server.New(cfg.Config, lim, server.Options{
@@ -77,11 +101,26 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	if pg != nil {
+		srv.HandleOverrides(server.OverridesOptions{Store: pg.db, Breaker: pg.breaker, Changed: syncer.Resync})
+	}
+	srv.HandleConfig(server.ConfigOptions{
+		Effective: rl.effective,
+		Reload: func() (string, error) {
+			if syncer != nil {
+				syncer.Resync()
+			}
+			return rl.reloadNow()
+		},
+	})
 	if err := srv.Listen(); err != nil {
 		return err
 	}
 	if hook, ok := ctx.Value(listenHookKey{}).(func(grpc, http net.Addr)); ok {
 		hook(srv.GRPCAddr(), srv.HTTPAddr())
+	}
+	if hook, ok := ctx.Value(adminHookKey{}).(func(admin net.Addr)); ok {
+		hook(srv.AdminAddr())
 	}
 
 	hup := make(chan os.Signal, 1)
@@ -159,10 +198,12 @@ func openStore(cfg *Config, log *slog.Logger) (*store, error) {
 	}, nil
 }
 
-// pgBackend is the Postgres pool with its health check.
+// pgBackend is the Postgres pool with its breaker and health check.
 type pgBackend struct {
-	check server.Check
-	close func()
+	db      *postgres.DB
+	breaker *breaker.Breaker
+	check   server.Check
+	close   func()
 }
 
 // openPostgres prepares the Postgres pool (without connecting) and its
@@ -180,12 +221,13 @@ func openPostgres(cfg *Config, log *slog.Logger) (*pgBackend, error) {
 	log.Info("postgres", "dsn", db.DSN())
 	g := &guardedCheck{br: br, fn: db.Ping}
 	return &pgBackend{
+		db:      db,
+		breaker: br,
 		check: server.Check{
-			Name:      "postgres",
-			Fn:        g.check,
-			Optional:  true,
-			Breaker:   br,
-			Overrides: func() int { return 0 }, // no overrides are loaded yet
+			Name:     "postgres",
+			Fn:       g.check,
+			Optional: true,
+			Breaker:  br,
 		},
 		close: db.Close,
 	}, nil
