@@ -86,33 +86,67 @@ func decodeKey(body string) (canonKey, error) {
 	return c, nil
 }
 
-// checkKey checks one key against its input: bounded, and either decodable
-// back to the input or the hashed form of the documented encoding.
+// checkKey checks one key against its input: bounded, a tag Redis Cluster
+// reads as the domain and first part (plain or hashed), and a rest that
+// decodes back to the input or is the hashed form of the documented
+// encoding.
 func checkKey(t *testing.T, key string, c canonKey) {
 	t.Helper()
-	if !strings.HasPrefix(key, keyPrefix) {
-		t.Fatalf("key %q lacks prefix", key)
+	if !strings.HasPrefix(key, keyPrefix+"{") {
+		t.Fatalf("key %q lacks prefix and tag", key)
 	}
-	hashedLen := len(keyPrefix) + 1 + base64.RawURLEncoding.EncodedLen(sha256.Size)
-	if len(key) > max(limiter.MaxKeyLen, hashedLen) {
+	hashLen := 1 + base64.RawURLEncoding.EncodedLen(sha256.Size)
+	if maxLen := len(keyPrefix) + 2 + 2*hashLen; len(key) > max(limiter.MaxKeyLen, maxLen) {
 		t.Fatalf("key of %d bytes: %q", len(key), key)
 	}
-	body := key[len(keyPrefix):]
-	if strings.HasPrefix(body, "#") {
-		if len(key) != hashedLen {
-			t.Fatalf("hashed key of %d bytes, want %d: %q", len(key), hashedLen, key)
+	body := key[len(keyPrefix)+1:]
+	end := strings.IndexByte(body, '}')
+	if end <= 0 {
+		t.Fatalf("key %q has no non-empty tag", key)
+	}
+	tag, rest := body[:end], body[end+1:]
+	head := canonKey{Domain: c.Domain, Parts: []limiter.KeyPart{}}
+	if len(c.Parts) > 0 {
+		head.Parts = c.Parts[:1]
+	}
+	refTag := refBody(head)
+	switch {
+	case strings.HasPrefix(tag, "#"):
+		if len(refTag) <= 64 && !strings.Contains(refTag, "}") {
+			t.Fatalf("short tag %q hashed: %q", refTag, key)
+		}
+		sum := sha256.Sum256([]byte(refTag))
+		if want := "#" + base64.RawURLEncoding.EncodeToString(sum[:]); tag != want {
+			t.Fatalf("hashed tag %q, want %q", tag, want)
+		}
+	case tag != refTag:
+		t.Fatalf("tag %q, want %q", tag, refTag)
+	}
+	if strings.HasPrefix(rest, "#") {
+		if len(rest) != hashLen {
+			t.Fatalf("hashed rest of %d bytes, want %d: %q", len(rest), hashLen, key)
 		}
 		ref := refBody(c)
-		if len(keyPrefix)+len(ref) <= limiter.MaxKeyLen {
-			t.Fatalf("short input %q hashed: %q", ref, key)
+		if plain := len(keyPrefix) + 2 + len(tag) + len(ref) - len(refTag); plain <= limiter.MaxKeyLen {
+			t.Fatalf("key of %d bytes hashed: %q", plain, key)
 		}
 		sum := sha256.Sum256([]byte(ref))
-		if want := keyPrefix + "#" + base64.RawURLEncoding.EncodeToString(sum[:]); key != want {
-			t.Fatalf("hashed key %q, want %q", key, want)
+		if want := "#" + base64.RawURLEncoding.EncodeToString(sum[:]); rest != want {
+			t.Fatalf("hashed key %q, want rest %q", key, want)
 		}
 		return
 	}
-	got, err := decodeKey(body)
+	if len(key) > limiter.MaxKeyLen {
+		t.Fatalf("unhashed key of %d bytes: %q", len(key), key)
+	}
+	// Decode the plain tag, or take the input's head when it was hashed.
+	var got canonKey
+	var err error
+	if strings.HasPrefix(tag, "#") {
+		got, err = decodeKey(refTag + rest)
+	} else {
+		got, err = decodeKey(tag + rest)
+	}
 	if err != nil {
 		t.Fatalf("key %q does not decode: %v", key, err)
 	}

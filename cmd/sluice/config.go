@@ -51,6 +51,9 @@ type RedisConfig struct {
 	FailureMode string `yaml:"failure_mode"`
 	// LocalFraction scales every limit in local mode (0 < f <= 1).
 	LocalFraction float64 `yaml:"local_fraction"`
+	// DenyCacheSize bounds the buckets the local deny cache remembers as
+	// short (limiter.DenyCache); 0 turns the cache off.
+	DenyCacheSize int `yaml:"deny_cache_size"`
 	// Breaker guards the calls to Redis.
 	Breaker breaker.Config `yaml:"breaker"`
 }
@@ -100,7 +103,8 @@ func defaultConfig() Config {
 	return Config{
 		Config: server.DefaultConfig(),
 		Redis: RedisConfig{Config: rc, KeyPrefix: "sl:", FailureMode: "local", LocalFraction: 1,
-			Breaker: breaker.DefaultConfig()},
+			DenyCacheSize: limiter.DefaultDenyCacheSize,
+			Breaker:       breaker.DefaultConfig()},
 		Postgres: PostgresConfig{Config: postgres.DefaultConfig(), Breaker: breaker.DefaultConfig(),
 			SyncInterval: postgres.DefaultSyncInterval},
 		Limits: LimitsConfig{Watch: true, WatchInterval: time.Second},
@@ -464,9 +468,14 @@ func (c *Config) validate() ConfigErrors {
 	}
 	if c.Redis.KeyPrefix == "" {
 		add("redis.key_prefix", "must not be empty")
+	} else if strings.ContainsAny(c.Redis.KeyPrefix, "{}") {
+		add("redis.key_prefix", "must not contain { or }: keys carry their own Redis Cluster hash tag")
 	}
 	if _, err := limiter.ParseFailureMode(c.Redis.FailureMode); err != nil {
 		add("redis.failure_mode", err.Error())
+	}
+	if c.Redis.DenyCacheSize < 0 {
+		add("redis.deny_cache_size", fmt.Sprintf("must not be negative, got %d", c.Redis.DenyCacheSize))
 	}
 	if f := c.Redis.LocalFraction; !(f > 0 && f <= 1) {
 		add("redis.local_fraction", fmt.Sprintf("must be above 0 and at most 1, got %v", f))

@@ -171,7 +171,13 @@ func openStore(cfg *Config, log *slog.Logger) (*store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
-	fo, err := limiter.NewFailover(rs, limiter.FailoverConfig{
+	// The deny cache sits between the failure mode and Redis: it learns
+	// only from Redis's answers.
+	var primary limiter.Store = rs
+	if cfg.Redis.DenyCacheSize > 0 {
+		primary = limiter.NewDenyCache(rs, limiter.DenyCacheConfig{Size: cfg.Redis.DenyCacheSize})
+	}
+	fo, err := limiter.NewFailover(primary, limiter.FailoverConfig{
 		Mode:          mode,
 		LocalFraction: cfg.Redis.LocalFraction,
 		Local:         memory.New(nil),
@@ -180,7 +186,8 @@ func openStore(cfg *Config, log *slog.Logger) (*store, error) {
 		rs.Close()
 		return nil, fmt.Errorf("redis: %w", err)
 	}
-	log.Info("store: redis", "url", rs.URL(), "mode", rs.Mode(), "failure_mode", mode.String(),
+	log.Info("store: redis", "url", rs.URL(), "mode", rs.Mode(), "batching", rs.Batching(),
+		"deny_cache_size", cfg.Redis.DenyCacheSize, "failure_mode", mode.String(),
 		"local_fraction", cfg.Redis.LocalFraction, "timeout", rs.Timeout().String())
 	return &store{
 		name:  "redis",

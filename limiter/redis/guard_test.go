@@ -26,9 +26,12 @@ func (g *fakeGuard) Do(ctx context.Context, fn func(context.Context) error) erro
 
 type ctxKey struct{}
 
-func TestGuard(t *testing.T) {
+func TestGuard(t *testing.T) { bothModes(t, testGuard) }
+
+func testGuard(t *testing.T, batching string) {
 	addr := limitertest.StartRedis(t)
 	cfg := DefaultConfig()
+	cfg.Batching = batching
 	cfg.URL = "redis://" + addr
 	errRefused := errors.New("circuit breaker is open")
 	var refuse atomic.Bool
@@ -99,9 +102,12 @@ func TestGuard(t *testing.T) {
 // connections: queueing for the pool, dialing into a full backlog and
 // waiting for the reply all fit in the read timeout, so no caller without
 // a deadline of its own waits for long.
-func TestHungServerBoundsEveryWait(t *testing.T) {
+func TestHungServerBoundsEveryWait(t *testing.T) { bothModes(t, testHungServerBoundsEveryWait) }
+
+func testHungServerBoundsEveryWait(t *testing.T, batching string) {
 	srv := limitertest.NewRedisServer(t)
 	cfg := DefaultConfig()
+	cfg.Batching = batching
 	cfg.URL = "redis://" + srv.Addr
 	cfg.PoolSize = 2
 	cfg.ReadTimeout = 200 * time.Millisecond
@@ -159,13 +165,20 @@ func TestApplyAllocsGuarded(t *testing.T) {
 	addr := limitertest.StartRedis(t)
 	cfg := DefaultConfig()
 	cfg.URL = "redis://" + addr
+	// The caller-deadline saving is the unbatched path's; batched calls
+	// share one deadline per pipeline.
+	cfg.Batching = "off"
 	pass := &fakeGuard{do: func(ctx context.Context, fn func(context.Context) error) error { return fn(ctx) }}
 	guarded, err := New(cfg, WithGuard(pass))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer guarded.Close()
-	plain := newTestStore(t, addr)
+	plain, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
 	rt := mustRate(t, 1000, limiter.Second, 1_000_000)
 	reqs := []limiter.BucketRequest{{Key: uniqueKey("allocs"), Rate: rt, Cost: 1}}
 	res := make([]limiter.BucketResult, 1)

@@ -3,261 +3,17 @@ package redis
 import (
 	"context"
 	"crypto/sha1"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
-	"os"
-	"strings"
 	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/lua"
 )
-
-// Config is how Sluice reaches Redis.
-type Config struct {
-	// URL is redis://[user:password@]host:port[/db], rediss://... for TLS,
-	// or unix:///path/to/socket. Sentinel and Cluster forms are not
-	// supported yet.
-	URL string `yaml:"url"`
-	// Username and Password, when set, replace those in URL (ACL auth).
-	Username string `yaml:"username"`
-	Password string `yaml:"password"`
-	// PoolSize is the most connections kept open; 0 means 10 per CPU.
-	PoolSize int `yaml:"pool_size"`
-	// Timeouts for dialing, and for reading and writing one command. The
-	// read timeout also bounds a whole Apply, every wait included. A
-	// request's own context deadline applies too when it is shorter.
-	DialTimeout  time.Duration `yaml:"dial_timeout"`
-	ReadTimeout  time.Duration `yaml:"read_timeout"`
-	WriteTimeout time.Duration `yaml:"write_timeout"`
-	// TLS applies to rediss:// URLs.
-	TLS TLSConfig `yaml:"tls"`
-}
-
-// TLSConfig configures TLS and mutual TLS to Redis.
-type TLSConfig struct {
-	// CertFile and KeyFile are the client certificate and key (PEM), for
-	// mutual TLS; both or neither.
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-	// CAFile is the PEM bundle that verifies the server; empty means the
-	// system roots.
-	CAFile string `yaml:"ca_file"`
-	// ServerName overrides the name checked in the server certificate
-	// (default: the URL's host).
-	ServerName string `yaml:"server_name"`
-	// InsecureSkipVerify turns off server certificate checks. For tests.
-	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
-}
-
-func (c TLSConfig) set() bool {
-	return c.CertFile != "" || c.KeyFile != "" || c.CAFile != "" || c.ServerName != "" || c.InsecureSkipVerify
-}
-
-// DefaultConfig is a local Redis with timeouts short enough for a rate
-// limiter, whose caller (Envoy) waits for it on every request.
-func DefaultConfig() Config {
-	return Config{
-		URL:          "redis://127.0.0.1:6379/0",
-		DialTimeout:  time.Second,
-		ReadTimeout:  250 * time.Millisecond,
-		WriteTimeout: 250 * time.Millisecond,
-	}
-}
-
-// ConfigError is an invalid Config field.
-type ConfigError struct {
-	Field string // as spelled in config.yaml, e.g. "tls.cert_file"
-	Err   error
-}
-
-func (e *ConfigError) Error() string { return "redis " + e.Field + ": " + e.Err.Error() }
-func (e *ConfigError) Unwrap() error { return e.Err }
-
-func fieldErr(field, format string, args ...any) error {
-	return &ConfigError{Field: field, Err: fmt.Errorf(format, args...)}
-}
-
-// Validate checks c without touching the network or the file system, and
-// names the first bad field. Error messages never contain the password.
-func (c Config) Validate() error {
-	_, err := c.parseURL()
-	if err != nil {
-		return err
-	}
-	if c.PoolSize < 0 {
-		return fieldErr("pool_size", "must not be negative, got %d", c.PoolSize)
-	}
-	for _, d := range []struct {
-		field string
-		v     time.Duration
-	}{{"dial_timeout", c.DialTimeout}, {"read_timeout", c.ReadTimeout}, {"write_timeout", c.WriteTimeout}} {
-		if d.v < 0 {
-			return fieldErr(d.field, "must not be negative, got %v", d.v)
-		}
-	}
-	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		if c.TLS.CertFile == "" {
-			return fieldErr("tls.cert_file", "required when tls.key_file is set")
-		}
-		return fieldErr("tls.key_file", "required when tls.cert_file is set")
-	}
-	if c.TLS.set() && !strings.HasPrefix(c.URL, "rediss://") {
-		return fieldErr("tls", "set, but url %s does not use TLS; use rediss://", RedactURL(c.URL))
-	}
-	return nil
-}
-
-// parseURL checks the URL and turns it into go-redis options.
-func (c Config) parseURL() (*goredis.Options, error) {
-	if c.URL == "" {
-		return nil, fieldErr("url", "required (redis://host:port, rediss://host:port or unix:///path)")
-	}
-	u, err := url.Parse(c.URL)
-	if err != nil {
-		// url.Error quotes the URL; say only what is wrong.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, fieldErr("url", "cannot parse %s: %v", RedactURL(c.URL), err)
-	}
-	switch s := strings.ToLower(u.Scheme); {
-	case s == "redis" || s == "rediss" || s == "unix":
-	case strings.Contains(s, "sentinel") || strings.Contains(s, "cluster"):
-		return nil, fieldErr("url", "scheme %q: Redis Sentinel and Cluster are not supported yet; use redis:// or rediss:// for a single node", u.Scheme)
-	case s == "":
-		return nil, fieldErr("url", "%s has no scheme; want redis://host:port, rediss://host:port or unix:///path", RedactURL(c.URL))
-	default:
-		return nil, fieldErr("url", "unknown scheme %q; want redis://, rediss:// or unix://", u.Scheme)
-	}
-	if u.Scheme != "unix" && u.Host == "" {
-		return nil, fieldErr("url", "%s has no host", RedactURL(c.URL))
-	}
-	opt, err := goredis.ParseURL(c.URL)
-	if err != nil {
-		return nil, fieldErr("url", "%s: %v", RedactURL(c.URL), strings.TrimPrefix(err.Error(), "redis: "))
-	}
-	return opt, nil
-}
-
-// options builds the client options, reading the TLS files.
-func (c Config) options() (*goredis.Options, error) {
-	opt, err := c.parseURL()
-	if err != nil {
-		return nil, err
-	}
-	if c.Username != "" {
-		opt.Username = c.Username
-	}
-	if c.Password != "" {
-		opt.Password = c.Password
-	}
-	if c.PoolSize > 0 {
-		opt.PoolSize = c.PoolSize
-	}
-	if c.DialTimeout > 0 {
-		opt.DialTimeout = c.DialTimeout
-	}
-	if c.ReadTimeout > 0 {
-		opt.ReadTimeout = c.ReadTimeout
-	}
-	if c.WriteTimeout > 0 {
-		opt.WriteTimeout = c.WriteTimeout
-	}
-	// A take whose reply was lost may have been paid: never send it twice.
-	// The caller's breaker and failure mode deal with errors.
-	opt.MaxRetries = -1
-	opt.DialerRetries = 1
-	// A call waits for a free connection no longer than for a reply, so a
-	// hung server cannot queue calls behind the pool (go-redis would wait
-	// ReadTimeout + 1s).
-	opt.PoolTimeout = c.callTimeout()
-	opt.ContextTimeoutEnabled = true
-	opt.DisableIdentity = true
-	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	if opt.TLSConfig != nil {
-		if err := c.TLS.apply(opt.TLSConfig); err != nil {
-			return nil, err
-		}
-	}
-	return opt, nil
-}
-
-// defaultReadTimeout is go-redis's read timeout when none is configured.
-const defaultReadTimeout = 3 * time.Second
-
-// callTimeout bounds one Apply, all waits included: the read timeout.
-func (c Config) callTimeout() time.Duration {
-	if c.ReadTimeout > 0 {
-		return c.ReadTimeout
-	}
-	return defaultReadTimeout
-}
-
-func (c TLSConfig) apply(tc *tls.Config) error {
-	if tc.MinVersion < tls.VersionTLS12 {
-		tc.MinVersion = tls.VersionTLS12
-	}
-	if c.ServerName != "" {
-		tc.ServerName = c.ServerName
-	}
-	tc.InsecureSkipVerify = c.InsecureSkipVerify
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return fieldErr("tls.ca_file", "%v", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return fieldErr("tls.ca_file", "%s holds no PEM certificate", c.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return fieldErr("tls.cert_file", "load key pair: %v", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return nil
-}
-
-// RedactURL returns u with its password (and any password query parameter)
-// replaced by xxxxx, for logs and health output. A URL that cannot be
-// parsed has everything before its last '@' hidden.
-func RedactURL(u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		if i := strings.LastIndexByte(u, '@'); i >= 0 {
-			scheme := ""
-			if j := strings.Index(u, "://"); j >= 0 && j < i {
-				scheme = u[:j+3]
-			}
-			return scheme + "xxxxx" + u[i:]
-		}
-		return u
-	}
-	if p.User != nil {
-		if _, has := p.User.Password(); has {
-			p.User = url.UserPassword(p.User.Username(), "xxxxx")
-		}
-	}
-	if q := p.Query(); q.Has("password") {
-		q.Set("password", "xxxxx")
-		p.RawQuery = q.Encode()
-	}
-	return p.String()
-}
 
 // ErrBadReply is wrapped by Apply when the script's reply has the wrong
 // shape, e.g. a different script was loaded under its name.
@@ -266,6 +22,9 @@ var ErrBadReply = errors.New("unexpected reply from token bucket script")
 // ErrTimeout is wrapped by Apply when Redis did not answer within the
 // call timeout (the read timeout), all waits included.
 var ErrTimeout = errors.New("no reply from redis within the timeout")
+
+// ErrClosed is wrapped by Apply after Close.
+var ErrClosed = errors.New("redis store is closed")
 
 // Guard admits or refuses calls to Redis and is told how each ended: a
 // *breaker.Breaker. Do returns an error without calling fn to refuse the
@@ -283,24 +42,35 @@ type Option func(*Store)
 // go through it, so health checks see Redis itself.
 func WithGuard(g Guard) Option { return func(s *Store) { s.guard = g } }
 
-// Store is a limiter.Store on one Redis node. It is safe for concurrent use.
+// WithBatchObserver has fn told the number of script calls in every
+// pipeline the store sends (batching on), for a batch-size histogram. fn
+// runs on the store's own goroutines: keep it quick.
+func WithBatchObserver(fn func(calls int)) Option { return func(s *Store) { s.observe = fn } }
+
+// Store is a limiter.Store on Redis: one node, a Sentinel-managed master or
+// a Cluster. It is safe for concurrent use.
 type Store struct {
-	client  *goredis.Client
+	client  goredis.UniversalClient
+	mode    string
 	url     string // redacted
 	guard   Guard
+	observe func(int)
 	timeout time.Duration
 
 	// The script and its SHA-1, boxed once so a call does not allocate
 	// to pass them.
 	evalsha, eval any
 	sha, src      any
+
+	b *batcher // nil when batching is off
 }
 
 var _ limiter.Store = (*Store)(nil)
 
 // New returns a Store for cfg. It does no network I/O: connections are made
 // on first use, so Sluice can start while Redis is down. It fails when cfg
-// is invalid or its TLS files cannot be read.
+// is invalid or its TLS files cannot be read. With batching on it starts
+// the pipeline writers, which Close stops.
 func New(cfg Config, opts ...Option) (*Store, error) {
 	return newStore(cfg, lua.TokenBucket, opts...)
 }
@@ -310,13 +80,9 @@ func newStore(cfg Config, script string, opts ...Option) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	opt, err := cfg.options()
-	if err != nil {
-		return nil, err
-	}
+	batching, _ := cfg.batching()
 	sum := sha1.Sum([]byte(script))
 	s := &Store{
-		client:  goredis.NewClient(opt),
 		url:     RedactURL(cfg.URL),
 		timeout: cfg.callTimeout(),
 		evalsha: "evalsha",
@@ -324,67 +90,193 @@ func newStore(cfg Config, script string, opts ...Option) (*Store, error) {
 		sha:     hex.EncodeToString(sum[:]),
 		src:     script,
 	}
+	// Every new connection loads the script, so EVALSHA finds it on a
+	// node that was just restarted, promoted or added. A failure here
+	// does not fail the connection: NOSCRIPT is handled on use.
+	preload := func(ctx context.Context, cn *goredis.Conn) error {
+		_ = cn.ScriptLoad(ctx, script).Err()
+		return nil
+	}
+	client, t, err := cfg.client(preload)
+	if err != nil {
+		return nil, err
+	}
+	s.client, s.mode = client, t.mode
 	for _, o := range opts {
 		o(s)
 	}
+	if batching {
+		s.b = newBatcher(s, cmp(cfg.MaxBatch, DefaultMaxBatch), cmp(cfg.Pipelines, DefaultPipelines))
+	}
 	return s, nil
+}
+
+// cmp is v, or def when v is 0.
+func cmp(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
 }
 
 // Timeout is the longest an Apply waits for Redis: the read timeout.
 func (s *Store) Timeout() time.Duration { return s.timeout }
 
-// Mode is the deployment form of Redis: "single".
-func (s *Store) Mode() string { return "single" }
+// Mode is the deployment form of Redis: "single", "sentinel" or "cluster".
+func (s *Store) Mode() string { return s.mode }
+
+// Batching reports whether concurrent calls are written as pipelines.
+func (s *Store) Batching() bool { return s.b != nil }
 
 // URL is the Redis URL without its password.
 func (s *Store) URL() string { return s.url }
 
-// Ping checks that Redis answers, within ctx.
+// Ping checks that Redis answers, within ctx. In a cluster it asks every
+// master.
 func (s *Store) Ping(ctx context.Context) error {
-	if err := s.client.Ping(ctx).Err(); err != nil {
+	var err error
+	if cc, ok := s.client.(*goredis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
+			return c.Ping(ctx).Err()
+		})
+	} else {
+		err = s.client.Ping(ctx).Err()
+	}
+	if err != nil {
 		return fmt.Errorf("redis ping %s: %w", s.url, err)
 	}
 	return nil
 }
 
-// Close closes the connections. Apply fails after Close.
-func (s *Store) Close() error { return s.client.Close() }
-
-// callArgs is one call's command line, pooled. Keys and numbers are passed
-// as pointers (*string into the caller's requests, *uint64 into nums), which
-// go-redis writes without boxing each value. fn is a.run, bound once, so
-// passing it to the guard does not allocate.
-type callArgs struct {
-	cmd   []any
-	nums  []uint64
-	nkeys int64
-
-	fn      func(ctx context.Context) error
-	store   *Store
-	res     []limiter.BucketResult
-	allowed bool
+// Close stops the pipeline writers, failing calls still queued with
+// ErrClosed, and closes the connections. Apply fails after Close.
+func (s *Store) Close() error {
+	if s.b != nil {
+		s.b.close()
+	}
+	return s.client.Close()
 }
 
-var argsPool = sync.Pool{New: func() any {
-	a := new(callArgs)
-	a.fn = a.run
-	return a
+// script is one script call: its command line, pooled, and its outcome.
+// Keys are copied (string headers only) and numbers are passed as
+// pointers into nums, which go-redis writes without boxing each value.
+type script struct {
+	cmd   []any
+	keys  []string
+	nums  []uint64
+	nkeys int64
+	idx   []int // the caller's index of each key (cluster groups)
+
+	res     []limiter.BucketResult
+	allowed bool
+	err     error
+
+	// Batching: the caller's context (a call whose caller has gone is
+	// not sent), when it was queued, and the signal that it is done.
+	ctx  context.Context
+	enq  time.Time
+	done chan struct{}
+}
+
+// argvPerKey is the number of ARGV entries per key: op, num, den, cap, cost.
+const argvPerKey = 5
+
+// fill builds the command line for reqs[i] for every i in idx (all of reqs
+// when idx is nil).
+func (sc *script) fill(s *Store, reqs []limiter.BucketRequest, idx []int) {
+	n := len(reqs)
+	if idx != nil {
+		n = len(idx)
+	}
+	sc.keys = sc.keys[:0]
+	sc.idx = sc.idx[:0]
+	if cap(sc.nums) < argvPerKey*n {
+		sc.nums = make([]uint64, argvPerKey*n)
+	}
+	sc.nums = sc.nums[:argvPerKey*n]
+	if cap(sc.res) < n {
+		sc.res = make([]limiter.BucketResult, n)
+	}
+	sc.res = sc.res[:n]
+	for j := 0; j < n; j++ {
+		i := j
+		if idx != nil {
+			i = idx[j]
+		}
+		sc.keys = append(sc.keys, reqs[i].Key)
+		sc.idx = append(sc.idx, i)
+	}
+	sc.nkeys = int64(n)
+	sc.cmd = append(sc.cmd[:0], s.evalsha, s.sha, &sc.nkeys)
+	for j := range sc.keys {
+		sc.cmd = append(sc.cmd, &sc.keys[j])
+	}
+	for j, i := range sc.idx {
+		r := &reqs[i]
+		v := sc.nums[argvPerKey*j : argvPerKey*j+argvPerKey]
+		v[0], v[1], v[2], v[3], v[4] = uint64(r.Op), r.Rate.Num, r.Rate.Den, r.Rate.Cap, r.Cost
+		for k := range v {
+			sc.cmd = append(sc.cmd, &v[k])
+		}
+	}
+	sc.err, sc.allowed = nil, false
+}
+
+// useEval switches the command line to EVAL with the script's source.
+func (sc *script) useEval(s *Store) { sc.cmd[0], sc.cmd[1] = s.eval, s.src }
+
+// finish records the reply of cmd (or err).
+func (sc *script) finish(cmd *goredis.IntSliceCmd, err error) {
+	if err == nil {
+		err = cmd.Err()
+	}
+	if err != nil {
+		sc.err = err
+		return
+	}
+	sc.allowed, sc.err = parseReply(cmd.Val(), sc.res)
+}
+
+// call is one Apply, pooled. fn is c.run, bound once, so passing it to the
+// guard does not allocate.
+type call struct {
+	fn      func(ctx context.Context) error
+	store   *Store
+	reqs    []limiter.BucketRequest
+	res     []limiter.BucketResult
+	allowed bool
+
+	scripts []*script
+	slots   []uint16
+	group   []int
+	// abandoned is set when the caller gave up while a script was queued
+	// or in flight: the call is then not pooled again.
+	abandoned bool
+}
+
+var callPool = sync.Pool{New: func() any {
+	c := new(call)
+	c.fn = c.run
+	return c
 }}
 
 // maxPooledKeys keeps an unusually large call's buffers out of the pool.
 const maxPooledKeys = 64
 
-// argvPerKey is the number of ARGV entries per key: op, num, den, cap, cost.
-const argvPerKey = 5
-
-// Apply implements limiter.Store with one EVALSHA round trip. When Redis no
-// longer has the script it sends EVAL instead (one more round trip), which
-// reloads it. An error means Redis failed, did not answer within the call
-// timeout (ErrTimeout) or ctx, replied with the wrong shape, or the guard
-// refused the call; nothing is then known to have been paid. The call
-// timeout bounds every wait (a free connection, dialing, the reply), so a
-// hung Redis holds a call no longer than the read timeout. A call without
-// requests is allowed and does no I/O.
+// Apply implements limiter.Store: one EVALSHA of the token bucket script
+// for the request's buckets. With batching on, concurrent calls share
+// pipelines (see batcher); off, each call is its own round trip. When Redis
+// no longer has the script the call is sent again as EVAL, which reloads
+// it. In a cluster the buckets are grouped by hash slot, one script call
+// per group, all-or-nothing within each group only.
+//
+// An error means Redis failed, did not answer within the call timeout
+// (ErrTimeout) or ctx, replied with the wrong shape, or the guard refused
+// the call; nothing is then known to have been paid (in a cluster, groups
+// that did answer may have paid). The call timeout bounds every wait (the
+// queue, a free connection, dialing, the reply), so a hung Redis holds a
+// call no longer than the read timeout. A call without requests is
+// allowed and does no I/O.
 func (s *Store) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult) (bool, error) {
 	n := len(reqs)
 	if n == 0 {
@@ -393,49 +285,44 @@ func (s *Store) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []l
 	if len(res) < n {
 		return false, fmt.Errorf("redis apply: %d results for %d requests", len(res), n)
 	}
-	a := argsPool.Get().(*callArgs)
-	defer func() {
-		a.store, a.res = nil, nil
-		if n <= maxPooledKeys {
-			clear(a.cmd) // drop references to the caller's keys
-			argsPool.Put(a)
-		}
-	}()
-	if cap(a.nums) < argvPerKey*n {
-		a.nums = make([]uint64, argvPerKey*n)
-	}
-	a.nums = a.nums[:argvPerKey*n]
-	a.nkeys = int64(n)
-	a.cmd = append(a.cmd[:0], s.evalsha, s.sha, &a.nkeys)
-	for i := range reqs {
-		a.cmd = append(a.cmd, &reqs[i].Key)
-	}
-	for i := range reqs {
-		r := &reqs[i]
-		v := a.nums[argvPerKey*i : argvPerKey*i+argvPerKey]
-		v[0], v[1], v[2], v[3], v[4] = uint64(r.Op), r.Rate.Num, r.Rate.Den, r.Rate.Cap, r.Cost
-		for j := range v {
-			a.cmd = append(a.cmd, &v[j])
-		}
-	}
-
-	a.store, a.res, a.allowed = s, res[:n], false
+	c := callPool.Get().(*call)
+	c.store, c.reqs, c.res, c.allowed = s, reqs, res[:n], false
 	var err error
 	if s.guard == nil {
-		err = a.run(ctx)
+		err = c.run(ctx)
 	} else {
-		err = s.guard.Do(ctx, a.fn)
+		err = s.guard.Do(ctx, c.fn)
+	}
+	allowed := c.allowed
+	c.store, c.reqs, c.res = nil, nil, nil
+	if !c.abandoned && n <= maxPooledKeys {
+		for _, sc := range c.scripts {
+			clear(sc.keys) // drop references to the caller's keys
+			sc.ctx = nil
+		}
+		callPool.Put(c)
 	}
 	if err != nil {
 		return false, fmt.Errorf("redis token bucket script (%d keys): %w", n, err)
 	}
-	return a.allowed, nil
+	return allowed, nil
 }
 
-// run sends the command line in a.cmd, within the store's call timeout, and
-// parses the reply into a.res and a.allowed.
-func (a *callArgs) run(ctx context.Context) error {
-	s := a.store
+// script returns the call's i-th pooled script.
+func (c *call) script(i int) *script {
+	for len(c.scripts) <= i {
+		c.scripts = append(c.scripts, &script{done: make(chan struct{}, 1)})
+	}
+	return c.scripts[i]
+}
+
+// run decides c.reqs into c.res and c.allowed.
+func (c *call) run(ctx context.Context) error {
+	s := c.store
+	scripts := c.plan()
+	if s.b != nil {
+		return c.runBatched(ctx, scripts)
+	}
 	cctx := ctx
 	if d, ok := ctx.Deadline(); !ok || time.Until(d) > s.timeout {
 		// Only when the caller's own deadline is later: Envoy's is usually
@@ -444,23 +331,101 @@ func (a *callArgs) run(ctx context.Context) error {
 		cctx, cancel = context.WithTimeout(ctx, s.timeout)
 		defer cancel()
 	}
-	cmd := goredis.NewIntSliceCmd(cctx, a.cmd...)
-	err := s.client.Process(cctx, cmd)
-	if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
-		a.cmd[0], a.cmd[1] = s.eval, s.src
-		cmd = goredis.NewIntSliceCmd(cctx, a.cmd...)
-		err = s.client.Process(cctx, cmd)
-	}
-	if err != nil {
-		if ctx.Err() == nil && cctx.Err() != nil {
-			// Our timeout, not the caller's: a backend failure, and not
-			// a context error the edges would report as the caller's.
-			return fmt.Errorf("%w (%v)", ErrTimeout, s.timeout)
+	for _, sc := range c.scripts[:scripts] {
+		cmd := goredis.NewIntSliceCmd(cctx, sc.cmd...)
+		err := s.client.Process(cctx, cmd)
+		if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
+			sc.useEval(s)
+			cmd = goredis.NewIntSliceCmd(cctx, sc.cmd...)
+			err = s.client.Process(cctx, cmd)
 		}
-		return err
+		if err != nil {
+			if ctx.Err() == nil && cctx.Err() != nil {
+				// Our timeout, not the caller's: a backend failure, and
+				// not a context error the edges would report as the
+				// caller's.
+				return fmt.Errorf("%w (%v)", ErrTimeout, s.timeout)
+			}
+			return err
+		}
+		sc.finish(cmd, nil)
 	}
-	a.allowed, err = parseReply(cmd.Val(), a.res)
-	return err
+	return c.merge(scripts)
+}
+
+// runBatched queues the scripts for the pipeline writers and waits for
+// them, or for ctx.
+func (c *call) runBatched(ctx context.Context, scripts int) error {
+	now := time.Now()
+	for _, sc := range c.scripts[:scripts] {
+		sc.ctx, sc.enq = ctx, now
+		if err := c.store.b.enqueue(sc); err != nil {
+			return err
+		}
+	}
+	for _, sc := range c.scripts[:scripts] {
+		select {
+		case <-sc.done:
+		case <-ctx.Done():
+			// The writer still owns the scripts: never reuse them.
+			c.abandoned = true
+			return ctx.Err()
+		}
+	}
+	return c.merge(scripts)
+}
+
+// plan fills the call's scripts: one for all of reqs, or in a cluster one
+// per hash slot when the keys span several. It returns how many.
+func (c *call) plan() int {
+	s := c.store
+	if s.mode != ModeCluster || len(c.reqs) == 1 {
+		c.script(0).fill(s, c.reqs, nil)
+		return 1
+	}
+	c.slots = c.slots[:0]
+	same := true
+	for i := range c.reqs {
+		c.slots = append(c.slots, keySlot(c.reqs[i].Key))
+		same = same && c.slots[i] == c.slots[0]
+	}
+	if same {
+		c.script(0).fill(s, c.reqs, nil)
+		return 1
+	}
+	// Group by slot, in the order slots first appear.
+	done := make([]bool, len(c.reqs))
+	groups := 0
+	for i := range c.reqs {
+		if done[i] {
+			continue
+		}
+		c.group = c.group[:0]
+		for j := i; j < len(c.reqs); j++ {
+			if !done[j] && c.slots[j] == c.slots[i] {
+				done[j] = true
+				c.group = append(c.group, j)
+			}
+		}
+		c.script(groups).fill(s, c.reqs, c.group)
+		groups++
+	}
+	return groups
+}
+
+// merge copies the scripts' results into c.res, in the caller's order.
+func (c *call) merge(scripts int) error {
+	c.allowed = true
+	for _, sc := range c.scripts[:scripts] {
+		if sc.err != nil {
+			return sc.err
+		}
+		c.allowed = c.allowed && sc.allowed
+		for j, i := range sc.idx {
+			c.res[i] = sc.res[j]
+		}
+	}
+	return nil
 }
 
 // parseReply checks and unpacks {allowed, ok_1, remaining_1, reset_us_1, ...}.

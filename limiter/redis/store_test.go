@@ -18,17 +18,28 @@ import (
 	"github.com/sluice-rl/sluice/limiter/limitertest"
 )
 
-// newTestStore returns a Store on addr, closed when t ends.
-func newTestStore(t testing.TB, addr string) *Store {
+// newTestStore returns a Store on addr, closed when t ends, with batching
+// on unless batching[0] says otherwise.
+func newTestStore(t testing.TB, addr string, batching ...string) *Store {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.URL = "redis://" + addr
+	if len(batching) > 0 {
+		cfg.Batching = batching[0]
+	}
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
+}
+
+// bothModes runs test with batching on and off.
+func bothModes(t *testing.T, test func(t *testing.T, batching string)) {
+	for _, b := range []string{"on", "off"} {
+		t.Run("batching="+b, func(t *testing.T) { test(t, b) })
+	}
 }
 
 // rawClient is a plain client for looking at what the script left behind.
@@ -93,8 +104,23 @@ func TestConfigValidate(t *testing.T) {
 		{"empty url", func(c *Config) { c.URL = "" }, "url", "required"},
 		{"no scheme", func(c *Config) { c.URL = "localhost:6379" }, "url", "scheme"},
 		{"unknown scheme", func(c *Config) { c.URL = "http://localhost:6379" }, "url", `unknown scheme "http"`},
-		{"sentinel", func(c *Config) { c.URL = "redis-sentinel://:pw@h1:26379,h2:26379/mymaster" }, "url", "Sentinel and Cluster are not supported yet"},
-		{"cluster", func(c *Config) { c.URL = "redis-cluster://h1:7000" }, "url", "Sentinel and Cluster are not supported yet"},
+		{"sentinel", func(c *Config) { c.URL = "redis-sentinel://:pw@h1:26379,h2:26379/mymaster" }, "", ""},
+		{"sentinel db", func(c *Config) { c.URL = "redis+sentinel://h1:26379/mymaster/2?sentinel_password=x" }, "", ""},
+		{"sentinel tls", func(c *Config) { c.URL = "rediss+sentinel://h1:26379/m"; c.TLS.CAFile = "ca.pem" }, "", ""},
+		{"cluster", func(c *Config) { c.URL = "redis-cluster://h1:7000" }, "", ""},
+		{"cluster hosts", func(c *Config) { c.URL = "redis+cluster://u:secret@h1:7000,h2:7001,[::1]:7002" }, "", ""},
+		{"sentinel without master", func(c *Config) { c.URL = "redis+sentinel://:secret@h1:26379" }, "url", "no master name"},
+		{"sentinel bad db", func(c *Config) { c.URL = "redis+sentinel://h1:26379/m/x" }, "url", "database"},
+		{"sentinel no host", func(c *Config) { c.URL = "redis+sentinel:///m" }, "url", "no host"},
+		{"cluster bad host", func(c *Config) { c.URL = "redis+cluster://:secret@h1:7000,h2" }, "url", "not host:port"},
+		{"cluster bad port", func(c *Config) { c.URL = "redis+cluster://h1:99999" }, "url", "bad port"},
+		{"cluster path", func(c *Config) { c.URL = "redis+cluster://h1:7000/1" }, "url", "no path"},
+		{"cluster sentinel param", func(c *Config) { c.URL = "redis+cluster://h1:7000?sentinel_password=secret" }, "url", "sentinel URLs only"},
+		{"unknown param", func(c *Config) { c.URL = "redis+sentinel://h1:7000/m?foo=1" }, "url", `unknown parameter "foo"`},
+		{"batching", func(c *Config) { c.Batching = "sometimes" }, "batching", "on or off"},
+		{"batching off", func(c *Config) { c.Batching = "off" }, "", ""},
+		{"max batch", func(c *Config) { c.MaxBatch = -1 }, "max_batch", "negative"},
+		{"pipelines", func(c *Config) { c.Pipelines = -2 }, "pipelines", "negative"},
 		{"no host", func(c *Config) { c.URL = "redis://" }, "url", "no host"},
 		{"bad db", func(c *Config) { c.URL = "redis://:secret@h:6379/abc" }, "url", "database"},
 		{"bad url", func(c *Config) { c.URL = "redis://:sec ret@h:6379/%zz" }, "url", "cannot parse"},
@@ -153,6 +179,9 @@ func TestRedactURL(t *testing.T) {
 		{"redis://app@localhost:6379", "redis://app@localhost:6379"},
 		{"redis://localhost:6379?password=hunter2&db=1", "redis://localhost:6379?db=1&password=xxxxx"},
 		{"redis://:hun ter%zz@host:1", "redis://xxxxx@host:1"},
+		{"redis+sentinel://:hunter2@h1:1,h2:2/m", "redis+sentinel://:xxxxx@h1:1,h2:2/m"},
+		{"redis+sentinel://h1:1/m?sentinel_password=hunter2", "redis+sentinel://h1:1/m?sentinel_password=xxxxx"},
+		{"redis-cluster://app:hunter2@h1:1,h2:2", "redis-cluster://app:xxxxx@h1:1,h2:2"},
 		{"", ""},
 	}
 	for _, tc := range cases {
@@ -166,18 +195,24 @@ func TestRedactURL(t *testing.T) {
 }
 
 func TestModeAndURL(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.URL = "redis://:hunter2@127.0.0.1:1"
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if s.Mode() != "single" {
-		t.Errorf("Mode = %q", s.Mode())
-	}
-	if s.URL() != "redis://:xxxxx@127.0.0.1:1" {
-		t.Errorf("URL = %q", s.URL())
+	for _, tc := range []struct{ url, mode, redacted string }{
+		{"redis://:hunter2@127.0.0.1:1", ModeSingle, "redis://:xxxxx@127.0.0.1:1"},
+		{"redis+sentinel://:hunter2@127.0.0.1:1,127.0.0.1:2/mymaster", ModeSentinel, "redis+sentinel://:xxxxx@127.0.0.1:1,127.0.0.1:2/mymaster"},
+		{"redis-cluster://:hunter2@127.0.0.1:1", ModeCluster, "redis-cluster://:xxxxx@127.0.0.1:1"},
+	} {
+		cfg := DefaultConfig()
+		cfg.URL = tc.url
+		s, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Mode() != tc.mode {
+			t.Errorf("%s: Mode = %q, want %q", tc.redacted, s.Mode(), tc.mode)
+		}
+		if s.URL() != tc.redacted {
+			t.Errorf("URL = %q, want %q", s.URL(), tc.redacted)
+		}
+		s.Close()
 	}
 }
 
@@ -353,9 +388,11 @@ func abs(x int64) int64 {
 	return x
 }
 
-func TestScriptFlush(t *testing.T) {
+func TestScriptFlush(t *testing.T) { bothModes(t, testScriptFlush) }
+
+func testScriptFlush(t *testing.T, batching string) {
 	addr := limitertest.StartRedis(t)
-	s := newTestStore(t, addr)
+	s := newTestStore(t, addr, batching)
 	rc := rawClient(t, addr)
 	rt := mustRate(t, 10, limiter.Minute, 10)
 	key := uniqueKey("flush")
@@ -380,9 +417,11 @@ func TestScriptFlush(t *testing.T) {
 	}
 }
 
-func TestRedisRestart(t *testing.T) {
+func TestRedisRestart(t *testing.T) { bothModes(t, testRedisRestart) }
+
+func testRedisRestart(t *testing.T, batching string) {
 	srv := limitertest.NewRedisServer(t)
-	s := newTestStore(t, srv.Addr)
+	s := newTestStore(t, srv.Addr, batching)
 	rt := mustRate(t, 10, limiter.Minute, 10)
 	take := limiter.BucketRequest{Key: uniqueKey("restart"), Rate: rt, Cost: 1}
 	apply(t, s, take)
@@ -548,7 +587,9 @@ func TestBadReply(t *testing.T) {
 
 // TestUnavailable checks that a Redis that is gone or hangs costs a call
 // at most about its timeout, and gives an error.
-func TestUnavailable(t *testing.T) {
+func TestUnavailable(t *testing.T) { bothModes(t, testUnavailable) }
+
+func testUnavailable(t *testing.T, batching string) {
 	rt := mustRate(t, 1, limiter.Hour, 1)
 	reqs := []limiter.BucketRequest{{Key: uniqueKey("down"), Rate: rt, Cost: 1}}
 
@@ -556,7 +597,7 @@ func TestUnavailable(t *testing.T) {
 		srv := limitertest.NewRedisServer(t)
 		addr := srv.Addr
 		srv.Stop()
-		s := newTestStore(t, addr) // New does not dial
+		s := newTestStore(t, addr, batching) // New does not dial
 		for i := 0; i < 3; i++ {
 			start := time.Now()
 			_, err := s.Apply(context.Background(), reqs, make([]limiter.BucketResult, 1))
@@ -575,6 +616,7 @@ func TestUnavailable(t *testing.T) {
 	t.Run("hung server", func(t *testing.T) {
 		srv := limitertest.NewRedisServer(t)
 		cfg := DefaultConfig()
+		cfg.Batching = batching
 		cfg.URL = "redis://" + srv.Addr
 		cfg.ReadTimeout = 200 * time.Millisecond
 		cfg.DialTimeout = 200 * time.Millisecond
@@ -820,34 +862,48 @@ func TestApplyAllocs(t *testing.T) {
 		t.Skip("allocation counts are not meaningful under -race or -short")
 	}
 	addr := limitertest.StartRedis(t)
-	s := newTestStore(t, addr)
 	rt := mustRate(t, 1000, limiter.Second, 1_000_000)
-	for _, n := range []int{1, 4} {
-		reqs := make([]limiter.BucketRequest, n)
-		for i := range reqs {
-			reqs[i] = limiter.BucketRequest{Key: uniqueKey("allocs"), Rate: rt, Cost: 1}
+	// One caller at a time: with batching on each call is a pipeline of
+	// its own, whose deadline and pipeline bookkeeping load would share.
+	for _, mode := range []struct {
+		batching           string
+		limit, noDeadlineL float64
+	}{{"off", 8, 14}, {"on", 16, 16}} {
+		cfg := DefaultConfig()
+		cfg.URL = "redis://" + addr
+		cfg.Batching = mode.batching
+		s, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
 		}
-		res := make([]limiter.BucketResult, n)
-		// Envoy sends a deadline shorter than the read timeout, and then
-		// the store needs no timer of its own.
-		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		allocs := testing.AllocsPerRun(200, func() {
-			if _, err := s.Apply(ctx, reqs, res); err != nil {
-				t.Fatal(err)
+		defer s.Close()
+		for _, n := range []int{1, 4} {
+			reqs := make([]limiter.BucketRequest, n)
+			for i := range reqs {
+				reqs[i] = limiter.BucketRequest{Key: uniqueKey("allocs"), Rate: rt, Cost: 1}
 			}
-		})
-		cancel()
-		noDeadline := testing.AllocsPerRun(200, func() {
-			if _, err := s.Apply(context.Background(), reqs, res); err != nil {
-				t.Fatal(err)
+			res := make([]limiter.BucketResult, n)
+			// Envoy sends a deadline shorter than the read timeout, and
+			// then the unbatched store needs no timer of its own.
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			allocs := testing.AllocsPerRun(200, func() {
+				if _, err := s.Apply(ctx, reqs, res); err != nil {
+					t.Fatal(err)
+				}
+			})
+			cancel()
+			noDeadline := testing.AllocsPerRun(200, func() {
+				if _, err := s.Apply(context.Background(), reqs, res); err != nil {
+					t.Fatal(err)
+				}
+			})
+			t.Logf("batching %s, %d buckets: %.1f allocs per Apply (%.1f without a caller deadline)", mode.batching, n, allocs, noDeadline)
+			if allocs > mode.limit {
+				t.Errorf("batching %s, %d buckets: %.1f allocs per Apply, want at most %v", mode.batching, n, allocs, mode.limit)
 			}
-		})
-		t.Logf("%d buckets: %.1f allocs per Apply (%.1f without a caller deadline)", n, allocs, noDeadline)
-		if allocs > 8 {
-			t.Errorf("%d buckets: %.1f allocs per Apply, want at most 8", n, allocs)
-		}
-		if noDeadline > 14 {
-			t.Errorf("%d buckets: %.1f allocs per Apply without a caller deadline, want at most 14", n, noDeadline)
+			if noDeadline > mode.noDeadlineL {
+				t.Errorf("batching %s, %d buckets: %.1f allocs per Apply without a caller deadline, want at most %v", mode.batching, n, noDeadline, mode.noDeadlineL)
+			}
 		}
 	}
 }

@@ -1,0 +1,294 @@
+package limiter_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/limiter/limitertest"
+	"github.com/sluice-rl/sluice/limiter/memory"
+)
+
+// fakeClock is a fake clock in microseconds shared by a memory store and the
+// cache in front of it.
+type fakeClock struct {
+	mu  sync.Mutex
+	now int64
+}
+
+func (c *fakeClock) Now() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now += d.Microseconds()
+	c.mu.Unlock()
+}
+
+// countingStore counts the calls that reach the store behind the cache.
+type countingStore struct {
+	limiter.Store
+	calls atomic.Int64
+}
+
+func (s *countingStore) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult) (bool, error) {
+	s.calls.Add(1)
+	return s.Store.Apply(ctx, reqs, res)
+}
+
+// TestDenyCacheContract runs the store contract through the cache.
+func TestDenyCacheContract(t *testing.T) {
+	limitertest.RunStore(t, func(t *testing.T) limitertest.Harness {
+		c := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 123456, time.UTC).UnixMicro()}
+		s := memory.New(c.Now)
+		return limitertest.Harness{Store: limiter.NewDenyCache(s, limiter.DenyCacheConfig{Now: c.Now}),
+			Advance: c.Advance, Now: c.Now, TTL: s.TTL}
+	})
+}
+
+// TestDenyCacheExact drives a cached store and a plain one with the same
+// random calls at the same times: every decision must agree, bucket by
+// bucket. A bucket the cache answers reports from its bound: Remaining
+// never below the store's, retry-after never above.
+//
+// With limit changes, the store itself reads a bucket written under the
+// old rate with an error of under a millisecond of refill (see the
+// README), so there the cache may deny for up to a millisecond longer
+// than the store would, and nothing more.
+func TestDenyCacheExact(t *testing.T) {
+	t.Run("fixed limits", func(t *testing.T) { testDenyCacheExact(t, false) })
+	t.Run("limit changes", func(t *testing.T) { testDenyCacheExact(t, true) })
+}
+
+func testDenyCacheExact(t *testing.T, changes bool) {
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("SLUICE_TEST_SEED"); v != "" {
+		seed, _ = strconv.ParseUint(v, 10, 64)
+	}
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 7))
+	c := &fakeClock{now: 1_000_000_000}
+	behind := &countingStore{Store: memory.New(c.Now)}
+	cached := limiter.NewDenyCache(behind, limiter.DenyCacheConfig{Now: c.Now, Size: 64})
+	plain := memory.New(c.Now)
+
+	rates := []limiter.Rate{}
+	for _, rl := range []limiter.RateLimit{
+		{RequestsPerUnit: 10, Unit: limiter.Second, Burst: 5},
+		{RequestsPerUnit: 3, Unit: limiter.Second, Burst: 3},
+		{RequestsPerUnit: 100, Unit: limiter.Minute, Burst: 20},
+		{RequestsPerUnit: 7, Unit: limiter.Second, Burst: 1},
+	} {
+		r, err := rl.Rate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rates = append(rates, r)
+	}
+	keys := []string{"a", "b", "c", "d", "e"}
+	ctx := context.Background()
+	const calls = 20000
+	inexact, slips := 0, 0
+	for n := 0; n < calls; n++ {
+		c.Advance(time.Duration(rng.IntN(40_000)) * time.Microsecond)
+		nb := 1 + rng.IntN(3)
+		if rng.IntN(3) > 0 {
+			nb = 1 // mostly single buckets, the common request
+		}
+		reqs := make([]limiter.BucketRequest, nb)
+		for i := range reqs {
+			k := rng.IntN(len(keys))
+			r := rates[k%len(rates)]
+			if changes && rng.IntN(50) == 0 {
+				r = rates[rng.IntN(len(rates))] // a limit change
+			}
+			op := limiter.OpTake
+			switch x := rng.IntN(40); {
+			case x == 0:
+				op = limiter.OpRefund
+			case x == 1:
+				op = limiter.OpPeek
+			case x < 5:
+				op = limiter.OpShadowTake
+			}
+			reqs[i] = limiter.BucketRequest{Key: keys[k], Rate: r, Cost: uint64(1 + rng.IntN(3)), Op: op}
+			if rng.IntN(200) == 0 {
+				reqs[i].Cost = r.Cap + 1
+			}
+		}
+		got := make([]limiter.BucketResult, nb)
+		want := make([]limiter.BucketResult, nb)
+		okGot, err := cached.Apply(ctx, reqs, got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		okWant, _ := plain.Apply(ctx, reqs, want)
+		if os.Getenv("DEBUG_DENY") != "" {
+			t.Logf("%d t=%d %+v -> %v %+v (store %v %+v) %+v", n, c.Now(), reqs, okGot, got, okWant, want, cached.Stats())
+		}
+		if okGot != okWant && changes && !okGot {
+			// Denied by the cache, admitted by the store: only within a
+			// millisecond of the bound's end.
+			late := false
+			for i := range reqs {
+				if !got[i].OK && want[i].OK && got[i].ResetMicros <= 1000 {
+					late = true
+				}
+			}
+			if late {
+				slips++
+				continue
+			}
+		}
+		if okGot != okWant {
+			t.Fatalf("call %d %+v: cached allowed=%v, store %v (%+v vs %+v)", n, reqs, okGot, okWant, got, want)
+		}
+		for i := range reqs {
+			g, w := got[i], want[i]
+			slack := int64(0)
+			if changes {
+				slack = 1000
+			}
+			if g.OK != w.OK || g.Remaining < w.Remaining || g.ResetMicros > w.ResetMicros+slack {
+				t.Fatalf("call %d bucket %d %+v: cached %+v, store %+v", n, i, reqs[i], g, w)
+			}
+			if g != w {
+				inexact++
+			}
+		}
+	}
+	st := cached.Stats()
+	t.Logf("%d calls: %d reached the store, %d denied by the cache (%d without the store), %d entries; %d bucket statuses from a bound not exact; %d denials within a millisecond after a limit change",
+		calls, behind.calls.Load(), st.Hits, st.Local, st.Entries, inexact, slips)
+	if st.Local == 0 || st.Hits == 0 {
+		t.Fatalf("the cache answered nothing: %+v", st)
+	}
+}
+
+// TestDenyCacheHotKey hammers one bucket that is over its limit from many
+// goroutines: the store behind sees about two calls per token refilled,
+// the rest are answered by the cache, and exactly the allowance passes.
+func TestDenyCacheHotKey(t *testing.T) {
+	c := &fakeClock{now: 1_000_000_000}
+	behind := &countingStore{Store: memory.New(c.Now)}
+	cached := limiter.NewDenyCache(behind, limiter.DenyCacheConfig{Now: c.Now})
+	rl := limiter.RateLimit{RequestsPerUnit: 100, Unit: limiter.Second, Burst: 10}
+	rt, _ := rl.Rate()
+	var admitted, denied atomic.Int64
+	const steps, workers, perStep = 200, 8, 50
+	for step := 0; step < steps; step++ {
+		var wg sync.WaitGroup
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res := make([]limiter.BucketResult, 1)
+				reqs := []limiter.BucketRequest{{Key: "hot", Rate: rt, Cost: 1}}
+				for i := 0; i < perStep; i++ {
+					ok, err := cached.Apply(context.Background(), reqs, res)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if ok {
+						admitted.Add(1)
+					} else {
+						denied.Add(1)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		c.Advance(time.Millisecond) // 0.1 token per step
+	}
+	// 10 to start with, then 100/s over 200 ms (the last step's refill
+	// comes after the last call).
+	want := int64(10 + 100*(steps-1)/1000)
+	calls := behind.calls.Load()
+	t.Logf("%d admitted (want %d), %d denied, %d calls reached the store (%d requests)",
+		admitted.Load(), want, denied.Load(), calls, admitted.Load()+denied.Load())
+	if admitted.Load() != want {
+		t.Fatalf("admitted %d, want exactly %d", admitted.Load(), want)
+	}
+	// Each step at most: one probe when a token may have come, plus the
+	// calls that raced it before anything was remembered.
+	if calls > int64(steps*2+workers*2) {
+		t.Fatalf("%d calls reached the store for %d requests", calls, admitted.Load()+denied.Load())
+	}
+}
+
+// TestDenyCacheRefundForgets checks that a refund through the cache makes
+// the refunded bucket available at once.
+func TestDenyCacheRefundForgets(t *testing.T) {
+	c := &fakeClock{now: 1_000_000_000}
+	cached := limiter.NewDenyCache(memory.New(c.Now), limiter.DenyCacheConfig{Now: c.Now})
+	rl := limiter.RateLimit{RequestsPerUnit: 1, Unit: limiter.Hour, Burst: 2}
+	rt, _ := rl.Rate()
+	take := []limiter.BucketRequest{{Key: "k", Rate: rt, Cost: 1}}
+	res := make([]limiter.BucketResult, 1)
+	for i := 0; i < 3; i++ {
+		cached.Apply(context.Background(), take, res)
+	}
+	if ok, _ := cached.Apply(context.Background(), take, res); ok || cached.Stats().Local == 0 {
+		t.Fatalf("empty bucket not answered by the cache: %v %+v", ok, cached.Stats())
+	}
+	refund := []limiter.BucketRequest{{Key: "k", Rate: rt, Cost: 1, Op: limiter.OpRefund}}
+	cached.Apply(context.Background(), refund, res)
+	if ok, _ := cached.Apply(context.Background(), take, res); !ok {
+		t.Fatalf("take after a refund denied: %+v", res[0])
+	}
+}
+
+// TestDenyCacheBounded checks that the cache keeps no more than its size.
+func TestDenyCacheBounded(t *testing.T) {
+	c := &fakeClock{now: 1_000_000_000}
+	cached := limiter.NewDenyCache(memory.New(c.Now), limiter.DenyCacheConfig{Now: c.Now, Size: 128})
+	rl := limiter.RateLimit{RequestsPerUnit: 1, Unit: limiter.Hour, Burst: 1}
+	rt, _ := rl.Rate()
+	res := make([]limiter.BucketResult, 1)
+	for i := 0; i < 5000; i++ {
+		take := []limiter.BucketRequest{{Key: fmt.Sprint("k", i), Rate: rt, Cost: 1}}
+		cached.Apply(context.Background(), take, res)
+		cached.Apply(context.Background(), take, res) // denied: remembered
+	}
+	if n := cached.Stats().Entries; n > 128 || n < 64 {
+		t.Fatalf("%d entries for a size of 128", n)
+	}
+}
+
+func BenchmarkDenyCache(b *testing.B) {
+	rl := limiter.RateLimit{RequestsPerUnit: 1, Unit: limiter.Hour, Burst: 1}
+	rt, _ := rl.Rate()
+	for _, name := range []string{"hit", "miss"} {
+		b.Run(name, func(b *testing.B) {
+			cached := limiter.NewDenyCache(memory.New(nil), limiter.DenyCacheConfig{})
+			res := make([]limiter.BucketResult, 1)
+			hot := []limiter.BucketRequest{{Key: "hot", Rate: rt, Cost: 1}}
+			cached.Apply(context.Background(), hot, res)
+			cached.Apply(context.Background(), hot, res)
+			reqs := hot
+			if name == "miss" {
+				big := limiter.RateLimit{RequestsPerUnit: 1000000, Unit: limiter.Second}
+				r, _ := big.Rate()
+				reqs = []limiter.BucketRequest{{Key: "other", Rate: r, Cost: 1}}
+			}
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				res := make([]limiter.BucketResult, 1)
+				for pb.Next() {
+					cached.Apply(context.Background(), reqs, res)
+				}
+			})
+		})
+	}
+}
