@@ -62,7 +62,7 @@ type Metrics struct {
 	storeReqs  *prometheus.CounterVec
 	storeDur   *prometheus.HistogramVec
 	batchSize  prometheus.Histogram
-	cacheHits  prometheus.Counter
+	cacheHits  atomic.Pointer[func() uint64]
 	failure    *prometheus.CounterVec
 	failureBy  [3]prometheus.Counter // by limiter.FailureMode
 	breakers   *breakerCollector
@@ -130,9 +130,14 @@ func New(reg *prometheus.Registry, opts Options) *Metrics {
 		Help:    "Script calls written to Redis in one pipeline.",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512},
 	})
-	m.cacheHits = prometheus.NewCounter(prometheus.CounterOpts{
+	cacheHits := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "sluice_local_cache_hits_total",
-		Help: "Buckets answered OVER_LIMIT by the local deny cache, without the store.",
+		Help: "Calls answered OVER_LIMIT by the local deny cache, without Redis.",
+	}, func() float64 {
+		if fn := m.cacheHits.Load(); fn != nil {
+			return float64((*fn)())
+		}
+		return 0
 	})
 	m.failure = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_failure_mode_decisions_total",
@@ -189,7 +194,7 @@ func New(reg *prometheus.Registry, opts Options) *Metrics {
 	m.methods.Store(&map[string]*methodMetrics{})
 
 	reg.MustRegister(
-		m.decisions, m.decisionDur, m.storeReqs, m.storeDur, m.batchSize, m.cacheHits,
+		m.decisions, m.decisionDur, m.storeReqs, m.storeDur, m.batchSize, cacheHits,
 		m.failure, m.breakers, m.transition, m.backendUp, m.backendCheck,
 		m.reloads, m.lastReload, overrides, m.grpcHandled, m.grpcDur, buildInfo,
 		collectors.NewGoCollector(),

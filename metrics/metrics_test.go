@@ -204,8 +204,7 @@ func TestOtherMetrics(t *testing.T) {
 	}
 	m.ObserveBatchSize(3)
 	m.ObserveBatchSize(40)
-	m.LocalCacheHit()
-	m.LocalCacheHit()
+	m.SetLocalCacheHits(func() uint64 { return 2 })
 
 	bc := breaker.DefaultConfig()
 	bc.ConsecutiveFailures, bc.OpenDuration, bc.OnStateChange = 1, time.Hour, m.BreakerTransition
@@ -315,7 +314,7 @@ func TestNilMetrics(t *testing.T) {
 	m.ObserveDecision(nil, &limiter.Request{}, &limiter.Response{Statuses: []limiter.Status{{Code: limiter.OK}}}, 0)
 	m.ConfigReload(nil)
 	m.BackendCheck("redis", nil, 0)
-	m.LocalCacheHit()
+	m.SetLocalCacheHits(nil)
 	m.ObserveBatchSize(1)
 	m.FailureModeDecision(limiter.FailAllow, nil)
 	m.BreakerTransition("redis", breaker.StateClosed, breaker.StateOpen)

@@ -56,12 +56,17 @@ func (m *Metrics) ObserveBatchSize(calls int) {
 	m.batchSize.Observe(float64(calls))
 }
 
-// LocalCacheHit counts one bucket answered by the local deny cache.
-func (m *Metrics) LocalCacheHit() {
+// SetLocalCacheHits makes sluice_local_cache_hits_total report fn(), the
+// deny cache's own running count, read at scrape time.
+func (m *Metrics) SetLocalCacheHits(fn func() uint64) {
 	if m == nil {
 		return
 	}
-	m.cacheHits.Inc()
+	if fn == nil {
+		m.cacheHits.Store(nil)
+		return
+	}
+	m.cacheHits.Store(&fn)
 }
 
 // FailureModeDecision counts a store call answered by the failure mode;

@@ -16,7 +16,8 @@ import (
 )
 
 // Handler is the HTTP API: POST /json, GET /health/live, GET
-// /health/ready, GET /health/detailed, and the admin routes under /admin/
+// /health/ready, GET /health/detailed, GET /metrics (with Options.Metrics),
+// and the admin routes under /admin/
 // unless http.admin_addr gives them a listener of their own.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -24,6 +25,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /health/live", s.handleLive)
 	mux.HandleFunc("GET /health/ready", s.handleReady)
 	mux.HandleFunc("GET /health/detailed", s.handleDetailed)
+	if s.metrics != nil {
+		mux.Handle("GET /metrics", s.metrics.Handler())
+	}
 	if s.cfg.HTTP.AdminAddr == "" {
 		mux.Handle("/admin/", s.adminHandler())
 	}
@@ -75,7 +79,7 @@ func (s *Server) handleJSON(w http.ResponseWriter, r *http.Request) {
 	sc := s.rls.pool.Get().(*scratch)
 	defer s.rls.pool.Put(sc)
 	sc.translate(&req)
-	if err := s.lim.Decide(r.Context(), &sc.req, &sc.resp); err != nil {
+	if err := s.rls.decide(r.Context(), sc); err != nil {
 		st := status.Convert(grpcError(err))
 		code := http.StatusServiceUnavailable
 		switch st.Code() {

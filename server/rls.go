@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/metrics"
 )
 
 // rls answers ShouldRateLimit. It is shared by the gRPC service and the
@@ -24,6 +26,7 @@ type rls struct {
 	rlsv3.UnimplementedRateLimitServiceServer
 
 	lim     *limiter.Limiter
+	metrics *metrics.Metrics // nil: none
 	headers HeaderConfig
 	maxMsg  int
 	pool    sync.Pool // *scratch
@@ -59,10 +62,20 @@ func (r *rls) ShouldRateLimit(ctx context.Context, in *rlsv3.RateLimitRequest) (
 	s := r.pool.Get().(*scratch)
 	defer r.pool.Put(s)
 	s.translate(in)
-	if err := r.lim.Decide(ctx, &s.req, &s.resp); err != nil {
+	if err := r.decide(ctx, s); err != nil {
 		return nil, grpcError(err)
 	}
 	return r.response(s), nil
+}
+
+// decide decides s.req into s.resp and counts the decision.
+func (r *rls) decide(ctx context.Context, s *scratch) error {
+	start := time.Now()
+	if err := r.lim.Decide(ctx, &s.req, &s.resp); err != nil {
+		return err
+	}
+	r.metrics.ObserveDecision(r.lim.Limits(), &s.req, &s.resp, time.Since(start))
+	return nil
 }
 
 // translate fills s.req from in. Nil descriptors and entries read as empty

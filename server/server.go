@@ -25,6 +25,7 @@ import (
 
 	"github.com/sluice-rl/sluice/breaker"
 	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/metrics"
 )
 
 // ServiceName is the gRPC service name of the Envoy rate-limit API, also a
@@ -81,6 +82,9 @@ type Options struct {
 	// AdminToken turns the admin API (/admin/...) on; callers must send
 	// it as a bearer token. Empty: every /admin/ path is 404.
 	AdminToken string
+	// Metrics, when set, counts decisions, gRPC calls and backend checks,
+	// and is served at GET /metrics.
+	Metrics *metrics.Metrics
 }
 
 // Server serves the rate-limit API over gRPC and HTTP. Make one with New,
@@ -113,6 +117,7 @@ type Server struct {
 	adminToken  [32]byte // sha256 of the token
 	adminOn     bool
 	admin       *http.ServeMux
+	metrics     *metrics.Metrics
 }
 
 type checkResult struct {
@@ -146,7 +151,9 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 		started:     time.Now(),
 		breakers:    map[string]*breaker.Breaker{},
 		admin:       http.NewServeMux(),
+		metrics:     opts.Metrics,
 	}
+	s.rls.metrics = opts.Metrics
 	s.results = make([]atomic.Pointer[checkResult], len(opts.Checks))
 	for _, c := range opts.Checks {
 		if c.Breaker != nil {
@@ -169,6 +176,10 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 			MinTime:             cfg.GRPC.KeepaliveMinTime,
 			PermitWithoutStream: true,
 		}),
+	}
+	if m := opts.Metrics; m != nil {
+		gopts = append(gopts, grpc.ChainUnaryInterceptor(m.UnaryServerInterceptor()),
+			grpc.ChainStreamInterceptor(m.StreamServerInterceptor()))
 	}
 	if cfg.GRPC.TLS.Enabled() {
 		tc, err := serverTLS(cfg.GRPC.TLS)
@@ -411,6 +422,7 @@ func (s *Server) runChecks(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			s.metrics.BackendCheck(c.Name, err, lat)
 			prev := s.results[i].Swap(&checkResult{err: err, at: time.Now(), latency: lat})
 			switch {
 			case err != nil && (prev == nil || prev.err == nil):
