@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/metrics"
 	"github.com/sluice-rl/sluice/server"
 )
 
@@ -24,6 +25,8 @@ type reloader struct {
 	getenv func(string) string
 	lim    *limiter.Limiter
 	log    *slog.Logger
+	// metrics counts reloads by result; nil counts nothing.
+	metrics *metrics.Metrics
 
 	watched []string // files and directories of the last load
 	stat    string   // their names, sizes and mtimes at the last look
@@ -197,6 +200,7 @@ func (r *reloader) reload(reason string) {
 	cfg, err := loadConfig(r.path, r.getenv)
 	if err != nil {
 		r.record("", err)
+		r.metrics.ConfigReload(err)
 		r.log.Error("reload failed; keeping the running limits", "reason", reason, "err", err.Error())
 		return
 	}
@@ -212,6 +216,7 @@ func (r *reloader) reload(reason string) {
 	}
 	if err != nil {
 		r.record("", err)
+		r.metrics.ConfigReload(err)
 		r.log.Error("reload failed; keeping the running limits", "reason", reason, "err", err.Error())
 		return
 	}
@@ -219,6 +224,7 @@ func (r *reloader) reload(reason string) {
 	old := r.lim.Limits()
 	r.lim.SetLimits(lims)
 	r.record(lims.Version(), nil)
+	r.metrics.ConfigReload(nil)
 	if old != nil && old.Version() == lims.Version() {
 		r.log.Info("limits reloaded, unchanged", "reason", reason, "version", lims.Version())
 		return

@@ -14,11 +14,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sluice-rl/sluice/breaker"
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/memory"
 	"github.com/sluice-rl/sluice/limiter/postgres"
 	"github.com/sluice-rl/sluice/limiter/redis"
+	"github.com/sluice-rl/sluice/metrics"
 	"github.com/sluice-rl/sluice/server"
 )
 
@@ -44,7 +47,11 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 		log.Info("config loaded", "file", path)
 	}
 
-	st, err := openStore(cfg, log)
+	// One registry for every metric; the parts count into m.
+	m := metrics.New(prometheus.NewRegistry(), metrics.Options{Version: version, Revision: buildRevision(),
+		Logger: log.With("component", "metrics")})
+
+	st, err := openStore(cfg, log, m)
 	if err != nil {
 		return err
 	}
@@ -55,6 +62,7 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 	}()
 	lim := limiter.New(st.store, limiter.Config{KeyPrefix: cfg.Redis.KeyPrefix, Bounds: cfg.Bounds()})
 	rl := newReloader(path, getenv, lim, log)
+	rl.metrics = m
 	if err := rl.loadInitial(cfg); err != nil {
 		printErrors(stderr, err)
 		return exitError{1}
@@ -66,7 +74,7 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 		syncer *postgres.Syncer
 	)
 	if cfg.Postgres.Enabled() {
-		pg, err = openPostgres(cfg, log)
+		pg, err = openPostgres(cfg, log, m)
 		if err != nil {
 			return err
 		}
@@ -87,6 +95,7 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 			}
 		}()
 		pg.check.Overrides = func() int { return len(syncer.Snapshot().Overrides) }
+		m.SetOverrides(pg.check.Overrides)
 		checks = append(checks, pg.check)
 	}
 
@@ -97,6 +106,7 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 		FailureMode:  st.failureMode,
 		ConfigStatus: rl.status,
 		AdminToken:   cfg.AdminToken,
+		Metrics:      m,
 	})
 	if err != nil {
 		return err
@@ -153,34 +163,37 @@ type store struct {
 // openStore builds the store: the embedded memory store without a Redis
 // URL; otherwise Redis behind its breaker, wrapped in the failure mode. It
 // does not connect, so Sluice starts while Redis is down.
-func openStore(cfg *Config, log *slog.Logger) (*store, error) {
+func openStore(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*store, error) {
 	if cfg.Redis.URL == "" {
 		log.Info("store: embedded memory store")
-		return &store{name: "memory", store: memory.New(nil), close: func() error { return nil }}, nil
+		return &store{name: "memory", store: m.Store("memory", memory.New(nil)), close: func() error { return nil }}, nil
 	}
 	redis.SetLogger(log.With("component", "redis-client"))
 	mode, err := limiter.ParseFailureMode(cfg.Redis.FailureMode)
 	if err != nil {
 		return nil, fmt.Errorf("redis.failure_mode: %w", err)
 	}
-	br, err := newBreaker("redis", cfg.Redis.Breaker, log)
+	br, err := newBreaker("redis", cfg.Redis.Breaker, log, m)
 	if err != nil {
 		return nil, err
 	}
-	rs, err := redis.New(cfg.Redis.Config, redis.WithGuard(br))
+	rs, err := redis.New(cfg.Redis.Config, redis.WithGuard(br), redis.WithBatchObserver(m.ObserveBatchSize))
 	if err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
 	// The deny cache sits between the failure mode and Redis: it learns
 	// only from Redis's answers.
-	var primary limiter.Store = rs
+	var primary = m.Store("redis", rs)
 	if cfg.Redis.DenyCacheSize > 0 {
-		primary = limiter.NewDenyCache(rs, limiter.DenyCacheConfig{Size: cfg.Redis.DenyCacheSize})
+		dc := limiter.NewDenyCache(primary, limiter.DenyCacheConfig{Size: cfg.Redis.DenyCacheSize})
+		m.SetLocalCacheHits(func() uint64 { return dc.Stats().Hits })
+		primary = dc
 	}
 	fo, err := limiter.NewFailover(primary, limiter.FailoverConfig{
 		Mode:          mode,
 		LocalFraction: cfg.Redis.LocalFraction,
-		Local:         memory.New(nil),
+		Local:         m.Store("local", memory.New(nil)),
+		OnFailover:    m.FailureModeDecision,
 	})
 	if err != nil {
 		rs.Close()
@@ -216,8 +229,8 @@ type pgBackend struct {
 // openPostgres prepares the Postgres pool (without connecting) and its
 // health check, SELECT 1 through the Postgres breaker. Postgres is never on
 // the request path, so its check is optional: down, it makes health warn.
-func openPostgres(cfg *Config, log *slog.Logger) (*pgBackend, error) {
-	br, err := newBreaker("postgres", cfg.Postgres.Breaker, log)
+func openPostgres(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*pgBackend, error) {
+	br, err := newBreaker("postgres", cfg.Postgres.Breaker, log, m)
 	if err != nil {
 		return nil, err
 	}
@@ -264,9 +277,10 @@ func (g *guardedCheck) check(ctx context.Context) error {
 }
 
 // newBreaker makes the breaker named name, logging each state change.
-func newBreaker(name string, cfg breaker.Config, log *slog.Logger) (*breaker.Breaker, error) {
+func newBreaker(name string, cfg breaker.Config, log *slog.Logger, m *metrics.Metrics) (*breaker.Breaker, error) {
 	blog := log.With("component", "breaker")
 	cfg.OnStateChange = func(name string, from, to breaker.State) {
+		m.BreakerTransition(name, from, to)
 		level := slog.LevelInfo
 		if to == breaker.StateOpen {
 			level = slog.LevelWarn
@@ -277,6 +291,7 @@ func newBreaker(name string, cfg breaker.Config, log *slog.Logger) (*breaker.Bre
 	if err != nil {
 		return nil, fmt.Errorf("%s.breaker: %w", name, err)
 	}
+	m.WatchBreaker(b)
 	return b, nil
 }
 
