@@ -16,7 +16,7 @@ import (
 )
 
 // startSluice runs a real Sluice server on a real Redis with one limit,
-// 200 per second with a burst of 50, on key "k" of domain "bench".
+// 20 per second with a burst of 10, on key "k" of domain "bench".
 func startSluice(t *testing.T) string {
 	t.Helper()
 	rcfg := redis.DefaultConfig()
@@ -31,7 +31,7 @@ func startSluice(t *testing.T) string {
 	t.Cleanup(func() { st.Close() })
 	lim := limiter.New(st, limiter.Config{})
 	limits, err := limiter.Compile([]limiter.DomainConfig{{Domain: "bench", File: "test", Descriptors: []limiter.DescriptorConfig{
-		{Key: "k", RateLimit: &limiter.RateLimit{RequestsPerUnit: 200, Unit: limiter.Second, Burst: 50}},
+		{Key: "k", RateLimit: &limiter.RateLimit{RequestsPerUnit: 20, Unit: limiter.Second, Burst: 10}},
 	}}}, limiter.CompileOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +74,7 @@ func TestAgainstSluice(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
 			args := append([]string{"-addr", addr, "-duration", "2s", "-warmup", "300ms", "-q",
-				"-domain", "bench", "-key", "k", "-values", "2", "-limit", "200/second,50",
+				"-domain", "bench", "-key", "k", "-values", "2", "-limit", "20/second,10",
 				"-json", t.TempDir() + "/report.json", "-timeout", "10s", "-max-over-admission", "0", "-max-error-rate", "0"}, mode.args...)
 			code := bench.Main(context.Background(), args, &out, &errOut)
 			if code != 0 {

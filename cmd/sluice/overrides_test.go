@@ -39,8 +39,8 @@ func startReplica(t *testing.T, redisURL, dsn string) *replica {
 	t.Helper()
 	cfg, _ := testConfigFile(t, `health: {check_interval: 50ms, check_timeout: 300ms}
 postgres:
-  query_timeout: 500ms
-  connect_timeout: 500ms
+  query_timeout: 3s
+  connect_timeout: 3s
   sync_interval: 1h
   breaker: {consecutive_failures: 2, open_duration: 300ms, half_open_max_calls: 1}
 `)
