@@ -16,8 +16,8 @@ import (
 
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/memory"
-	"github.com/sluice-rl/sluice/metrics"
-	"github.com/sluice-rl/sluice/metrics/metricstest"
+	"github.com/sluice-rl/sluice/server/metrics"
+	"github.com/sluice-rl/sluice/server/metrics/metricstest"
 	"github.com/sluice-rl/sluice/server"
 )
 

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sluice-rl/sluice/limiter"
-	"github.com/sluice-rl/sluice/metrics"
+	"github.com/sluice-rl/sluice/server/metrics"
 )
 
 // rls answers ShouldRateLimit. It is shared by the gRPC service and the

@@ -25,7 +25,7 @@ import (
 
 	"github.com/sluice-rl/sluice/breaker"
 	"github.com/sluice-rl/sluice/limiter"
-	"github.com/sluice-rl/sluice/metrics"
+	"github.com/sluice-rl/sluice/server/metrics"
 )
 
 // ServiceName is the gRPC service name of the Envoy rate-limit API, also a

@@ -224,8 +224,8 @@ func assertReported(t *testing.T, output, file string, w wantLine) {
 }
 
 func TestCheckConfigTestdata(t *testing.T) {
-	good, _ := filepath.Glob("../../testdata/config/good/*.yaml")
-	bad, _ := filepath.Glob("../../testdata/config/bad/*.yaml")
+	good, _ := filepath.Glob("testdata/good/*.yaml")
+	bad, _ := filepath.Glob("testdata/bad/*.yaml")
 	if len(good) < 4 || len(bad) < 15 {
 		t.Fatalf("found %d good and %d bad config files", len(good), len(bad))
 	}
@@ -257,7 +257,7 @@ func TestCheckConfigTestdata(t *testing.T) {
 
 func TestCheckWithPathSummary(t *testing.T) {
 	var out, errb bytes.Buffer
-	if err := check("../../testdata/config/good/with-path.yaml", env{}.get, &out, &errb); err != nil {
+	if err := check("testdata/good/with-path.yaml", env{}.get, &out, &errb); err != nil {
 		t.Fatalf("check: %v\n%s", err, errb.String())
 	}
 	if !strings.Contains(out.String(), ": ok: 3 domains, 4 rules, version sha256:") {

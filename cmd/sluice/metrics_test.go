@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-rl/sluice/metrics/metricstest"
+	"github.com/sluice-rl/sluice/server/metrics/metricstest"
 )
 
 // scrape fetches /metrics from a running serve.

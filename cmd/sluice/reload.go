@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/sluice-rl/sluice/limiter"
-	"github.com/sluice-rl/sluice/metrics"
+	"github.com/sluice-rl/sluice/server/metrics"
 	"github.com/sluice-rl/sluice/server"
 )
 

@@ -21,7 +21,7 @@ import (
 	"github.com/sluice-rl/sluice/limiter/memory"
 	"github.com/sluice-rl/sluice/limiter/postgres"
 	"github.com/sluice-rl/sluice/limiter/redis"
-	"github.com/sluice-rl/sluice/metrics"
+	"github.com/sluice-rl/sluice/server/metrics"
 	"github.com/sluice-rl/sluice/server"
 )
 
