@@ -73,6 +73,8 @@ func run(ctx context.Context, args []string) error {
 	warmup := fs.Duration("warmup", 2*time.Second, "warm-up of each run, not measured")
 	concurrency := fs.Int("concurrency", 50, "closed-loop workers")
 	only := fs.String("scenarios", "", "comma-separated scenario names (default all)")
+	cfgFile := fs.String("config", "", "config.yaml for the Sluice under test (default: built-in defaults)")
+	compare := fs.Bool("compare", false, "also run a baseline Sluice (batching off, no deny cache) and alternate runs, reporting ratios")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -111,95 +113,250 @@ func run(ctx context.Context, args []string) error {
 	if err := os.WriteFile(limits, []byte(limitsYAML), 0o644); err != nil {
 		return err
 	}
-	grpcPort, err := freePort()
+	// The Sluice under test, and with -compare the baseline built from the
+	// same code: one EVALSHA per request and no deny cache.
+	var procs []*sluiceProc
+	if *compare {
+		base, err := startSluice(ctx, bin, filepath.Join(tmp, "run-baseline"), "baseline", baselineYAML, redisAddr, limits)
+		if base != nil {
+			defer stopProcess(base.cmd)
+		}
+		if err != nil {
+			return err
+		}
+		procs = append(procs, base)
+	}
+	cfgYAML := ""
+	if *cfgFile != "" {
+		b, err := os.ReadFile(*cfgFile)
+		if err != nil {
+			return err
+		}
+		cfgYAML = string(b)
+	}
+	cur, err := startSluice(ctx, bin, filepath.Join(tmp, "run-sluice"), "sluice", cfgYAML, redisAddr, limits)
+	if cur != nil {
+		defer stopProcess(cur.cmd)
+	}
 	if err != nil {
 		return err
 	}
-	httpPort, err := freePort()
-	if err != nil {
-		return err
-	}
-	grpcAddr := "127.0.0.1:" + strconv.Itoa(grpcPort)
-	httpAddr := "127.0.0.1:" + strconv.Itoa(httpPort)
-	srv := exec.Command(bin, "serve")
-	srv.Dir = tmp // no config.yaml there: built-in defaults plus the environment
-	srv.Env = append(os.Environ(),
-		"SLUICE_GRPC_ADDR="+grpcAddr, "SLUICE_HTTP_ADDR="+httpAddr,
-		"SLUICE_REDIS_URL=redis://"+redisAddr, "SLUICE_LIMITS="+limits, "SLUICE_LOG_LEVEL=warn")
-	srv.Stdout, srv.Stderr = os.Stderr, os.Stderr
-	if err := srv.Start(); err != nil {
-		return fmt.Errorf("start sluice: %w", err)
-	}
-	defer stopProcess(srv)
-	if err := waitReady(ctx, "http://"+httpAddr+"/health/ready"); err != nil {
-		return err
-	}
+	procs = append(procs, cur)
 
 	host, _ := os.Hostname()
 	fmt.Printf("machine: %s, %d CPUs, %s; %s\n", host, runtime.NumCPU(), runtime.Version(), cpuModel())
-	fmt.Printf("each run: closed loop, concurrency %d, %v measured after %v warm-up; %d runs per scenario\n\n",
+	fmt.Printf("each run: closed loop, concurrency %d, %v measured after %v warm-up; %d runs per scenario\n",
 		*concurrency, *duration, *warmup, *runs)
+	if *compare {
+		fmt.Printf("compare: %q (batching off, no deny cache) and %q (defaults) alternate on one Redis\n", procs[0].name, procs[1].name)
+	}
+	fmt.Println()
 
+	type stats struct{ rps, p50, p99, cpu, redis []float64 }
 	var summary []string
 	for _, sc := range scenarios {
 		if *only != "" && !contains(strings.Split(*only, ","), sc.name) {
 			continue
 		}
-		var rps, p50, p99, cpu []float64
+		st := make([]stats, len(procs))
 		var over int64
 		for r := 1; r <= *runs; r++ {
-			o := bench.DefaultOptions()
-			o.Addrs = []string{grpcAddr}
-			o.Concurrency = *concurrency
-			o.Duration = *duration
-			o.Warmup = *warmup
-			o.Domain = "bench"
-			o.Key = sc.key
-			o.Values = sc.values
-			o.Descriptors = sc.descriptors
-			lim, err := bench.ParseLimit(sc.limit)
-			if err != nil {
-				return err
+			// Alternate the order, so neither process always runs on a
+			// warmer (or more tired) machine.
+			order := make([]int, len(procs))
+			for i := range order {
+				order[i] = i
+				if r%2 == 0 {
+					order[i] = len(procs) - 1 - i
+				}
 			}
-			o.Limit = &lim
-			o.Targets.MaxOverAdmission = 0
-			before, _ := cpuMicros(srv.Process.Pid)
-			rep, err := bench.Run(ctx, o)
-			if err != nil {
-				return fmt.Errorf("%s run %d: %w", sc.name, r, err)
-			}
-			after, _ := cpuMicros(srv.Process.Pid)
-			if err := writeReports(*out, fmt.Sprintf("%s-%d", sc.name, r), rep); err != nil {
-				return err
-			}
-			perDecision := 0.0
-			if rep.Decisions > 0 {
-				// Warm-up decisions used CPU too: divide by all of them.
-				total := float64(rep.Decisions) * float64(*duration+*warmup) / float64(*duration)
-				perDecision = float64(after-before) / total
-			}
-			rps = append(rps, rep.ThroughputRPS)
-			p50 = append(p50, rep.Latency.P50)
-			p99 = append(p99, rep.Latency.P99)
-			cpu = append(cpu, perDecision)
-			if rep.Accuracy != nil {
-				over += rep.Accuracy.OverAdmission
-			}
-			fmt.Printf("%-17s run %d: %8.0f decisions/s  p50 %6.3f ms  p99 %6.3f ms  errors %d  OK %d OVER_LIMIT %d  server CPU %.1f us/decision\n",
-				sc.name, r, rep.ThroughputRPS, rep.Latency.P50, rep.Latency.P99, rep.ErrorCount,
-				rep.Codes["OK"], rep.Codes["OVER_LIMIT"], perDecision)
-			if ctx.Err() != nil {
-				return ctx.Err()
+			for _, pi := range order {
+				p := procs[pi]
+				o := bench.DefaultOptions()
+				o.Addrs = []string{p.grpc}
+				o.Concurrency = *concurrency
+				o.Duration = *duration
+				o.Warmup = *warmup
+				o.Domain = "bench"
+				o.Key = sc.key
+				o.Values = sc.values
+				o.Descriptors = sc.descriptors
+				lim, err := bench.ParseLimit(sc.limit)
+				if err != nil {
+					return err
+				}
+				o.Limit = &lim
+				o.Targets.MaxOverAdmission = 0
+				// Each run starts with full buckets, so the runs of both
+				// processes see the same workload: every standard limit
+				// refills completely within a second.
+				select {
+				case <-time.After(1200 * time.Millisecond):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				before, _ := cpuMicros(p.cmd.Process.Pid)
+				calls0, _ := redisCalls(redisAddr)
+				rep, err := bench.Run(ctx, o)
+				if err != nil {
+					return fmt.Errorf("%s %s run %d: %w", p.name, sc.name, r, err)
+				}
+				calls1, _ := redisCalls(redisAddr)
+				after, _ := cpuMicros(p.cmd.Process.Pid)
+				if err := writeReports(*out, fmt.Sprintf("%s-%s-%d", sc.name, p.name, r), rep); err != nil {
+					return err
+				}
+				perDecision, redisPerSec := 0.0, 0.0
+				if rep.Decisions > 0 {
+					// Warm-up decisions used CPU too: divide by all of them.
+					total := float64(rep.Decisions) * float64(*duration+*warmup) / float64(*duration)
+					perDecision = float64(after-before) / total
+					redisPerSec = float64(calls1-calls0) / (*duration + *warmup).Seconds()
+				}
+				s := &st[pi]
+				s.rps = append(s.rps, rep.ThroughputRPS)
+				s.p50 = append(s.p50, rep.Latency.P50)
+				s.p99 = append(s.p99, rep.Latency.P99)
+				s.cpu = append(s.cpu, perDecision)
+				s.redis = append(s.redis, redisPerSec)
+				if rep.Accuracy != nil {
+					over += rep.Accuracy.OverAdmission
+				}
+				fmt.Printf("%-17s %-8s run %d: %8.0f decisions/s  p50 %6.3f ms  p99 %6.3f ms  errors %d  OK %d OVER_LIMIT %d  server CPU %.1f us/decision  Redis scripts %.0f/s\n",
+					sc.name, p.name, r, rep.ThroughputRPS, rep.Latency.P50, rep.Latency.P99, rep.ErrorCount,
+					rep.Codes["OK"], rep.Codes["OVER_LIMIT"], perDecision, redisPerSec)
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
 			}
 		}
-		summary = append(summary, fmt.Sprintf("%-17s %10.0f %9.3f %9.3f %12.1f %14d",
-			sc.name, median(rps), median(p50), median(p99), median(cpu), over))
+		for pi, p := range procs {
+			s := st[pi]
+			line := fmt.Sprintf("%-17s %-8s %10.0f %9.3f %9.3f %12.1f %13.0f %14d",
+				sc.name, p.name, median(s.rps), median(s.p50), median(s.p99), median(s.cpu), median(s.redis), over)
+			if *compare && pi == len(procs)-1 && median(st[0].rps) > 0 {
+				line += fmt.Sprintf("   x%.2f rps, p99 x%.2f", median(s.rps)/median(st[0].rps), median(s.p99)/median(st[0].p99))
+			}
+			summary = append(summary, line)
+		}
 	}
-	header := fmt.Sprintf("%-17s %10s %9s %9s %12s %14s", "scenario", "rps", "p50 ms", "p99 ms", "cpu us/dec", "over-admitted")
+	header := fmt.Sprintf("%-17s %-8s %10s %9s %9s %12s %13s %14s", "scenario", "server", "rps", "p50 ms", "p99 ms", "cpu us/dec", "redis calls/s", "over-admitted")
+	if *compare {
+		header += "   ratio (sluice/baseline, medians)"
+	}
 	table := header + "\n" + strings.Join(summary, "\n") + "\n"
 	fmt.Printf("\nmedians of %d runs:\n%s", *runs, table)
 	fmt.Printf("reports in %s/\n", *out)
 	return os.WriteFile(filepath.Join(*out, "summary.txt"), []byte(table), 0o644)
+}
+
+// baselineYAML configures the baseline Sluice of -compare.
+const baselineYAML = `redis:
+  batching: "off"
+  deny_cache_size: 0
+`
+
+// sluiceProc is one Sluice under test.
+type sluiceProc struct {
+	name string
+	cmd  *exec.Cmd
+	grpc string
+}
+
+// startSluice starts bin serve in dir (with config.yaml holding cfgYAML
+// when not empty) on free loopback ports, and waits until it is ready.
+func startSluice(ctx context.Context, bin, dir, name, cfgYAML, redisAddr, limits string) (*sluiceProc, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	if cfgYAML != "" {
+		if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(cfgYAML), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	grpcPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	httpPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	grpcAddr := "127.0.0.1:" + strconv.Itoa(grpcPort)
+	httpAddr := "127.0.0.1:" + strconv.Itoa(httpPort)
+	srv := exec.Command(bin, "serve")
+	srv.Dir = dir // config.yaml there, or built-in defaults, plus the environment
+	srv.Env = append(os.Environ(),
+		"SLUICE_GRPC_ADDR="+grpcAddr, "SLUICE_HTTP_ADDR="+httpAddr,
+		"SLUICE_REDIS_URL=redis://"+redisAddr, "SLUICE_LIMITS="+limits, "SLUICE_LOG_LEVEL=warn")
+	srv.Stdout, srv.Stderr = os.Stderr, os.Stderr
+	if err := srv.Start(); err != nil {
+		return nil, fmt.Errorf("start sluice: %w", err)
+	}
+	p := &sluiceProc{name: name, cmd: srv, grpc: grpcAddr}
+	if err := waitReady(ctx, "http://"+httpAddr+"/health/ready"); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+// redisCommand sends one command over a fresh connection and returns the
+// raw reply.
+func redisCommand(addr string, args ...string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := io.WriteString(c, b.String()); err != nil {
+		return "", err
+	}
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	if strings.HasPrefix(line, "$") {
+		n, _ := strconv.Atoi(strings.TrimSpace(line[1:]))
+		if n < 0 {
+			return "", nil
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return "", err
+		}
+		return string(buf[:n]), nil
+	}
+	if strings.HasPrefix(line, "-") {
+		return "", errors.New(strings.TrimSpace(line[1:]))
+	}
+	return strings.TrimSpace(line), nil
+}
+
+// redisCalls is the number of script calls (EVALSHA and EVAL) Redis has
+// run, from INFO commandstats.
+func redisCalls(addr string) (int64, error) {
+	info, err := redisCommand(addr, "INFO", "commandstats")
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, line := range strings.Split(info, "\n") {
+		if !strings.HasPrefix(line, "cmdstat_evalsha:") && !strings.HasPrefix(line, "cmdstat_eval:") {
+			continue
+		}
+		_, rest, _ := strings.Cut(line, "calls=")
+		n, _, _ := strings.Cut(rest, ",")
+		v, _ := strconv.ParseInt(n, 10, 64)
+		total += v
+	}
+	return total, nil
 }
 
 func writeReports(dir, name string, rep *bench.Report) error {

@@ -51,14 +51,14 @@ type Config struct {
 	// MaxBatch bounds the calls in one pipeline; 0 means 128.
 	MaxBatch int `yaml:"max_batch"`
 	// Pipelines is the most pipelines in flight at once (each holds one
-	// connection while it waits); 0 means 4.
+	// connection while it waits); 0 means 2.
 	Pipelines int `yaml:"pipelines"`
 }
 
 // Defaults of the batching settings.
 const (
 	DefaultMaxBatch  = 128
-	DefaultPipelines = 4
+	DefaultPipelines = 2
 )
 
 // TLSConfig configures TLS and mutual TLS to Redis.
@@ -346,7 +346,7 @@ func (c Config) client(onConnect func(ctx context.Context, cn *goredis.Conn) err
 			Username: user, Password: pw, DB: t.db,
 			PoolSize: c.PoolSize, DialTimeout: c.DialTimeout, ReadTimeout: c.ReadTimeout, WriteTimeout: c.WriteTimeout,
 			MaxRetries: -1, DialerRetries: 1, PoolTimeout: c.callTimeout(), ContextTimeoutEnabled: true,
-			DisableIdentity: true, TLSConfig: tc, OnConnect: onConnect,
+			DisableIdentity: true, TLSConfig: tc, OnConnect: onConnect, Protocol: protocol,
 		}
 		return goredis.NewFailoverClient(o), t, nil
 	case ModeCluster:
@@ -357,6 +357,7 @@ func (c Config) client(onConnect func(ctx context.Context, cn *goredis.Conn) err
 			// it is safe. Nothing else is retried.
 			MaxRedirects: 3, MaxRetries: -1, DialerRetries: 1, PoolTimeout: c.callTimeout(), ContextTimeoutEnabled: true,
 			DisableIdentity: true, TLSConfig: tc, OnConnect: onConnect, MaintNotificationsConfig: maint,
+			Protocol: protocol,
 		}
 		return goredis.NewClusterClient(o), t, nil
 	}
@@ -389,8 +390,13 @@ func (c Config) client(onConnect func(ctx context.Context, cn *goredis.Conn) err
 	opt.DisableIdentity = true
 	opt.MaintNotificationsConfig = maint
 	opt.OnConnect = onConnect
+	opt.Protocol = protocol
 	return goredis.NewClient(opt), t, nil
 }
+
+// protocol is RESP2: Sluice needs no push notifications, and go-redis
+// looks for them before every RESP3 reply.
+const protocol = 2
 
 // defaultReadTimeout is go-redis's read timeout when none is configured.
 const defaultReadTimeout = 3 * time.Second
