@@ -129,7 +129,12 @@ func TestDetailedFailWhenNoDecision(t *testing.T) {
 		return nil
 	}}
 	h := start(t, edgeDomains(), false, withChecks(chk), withOptions(func(o *server.Options) { o.FailureMode = "error" }))
-	waitFor(t, "fail", func() bool { c, d, _ := h.detailed(); return c == 503 && d.Status == "fail" })
+	// Before its first check the backend shows warn ("not checked yet"):
+	// wait for the check itself to fail.
+	waitFor(t, "fail", func() bool {
+		c, d, _ := h.detailed()
+		return c == 503 && d.Status == "fail" && d.Checks["redis"].Status == "fail"
+	})
 	_, d, _ := h.detailed()
 	if d.Checks["redis"].Status != "fail" || d.Checks["redis"].LastError == nil {
 		t.Errorf("checks.redis = %+v", d.Checks["redis"])

@@ -29,7 +29,7 @@ import (
 
 // chaosReadTimeout is Redis's read timeout in these tests: it bounds every
 // call to Redis.
-const chaosReadTimeout = 200 * time.Millisecond
+const chaosReadTimeout = 400 * time.Millisecond
 
 // startChaos runs `sluice serve` on redisURL with the failure mode, fast
 // health checks and a quick breaker, plus a limit of 50 per hour on

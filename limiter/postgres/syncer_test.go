@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -266,15 +267,25 @@ func TestSyncerResync(t *testing.T) {
 	r := startReplica(t, dsn, postgres.SyncConfig{Interval: noResync})
 	// The reload that follows the listener's connect is over.
 	waitFor(t, 5*time.Second, "listener up", func() bool { return r.s.Status().Listening })
-	time.Sleep(200 * time.Millisecond)
-	exec1(t, db, `INSERT INTO sluice_overrides (domain, path, unit, requests_per_unit, updated_by)
-		VALUES ('edge', '[{"key":"remote_address","value":"10.0.0.9"}]', 'second', 3, 'hand')`)
-	time.Sleep(100 * time.Millisecond)
-	if r.has("10.0.0.9", 0) {
-		t.Fatal("seen without a notification or resync")
+	// The reload that follows the listener's connect may still be running
+	// on a slow machine and pick up a row inserted now: insert until one
+	// row stays unseen, which shows nothing but a resync will load it.
+	var ip string
+	for i := 1; ; i++ {
+		if i > 5 {
+			t.Fatal("every row inserted by hand was seen without a notification or resync")
+		}
+		time.Sleep(200 * time.Millisecond)
+		ip = "10.0.0." + strconv.Itoa(i)
+		exec1(t, db, `INSERT INTO sluice_overrides (domain, path, unit, requests_per_unit, updated_by)
+			VALUES ('edge', '[{"key":"remote_address","value":"`+ip+`"}]', 'second', 3, 'hand')`)
+		time.Sleep(300 * time.Millisecond)
+		if !r.has(ip, 0) {
+			break
+		}
 	}
 	r.s.Resync()
-	waitFor(t, time.Second, "resync", func() bool { return r.has("10.0.0.9", 3) })
+	waitFor(t, 2*time.Second, "resync", func() bool { return r.has(ip, 3) })
 }
 
 // TestSyncerInterval: the periodic reload heals a missed notification.
