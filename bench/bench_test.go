@@ -226,18 +226,19 @@ func TestEndToEndExactServer(t *testing.T) {
 }
 
 // TestEndToEndOverAdmittingServerIsCaught runs against a server whose
-// buckets hold twice the capacity the limit promises.
+// buckets hold ten times the capacity the limit promises: 180 tokens too
+// many, of which a stall of the machine can hide at most rate x stall.
 func TestEndToEndOverAdmittingServerIsCaught(t *testing.T) {
 	for _, mode := range [][]string{{"-concurrency", "4"}, {"-rate", "600"}} {
 		t.Run(mode[0], func(t *testing.T) {
-			addr := serve(t, &fakeRLS{rate: 100, capacity: 40})
+			addr := serve(t, &fakeRLS{rate: 100, capacity: 200})
 			code, text, rep := runMain(t, append([]string{"-addr", addr, "-limit", "100/second,20", "-duration", "500ms",
 				"-warmup", "0s", "-values", "1", "-max-over-admission", "0"}, mode...)...)
 			if code != bench.ExitFail || rep.Pass {
 				t.Errorf("exit %d, pass %v; want 1, false", code, rep.Pass)
 			}
-			if rep.Accuracy == nil || rep.Accuracy.OverAdmission < 15 {
-				t.Fatalf("accuracy %+v: want about 20 tokens over (capacity 40 where 20 was promised)", rep.Accuracy)
+			if rep.Accuracy == nil || rep.Accuracy.OverAdmission < 50 || rep.Accuracy.OverAdmission > 181 {
+				t.Fatalf("accuracy %+v: want up to 180 tokens over (capacity 200 where 20 was promised)", rep.Accuracy)
 			}
 			if len(rep.Targets) != 1 || rep.Targets[0].Name != "max-over-admission" || rep.Targets[0].Pass {
 				t.Errorf("targets %+v", rep.Targets)
