@@ -16,9 +16,9 @@ import (
 
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/memory"
+	"github.com/sluice-rl/sluice/server"
 	"github.com/sluice-rl/sluice/server/metrics"
 	"github.com/sluice-rl/sluice/server/metrics/metricstest"
-	"github.com/sluice-rl/sluice/server"
 )
 
 // TestMetricsScrape makes a scripted set of decisions over gRPC and HTTP,

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/sluice-rl/sluice/limiter"
-	"github.com/sluice-rl/sluice/server/metrics"
 	"github.com/sluice-rl/sluice/server"
+	"github.com/sluice-rl/sluice/server/metrics"
 )
 
 // reloader keeps the limiter's limits in step with the files: on SIGHUP,

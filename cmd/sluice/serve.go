@@ -21,8 +21,8 @@ import (
 	"github.com/sluice-rl/sluice/limiter/memory"
 	"github.com/sluice-rl/sluice/limiter/postgres"
 	"github.com/sluice-rl/sluice/limiter/redis"
-	"github.com/sluice-rl/sluice/server/metrics"
 	"github.com/sluice-rl/sluice/server"
+	"github.com/sluice-rl/sluice/server/metrics"
 )
 
 // listenHookKey carries, in serve's context, a func told the bound
