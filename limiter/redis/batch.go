@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -168,6 +169,7 @@ func (b *batcher) send(pipe goredis.Pipeliner, batch []*script, cmds []*goredis.
 
 	cmds = b.exec(ctx, pipe, live, cmds)
 	retry := 0
+	var lost error // a failure the guard will not hear of from the callers
 	for i, sc := range live {
 		if goredis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") {
 			sc.useEval(b.s)
@@ -175,12 +177,23 @@ func (b *batcher) send(pipe goredis.Pipeliner, batch []*script, cmds []*goredis.
 			retry++
 			continue
 		}
-		b.finish(ctx, sc, cmds[i])
+		if err := b.finish(ctx, sc, cmds[i]); lost == nil {
+			lost = err
+		}
 	}
 	if retry > 0 {
 		cmds = b.exec(ctx, pipe, live[:retry], cmds)
 		for i, sc := range live[:retry] {
-			b.finish(ctx, sc, cmds[i])
+			if err := b.finish(ctx, sc, cmds[i]); lost == nil {
+				lost = err
+			}
+		}
+	}
+	if lost != nil {
+		if r, ok := b.s.guard.(failureReporter); ok {
+			if done, err := r.Allow(); err == nil {
+				done(lost)
+			}
 		}
 	}
 	clear(cmds)
@@ -199,11 +212,26 @@ func (b *batcher) exec(ctx context.Context, pipe goredis.Pipeliner, live []*scri
 	return cmds
 }
 
-func (b *batcher) finish(ctx context.Context, sc *script, cmd *goredis.IntSliceCmd) {
+// finish tells sc its outcome. It returns the backend failure (not a
+// reply error of the script) when sc's caller has already given up, so
+// its own call will not report it.
+func (b *batcher) finish(ctx context.Context, sc *script, cmd *goredis.IntSliceCmd) error {
 	err := cmd.Err()
 	if err != nil && ctx.Err() != nil {
 		err = fmt.Errorf("%w (%v)", ErrTimeout, b.s.timeout)
 	}
+	var lost error
+	if err != nil && sc.ctx.Err() != nil && !isReplyError(err) {
+		lost = err
+	}
 	sc.finish(cmd, err)
 	sc.done <- struct{}{}
+	return lost
+}
+
+// isReplyError reports whether err is an error reply from Redis (the
+// server answered), as opposed to a timeout or a broken connection.
+func isReplyError(err error) bool {
+	var re goredis.Error
+	return errors.As(err, &re) && !errors.Is(err, ErrTimeout)
 }

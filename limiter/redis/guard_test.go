@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-rl/sluice/breaker"
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/limitertest"
 )
@@ -201,5 +202,58 @@ func TestApplyAllocsGuarded(t *testing.T) {
 	}
 	if withShort >= base {
 		t.Errorf("a caller deadline shorter than the read timeout still allocates the store's own (%.1f vs %.1f)", withShort, base)
+	}
+}
+
+// TestHungRedisOpensBreakerBehindShortDeadlines freezes Redis while every
+// caller has a deadline shorter than the read timeout, as Envoy's 20 ms
+// is: the callers give up first, yet the failed pipelines must still open
+// the breaker, so calls stop waiting on Redis at all.
+func TestHungRedisOpensBreakerBehindShortDeadlines(t *testing.T) {
+	rs := limitertest.NewRedisServer(t)
+	cfg := DefaultConfig()
+	cfg.URL = "redis://" + rs.Addr
+	cfg.ReadTimeout, cfg.WriteTimeout = 150*time.Millisecond, 150*time.Millisecond
+	bcfg := breaker.DefaultConfig()
+	bcfg.ConsecutiveFailures = 3
+	bcfg.OpenDuration = time.Minute
+	br, err := breaker.New("redis", bcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, WithGuard(br))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	reqs := []limiter.BucketRequest{{Key: uniqueKey("hung"), Rate: mustRate(t, 1, limiter.Hour, 5), Cost: 1}}
+	if _, err := s.Apply(context.Background(), reqs, make([]limiter.BucketResult, 1)); err != nil {
+		t.Fatal(err)
+	}
+	rs.Pause()
+	defer rs.Resume()
+	deadline := time.Now().Add(5 * time.Second)
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res := make([]limiter.BucketResult, 1)
+			for br.State() != breaker.StateOpen && time.Now().Before(deadline) {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+				s.Apply(ctx, reqs, res)
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	if st := br.State(); st != breaker.StateOpen {
+		t.Fatalf("breaker %v after 5s of a frozen Redis behind 20ms callers, want open", st)
+	}
+	// Open: calls are refused at once instead of waiting for Redis.
+	start := time.Now()
+	_, err = s.Apply(context.Background(), reqs, make([]limiter.BucketResult, 1))
+	if !errors.Is(err, breaker.ErrOpen) || time.Since(start) > 50*time.Millisecond {
+		t.Fatalf("call with the breaker open: %v after %v", err, time.Since(start))
 	}
 }

@@ -35,6 +35,17 @@ type Guard interface {
 	Do(ctx context.Context, fn func(ctx context.Context) error) error
 }
 
+// failureReporter is what a guard offers (a *breaker.Breaker does) to be
+// told of a failure outside Do. A pipeline that fails after its callers
+// gave up is reported this way: their calls end with their own context
+// errors, which the guard rightly does not count, so without it a hung
+// Redis behind callers with short deadlines (Envoy's default is 20 ms,
+// below the read timeout) would never open the breaker, and every call
+// would wait out its caller's deadline.
+type failureReporter interface {
+	Allow() (done func(error), err error)
+}
+
 // Option changes how New builds a Store.
 type Option func(*Store)
 
