@@ -75,10 +75,7 @@ type PostgresServer struct {
 	dir  string // owned by the server's user; holds data/ and the socket
 	data string
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
-	out  *lockedBuffer
+	process
 }
 
 // NewPostgresServer starts a Postgres for t on a free loopback port, from a
@@ -183,13 +180,9 @@ func (s *PostgresServer) Output() string {
 }
 
 func (s *PostgresServer) start() error {
-	s.mu.Lock()
-	if s.cmd != nil {
-		s.mu.Unlock()
-		return fmt.Errorf("already running (pid %d)", s.cmd.Process.Pid)
+	if err := s.running(); err != nil {
+		return err
 	}
-	s.mu.Unlock()
-
 	out := &lockedBuffer{}
 	cmd := s.pg.command(filepath.Join(s.pg.bindir, "postgres"),
 		"-D", s.data,
@@ -204,43 +197,10 @@ func (s *PostgresServer) start() error {
 		"-c", "max_connections=50",
 	)
 	cmd.Dir = s.dir
-	cmd.Stdout = out
-	cmd.Stderr = out
 	// Take the server down with the test process if that dies first.
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("run %s: %w", cmd.Path, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	s.mu.Lock()
-	s.cmd, s.done, s.out = cmd, done, out
-	s.mu.Unlock()
-
-	deadline := time.Now().Add(postgresStartTimeout)
-	for {
-		select {
-		case <-done:
-			s.mu.Lock()
-			s.cmd = nil
-			s.mu.Unlock()
-			return fmt.Errorf("postgres on port %d exited at start: %s", s.Port, strings.TrimSpace(out.String()))
-		default:
-		}
-		err := pingPostgres(s.DSN, 500*time.Millisecond)
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			s.Stop()
-			return fmt.Errorf("postgres on port %d did not accept connections within %v (last error: %v); output: %s",
-				s.Port, postgresStartTimeout, err, strings.TrimSpace(out.String()))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return s.launch(cmd, out, fmt.Sprintf("postgres on port %d", s.Port), postgresStartTimeout, 20*time.Millisecond,
+		func() error { return pingPostgres(s.DSN, 500*time.Millisecond) }, s.Stop)
 }
 
 // pingPostgres opens and closes one connection to dsn.

@@ -49,10 +49,7 @@ type RedisServer struct {
 	dir  string
 	port int
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
-	out  *lockedBuffer
+	process
 }
 
 // NewRedisServer starts a redis-server for t on a free loopback port and
@@ -139,13 +136,9 @@ func (s *RedisServer) signal(sig syscall.Signal) {
 }
 
 func (s *RedisServer) start() error {
-	s.mu.Lock()
-	if s.cmd != nil {
-		s.mu.Unlock()
-		return fmt.Errorf("already running (pid %d)", s.cmd.Process.Pid)
+	if err := s.running(); err != nil {
+		return err
 	}
-	s.mu.Unlock()
-
 	out := &lockedBuffer{}
 	cmd := exec.Command(s.bin,
 		"--port", strconv.Itoa(s.port),
@@ -160,41 +153,8 @@ func (s *RedisServer) start() error {
 		"--databases", "1",
 	)
 	cmd.Dir = s.dir
-	cmd.Stdout = out
-	cmd.Stderr = out
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("run %s: %w", s.bin, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	s.mu.Lock()
-	s.cmd, s.done, s.out = cmd, done, out
-	s.mu.Unlock()
-
-	deadline := time.Now().Add(redisStartTimeout)
-	for {
-		select {
-		case <-done:
-			s.mu.Lock()
-			s.cmd = nil
-			s.mu.Unlock()
-			return fmt.Errorf("redis-server on port %d exited at start: %s", s.port, strings.TrimSpace(out.String()))
-		default:
-		}
-		err := pingRedis(s.Addr, 200*time.Millisecond)
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			s.Stop()
-			return fmt.Errorf("redis-server on port %d did not answer PING within %v (last error: %v); output: %s",
-				s.port, redisStartTimeout, err, strings.TrimSpace(out.String()))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return s.launch(cmd, out, fmt.Sprintf("redis-server on port %d", s.port), redisStartTimeout, 10*time.Millisecond,
+		func() error { return pingRedis(s.Addr, 200*time.Millisecond) }, s.Stop)
 }
 
 // pingRedis sends one PING over a fresh connection and wants +PONG.
