@@ -57,7 +57,9 @@ var scenarios = []scenario{
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	restore := bench.TuneGC()
 	err := run(ctx, os.Args[1:])
+	restore()
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench suite:", err)

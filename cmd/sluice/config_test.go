@@ -46,7 +46,7 @@ func TestShippedConfig(t *testing.T) {
 	}
 	// The shipped file states every default.
 	d := defaultConfig()
-	if c.Config != d.Config || !reflect.DeepEqual(c.Redis, d.Redis) || !reflect.DeepEqual(c.Postgres, d.Postgres) || c.Request != d.Request || c.Log != d.Log ||
+	if c.Config != d.Config || !reflect.DeepEqual(c.Redis, d.Redis) || !reflect.DeepEqual(c.Postgres, d.Postgres) || c.Request != d.Request || c.Log != d.Log || c.Runtime != d.Runtime ||
 		c.Limits.Watch != d.Limits.Watch || c.Limits.WatchInterval != d.Limits.WatchInterval {
 		t.Errorf("config.yaml differs from the defaults:\n%+v\n%+v", c, d)
 	}
@@ -96,6 +96,8 @@ func TestStrictDecoding(t *testing.T) {
 				"config.yaml:2: grpc.addr: must not be empty",
 				`config.yaml:5: log.format: "xml" is not one of text, json`,
 			}},
+		{"gc target out of range", "log: {level: info}\nruntime:\n  gc_percent: 5\n",
+			[]string{"config.yaml:3: runtime.gc_percent: 5: must be between 25 and 10000"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,6 +46,10 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 		log.Info("no config file; using built-in defaults")
 	} else {
 		log.Info("config loaded", "file", path)
+	}
+	if os.Getenv("GOGC") == "" { // the runtime reads the real environment
+		prev := debug.SetGCPercent(cfg.Runtime.GCPercent)
+		defer debug.SetGCPercent(prev)
 	}
 
 	// One registry for every metric; the parts count into m.
