@@ -24,6 +24,11 @@ type GRPCConfig struct {
 	// by the transport before they are read (RESOURCE_EXHAUSTED).
 	MaxRecvMsgBytes      int    `yaml:"max_recv_msg_bytes"`
 	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
+	// StreamWorkers is how many long-lived goroutines serve calls; a call
+	// arriving while all are busy gets a goroutine of its own, as every
+	// call does with 0. Workers keep the stack a call grew, where a fresh
+	// goroutine grows (copies) it on each call.
+	StreamWorkers uint32 `yaml:"stream_workers"`
 	// KeepaliveMinTime is the shortest interval between client pings the
 	// server tolerates; a client pinging faster is disconnected.
 	KeepaliveMinTime time.Duration `yaml:"keepalive_min_time"`
@@ -71,6 +76,9 @@ type ShutdownConfig struct {
 	Timeout    time.Duration `yaml:"timeout"`
 }
 
+// DefaultStreamWorkers is grpc.stream_workers unless configured.
+const DefaultStreamWorkers = 256
+
 // DefaultConfig is the configuration used where none is given.
 func DefaultConfig() Config {
 	return Config{
@@ -78,6 +86,7 @@ func DefaultConfig() Config {
 			Addr:                 ":8081",
 			MaxRecvMsgBytes:      1 << 20,
 			MaxConcurrentStreams: 1024,
+			StreamWorkers:        DefaultStreamWorkers,
 			KeepaliveMinTime:     10 * time.Second,
 		},
 		HTTP: HTTPConfig{Addr: ":8080", MaxBodyBytes: 1 << 20},
@@ -119,6 +128,9 @@ func (c *Config) Validate() error {
 	}
 	if c.GRPC.MaxConcurrentStreams == 0 {
 		bad("grpc.max_concurrent_streams", "must be at least 1")
+	}
+	if c.GRPC.StreamWorkers > 1<<16 {
+		bad("grpc.stream_workers", "%d is more than the maximum of %d", c.GRPC.StreamWorkers, 1<<16)
 	}
 	if c.GRPC.KeepaliveMinTime < 0 {
 		bad("grpc.keepalive_min_time", "must not be negative")

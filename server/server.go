@@ -177,6 +177,9 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 			PermitWithoutStream: true,
 		}),
 	}
+	if n := cfg.GRPC.StreamWorkers; n > 0 {
+		gopts = append(gopts, grpc.NumStreamWorkers(n))
+	}
 	if m := opts.Metrics; m != nil {
 		gopts = append(gopts, grpc.ChainUnaryInterceptor(m.UnaryServerInterceptor()),
 			grpc.ChainStreamInterceptor(m.StreamServerInterceptor()))
