@@ -286,6 +286,7 @@ func (r *runner) schedule(ctx context.Context, queue chan<- arrival) {
 type worker struct {
 	rnd   *rand.Rand
 	idx   []int
+	req   *request
 	shard *shard
 }
 
@@ -293,6 +294,7 @@ func (r *runner) newWorker(id int) *worker {
 	return &worker{
 		rnd:   rand.New(rand.NewPCG(r.seed, uint64(id))),
 		idx:   make([]int, r.o.Descriptors),
+		req:   r.w.newRequest(),
 		shard: r.shards[id%len(r.shards)],
 	}
 }
@@ -300,7 +302,7 @@ func (r *runner) newWorker(id int) *worker {
 // do sends one request and records it. intended is the open loop's
 // intended send time, zero in the closed loop.
 func (r *runner) do(ctx context.Context, wk *worker, intended time.Time, measured bool) {
-	req := r.w.next(wk.rnd, wk.idx)
+	req := r.w.next(wk.rnd, wk.idx, wk.req)
 	client := r.clients[r.rr.Add(1)%uint64(len(r.clients))]
 	sent := time.Now()
 	start, deadline := sent, sent.Add(r.o.Timeout)

@@ -61,14 +61,34 @@ func (w *workload) pick(r *rand.Rand) int {
 	return sort.SearchFloat64s(w.cdf, u) // first k with cdf[k] >= u
 }
 
-// next fills idx (one value index per descriptor) and returns the request.
-func (w *workload) next(r *rand.Rand, idx []int) *rlsv3.RateLimitRequest {
-	descs := make([]*ratelimitv3.RateLimitDescriptor, len(w.keys))
-	for i, k := range w.keys {
-		idx[i] = w.pick(r)
-		descs[i] = &ratelimitv3.RateLimitDescriptor{
-			Entries: []*ratelimitv3.RateLimitDescriptor_Entry{{Key: k, Value: w.values[idx[i]]}},
-		}
+// request is one worker's request, reused for each of its calls: the
+// client encodes a message before the call returns and keeps no reference.
+type request struct {
+	msg     rlsv3.RateLimitRequest
+	descs   []*ratelimitv3.RateLimitDescriptor
+	entries []*ratelimitv3.RateLimitDescriptor_Entry
+}
+
+// newRequest builds a worker's request with one descriptor per key.
+func (w *workload) newRequest() *request {
+	q := &request{
+		descs:   make([]*ratelimitv3.RateLimitDescriptor, len(w.keys)),
+		entries: make([]*ratelimitv3.RateLimitDescriptor_Entry, len(w.keys)),
 	}
-	return &rlsv3.RateLimitRequest{Domain: w.domain, Descriptors: descs, HitsAddend: w.hits}
+	for i, k := range w.keys {
+		q.entries[i] = &ratelimitv3.RateLimitDescriptor_Entry{Key: k}
+		q.descs[i] = &ratelimitv3.RateLimitDescriptor{Entries: q.entries[i : i+1 : i+1]}
+	}
+	q.msg = rlsv3.RateLimitRequest{Domain: w.domain, Descriptors: q.descs, HitsAddend: w.hits}
+	return q
+}
+
+// next fills idx (one value index per descriptor) and q, and returns q's
+// message.
+func (w *workload) next(r *rand.Rand, idx []int, q *request) *rlsv3.RateLimitRequest {
+	for i := range w.keys {
+		idx[i] = w.pick(r)
+		q.entries[i].Value = w.values[idx[i]]
+	}
+	return &q.msg
 }
