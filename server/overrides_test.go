@@ -240,6 +240,8 @@ func TestAdminRoutesRequireToken(t *testing.T) {
 		{"GET", "/admin/config", ""},
 		{"POST", "/admin/reload", ""},
 		{"POST", "/admin/breakers/postgres/reset", ""},
+		{"GET", "/admin/debug/pprof/heap", ""},
+		{"GET", "/admin/debug/pprof/profile?seconds=1", ""},
 		{"GET", "/admin/nonexistent", ""},
 	}
 	cfgOpts := server.ConfigOptions{

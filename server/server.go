@@ -165,6 +165,7 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 		s.adminToken = sha256.Sum256([]byte(opts.AdminToken))
 	}
 	s.HandleAdmin("POST /admin/breakers/{name}/reset", http.HandlerFunc(s.handleBreakerReset))
+	s.HandleAdmin("GET /admin/debug/pprof/{name}", http.HandlerFunc(s.handleProfile))
 
 	gopts := []grpc.ServerOption{
 		// The transport refuses messages beyond twice the bound before
