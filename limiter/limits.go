@@ -195,6 +195,38 @@ func (l *Limits) build(parent *node, ds []DescriptorConfig, file string, path []
 	return nil
 }
 
+// HasLimitName reports whether a limit of the domain is called name
+// (rate_limit.name), the names a replaces entry may refer to.
+func (l *Limits) HasLimitName(domain, name string) bool {
+	if l == nil || name == "" {
+		return false
+	}
+	var walk func(n *node) bool
+	walk = func(n *node) bool {
+		if n.rule != nil && n.rule.Limit.Name == name {
+			return true
+		}
+		for _, g := range n.children {
+			for _, c := range g.exact {
+				if walk(c) {
+					return true
+				}
+			}
+			for _, c := range g.wildcards {
+				if walk(c) {
+					return true
+				}
+			}
+			if g.any != nil && walk(g.any) {
+				return true
+			}
+		}
+		return false
+	}
+	root, ok := l.domains[domain]
+	return ok && walk(root)
+}
+
 // HasDomain reports whether the domain is configured.
 func (l *Limits) HasDomain(domain string) bool {
 	_, ok := l.domains[domain]

@@ -216,3 +216,29 @@ func TestEncodeDebt(t *testing.T) {
 		}
 	}
 }
+
+func TestHasLimitName(t *testing.T) {
+	l := mustCompile(t, DomainConfig{Domain: "edge", Descriptors: []DescriptorConfig{
+		{Key: "path", Value: "/login", RateLimit: named("login")},
+		{Key: "path", Value: "/api/*", RateLimit: named("api")},
+		{Key: "path", RateLimit: named("any-path")},
+		{Key: "tenant", Value: "acme*", Descriptors: []DescriptorConfig{
+			{Key: "plan", Value: "free", RateLimit: named("acme-free")},
+		}},
+		{Key: "ip", RateLimit: &RateLimit{RequestsPerUnit: 1, Unit: Second}},
+	}}, DomainConfig{Domain: "other", Descriptors: []DescriptorConfig{{Key: "k", RateLimit: named("elsewhere")}}})
+	for _, name := range []string{"login", "api", "any-path", "acme-free"} {
+		if !l.HasLimitName("edge", name) {
+			t.Errorf("HasLimitName(edge, %q) = false", name)
+		}
+	}
+	for _, c := range [][2]string{{"edge", "elsewhere"}, {"edge", ""}, {"edge", "ip"}, {"missing", "login"}, {"other", "login"}} {
+		if l.HasLimitName(c[0], c[1]) {
+			t.Errorf("HasLimitName(%q, %q) = true", c[0], c[1])
+		}
+	}
+	var none *Limits
+	if none.HasLimitName("edge", "login") {
+		t.Error("nil limits have a name")
+	}
+}

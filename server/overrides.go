@@ -271,6 +271,15 @@ func (a *overrideAdmin) put(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	// As in a limit file, replaces must name a limit of the domain (from
+	// the files or another override) when the override is set.
+	for i, name := range o.RateLimit.Replaces {
+		if !a.s.lim.Limits().HasLimitName(o.Domain, name) {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("rate_limit.replaces[%d].name: %q names no limit of domain %q",
+				i, name, o.Domain))
+			return
+		}
+	}
 	var (
 		stored  limiter.Override
 		created bool
