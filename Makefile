@@ -83,6 +83,9 @@ bench-micro: ## micro-benchmarks of matching and decisions
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	$(GO) test -run '^$$' -fuzz FuzzParseLimitFile -fuzztime $${FUZZTIME:-30s} ./limiter/
 	$(GO) test -run '^$$' -fuzz FuzzAppendKey -fuzztime $${FUZZTIME:-30s} ./limiter/
+	$(GO) test -run '^$$' -fuzz FuzzParseOverride -fuzztime $${FUZZTIME:-30s} ./server/
+	$(GO) test -run '^$$' -fuzz FuzzRequest -fuzztime $${FUZZTIME:-30s} ./server/
+	$(GO) test -run '^$$' -fuzz FuzzConfig -fuzztime $${FUZZTIME:-30s} ./cmd/sluice/
 
 .PHONY: tidy
 tidy: ## go mod tidy

@@ -35,7 +35,7 @@ func (c *fakeClock) Advance(d time.Duration) { c.us.Add(d.Microseconds()) }
 
 // harness is one running Server with a gRPC client.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *server.Server
 	lim    *limiter.Limiter
 	clock  *fakeClock
@@ -79,7 +79,7 @@ func testConfig() server.Config {
 
 // start runs a Server over the given domains on loopback ports, stopped
 // when the test ends.
-func start(t *testing.T, domains []limiter.DomainConfig, shadow bool, opts ...option) *harness {
+func start(t testing.TB, domains []limiter.DomainConfig, shadow bool, opts ...option) *harness {
 	t.Helper()
 	s := setup{cfg: testConfig()}
 	for _, o := range opts {

@@ -152,6 +152,9 @@ func decodeError(err error) error {
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
 		name = strings.Trim(name, `"`)
+		if name == "" {
+			name = `""` // an empty member name
+		}
 		return &limiter.OverrideError{Field: name, Msg: "unknown field; an override has " + overrideBodyFields +
 			", and each descriptors entry key and value"}
 	}

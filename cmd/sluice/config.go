@@ -183,15 +183,24 @@ func (es ConfigErrors) Error() string {
 // (skipped when path is ""), then the environment, then validation. The
 // error, if any, is a ConfigErrors.
 func loadConfig(path string, getenv func(string) string) (*Config, error) {
+	if path == "" {
+		return parseConfig("", nil, getenv)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, ConfigErrors{{File: path, Msg: err.Error()}}
+	}
+	return parseConfig(path, data, getenv)
+}
+
+// parseConfig is loadConfig with the file's contents given: data read
+// from path, or no file when path is "".
+func parseConfig(path string, data []byte, getenv func(string) string) (*Config, error) {
 	c := defaultConfig()
 	c.lines = map[string]int{}
 	c.envs = map[string]string{}
 	var errs ConfigErrors
 	if path != "" {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return nil, ConfigErrors{{File: path, Msg: err.Error()}}
-		}
 		c.file = path
 		errs = c.decode(path, data)
 	}
