@@ -62,7 +62,9 @@ func (w *workload) pick(r *rand.Rand) int {
 }
 
 // request is one worker's request, reused for each of its calls: the
-// client encodes a message before the call returns and keeps no reference.
+// client encodes a message before the call returns and keeps no reference
+// (retries resend the encoded bytes). A stats handler or gRPC tracing
+// added to the client could hold it; the harness installs neither.
 type request struct {
 	msg     rlsv3.RateLimitRequest
 	descs   []*ratelimitv3.RateLimitDescriptor

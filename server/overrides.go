@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -151,7 +152,9 @@ func decodeError(err error) error {
 	}
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
-		name = strings.Trim(name, `"`)
+		if u, err := strconv.Unquote(name); err == nil {
+			name = u
+		}
 		if name == "" {
 			name = `""` // an empty member name
 		}
@@ -274,10 +277,28 @@ func (a *overrideAdmin) put(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	// As in a limit file, replaces must name a limit of the domain (from
-	// the files or another override) when the override is set.
+	// As in a limit file, replaces must name a limit of the domain when
+	// the override is set: one in force here, or one another stored
+	// override names that this replica has not applied yet.
+	var others []limiter.Override
+	listed := false
 	for i, name := range o.RateLimit.Replaces {
-		if !a.s.lim.Limits().HasLimitName(o.Domain, name) {
+		if a.s.lim.Limits().HasLimitName(o.Domain, name) {
+			continue
+		}
+		if !listed {
+			if err := a.call(r.Context(), func(ctx context.Context) error {
+				others, err = a.opts.Store.ListOverrides(ctx)
+				return err
+			}); err != nil {
+				a.fail(w, 0, err)
+				return
+			}
+			listed = true
+		}
+		if !slices.ContainsFunc(others, func(s limiter.Override) bool {
+			return s.Domain == o.Domain && s.RateLimit.Name == name && s.PathString() != o.PathString()
+		}) {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("rate_limit.replaces[%d].name: %q names no limit of domain %q",
 				i, name, o.Domain))
 			return

@@ -1,33 +1,52 @@
 package server_test
 
 import (
+	"bytes"
 	"io"
+	"net/http"
 	rpprof "runtime/pprof"
 	"strings"
 	"testing"
+	"time"
 )
 
-// TestAdminProfiles: with the token, the profiles come in pprof's gzipped
-// format; bad durations and unknown names are refused by name.
+// TestAdminProfiles: with the token, the profiles come in the formats the
+// Go tools read; bad parameters and unknown names are refused by name.
 func TestAdminProfiles(t *testing.T) {
+	// The server runs in this process: a CPU profile of the test binary
+	// itself (go test -cpuprofile) would make every profile request 409.
+	if err := rpprof.StartCPUProfile(io.Discard); err != nil {
+		t.Skipf("a CPU profile is already running: %v", err)
+	}
+	rpprof.StopCPUProfile()
+
 	h := overrideServer(t, refusingStore{t}, nil)
-	for _, path := range []string{"/admin/debug/pprof/heap", "/admin/debug/pprof/goroutine", "/admin/debug/pprof/profile?seconds=1"} {
-		code, out := adminDo(t, h.base, "GET", path, bearer, "")
-		if code != 200 || !strings.HasPrefix(out, "\x1f\x8b") {
-			t.Errorf("GET %s = %d, %d bytes starting %q; want 200 and a gzipped profile", path, code, len(out), out[:min(len(out), 40)])
+	for _, c := range []struct{ path, prefix string }{
+		{"/admin/debug/pprof/heap", "\x1f\x8b"}, // gzipped profile proto
+		{"/admin/debug/pprof/goroutine", "\x1f\x8b"},
+		{"/admin/debug/pprof/profile?seconds=1", "\x1f\x8b"},
+		{"/admin/debug/pprof/trace?seconds=1", "go 1."},
+		{"/admin/debug/pprof/heap?debug=1", "heap profile: "},
+		{"/admin/debug/pprof/goroutine?debug=2", "goroutine "},
+	} {
+		code, out := adminDo(t, h.base, "GET", c.path, bearer, "")
+		if code != 200 || !strings.HasPrefix(out, c.prefix) {
+			t.Errorf("GET %s = %d, %d bytes starting %q; want 200 starting %q", c.path, code, len(out), out[:min(len(out), 40)], c.prefix)
 		}
 	}
 	for _, c := range []struct{ path, want string }{
 		{"/admin/debug/pprof/profile?seconds=0", `seconds: \"0\" must be a whole number from 1 to 60`},
 		{"/admin/debug/pprof/profile?seconds=61", `seconds: \"61\" must be a whole number from 1 to 60`},
 		{"/admin/debug/pprof/trace?seconds=x", `seconds: \"x\" must be a whole number from 1 to 60`},
+		{"/admin/debug/pprof/heap?seconds=1000000000", `seconds: only for profile and trace; heap is a snapshot`},
+		{"/admin/debug/pprof/goroutine?debug=7", `debug: \"7\" must be 0, 1 or 2`},
 	} {
 		if code, out := adminDo(t, h.base, "GET", c.path, bearer, ""); code != 400 || !strings.Contains(out, c.want) {
 			t.Errorf("GET %s = %d %s, want 400 with %q", c.path, code, out, c.want)
 		}
 	}
-	// One CPU profile at a time: one already recording (the server runs in
-	// this process) makes the request a conflict, not a mixed profile.
+	// One CPU profile at a time: one already recording makes the request
+	// a conflict, not a mixed profile.
 	if err := rpprof.StartCPUProfile(io.Discard); err != nil {
 		t.Fatal(err)
 	}
@@ -39,5 +58,40 @@ func TestAdminProfiles(t *testing.T) {
 	code, out = adminDo(t, h.base, "GET", "/admin/debug/pprof/hep", bearer, "")
 	if code != 404 || !strings.Contains(out, `profile \"hep\": no such profile`) || !strings.Contains(out, "heap") {
 		t.Errorf("unknown profile = %d %s, want 404 naming it and the known ones", code, out)
+	}
+}
+
+// TestProfileEndsWithShutdown: a recording in progress stops when the
+// server begins to stop, so it neither holds the shutdown for its timeout
+// nor loses what it recorded.
+func TestProfileEndsWithShutdown(t *testing.T) {
+	if err := rpprof.StartCPUProfile(io.Discard); err != nil {
+		t.Skipf("a CPU profile is already running: %v", err)
+	}
+	rpprof.StopCPUProfile()
+	h := overrideServer(t, refusingStore{t}, nil)
+	type result struct {
+		code int
+		body []byte
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", h.base+"/admin/debug/pprof/profile?seconds=60", nil)
+		req.Header.Set("Authorization", bearer)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		got <- result{resp.StatusCode, b, err}
+	}()
+	time.Sleep(300 * time.Millisecond) // let it record
+	h.stop()                           // drain_delay 0; shutdown timeout 5 s, after which connections are cut
+	r := <-got
+	if r.err != nil || r.code != 200 || !bytes.HasPrefix(r.body, []byte("\x1f\x8b")) {
+		t.Errorf("profile during shutdown = %d, %d bytes, %v; want 200 and the profile", r.code, len(r.body), r.err)
 	}
 }
