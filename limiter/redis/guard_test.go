@@ -206,14 +206,31 @@ func TestApplyAllocsGuarded(t *testing.T) {
 }
 
 // TestHungRedisOpensBreakerBehindShortDeadlines freezes Redis while every
-// caller has a deadline shorter than the read timeout, as Envoy's 20 ms
-// is: the callers give up first, yet the failed pipelines must still open
-// the breaker, so calls stop waiting on Redis at all.
+// caller gives up before the read timeout, as Envoy's 20 ms deadline
+// does: the callers' own context errors do not count, yet the breaker must
+// still open, so calls stop waiting on Redis at all. With batching the
+// failed pipelines are reported; without, the store's PING probe is.
 func TestHungRedisOpensBreakerBehindShortDeadlines(t *testing.T) {
+	for _, batching := range []string{"on", "off"} {
+		for _, cancelled := range []bool{false, true} {
+			name := "batching=" + batching + "/deadline"
+			if cancelled {
+				// A caller that cancels (no deadline the connection can
+				// read) leaves only its context error, which the breaker
+				// ignores: only the store's own probe can tell.
+				name = "batching=" + batching + "/cancel"
+			}
+			t.Run(name, func(t *testing.T) { testHungRedisShortDeadlines(t, batching, cancelled) })
+		}
+	}
+}
+
+func testHungRedisShortDeadlines(t *testing.T, batching string, cancelled bool) {
 	rs := limitertest.NewRedisServer(t)
 	cfg := DefaultConfig()
 	cfg.URL = "redis://" + rs.Addr
 	cfg.ReadTimeout, cfg.WriteTimeout = 150*time.Millisecond, 150*time.Millisecond
+	cfg.Batching = batching
 	bcfg := breaker.DefaultConfig()
 	bcfg.ConsecutiveFailures = 3
 	bcfg.OpenDuration = time.Minute
@@ -241,6 +258,10 @@ func TestHungRedisOpensBreakerBehindShortDeadlines(t *testing.T) {
 			res := make([]limiter.BucketResult, 1)
 			for br.State() != breaker.StateOpen && time.Now().Before(deadline) {
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+				if cancelled {
+					ctx, cancel = context.WithCancel(context.Background())
+					time.AfterFunc(20*time.Millisecond, cancel)
+				}
 				s.Apply(ctx, reqs, res)
 				cancel()
 			}

@@ -74,6 +74,16 @@ type Store struct {
 	sha, src      any
 
 	b *batcher // nil when batching is off
+
+	// With batching off, a caller that gives up on a call in flight
+	// starts a probe (one at a time) that tells the guard whether Redis
+	// answers; see probeAbandoned.
+	probeMu      sync.Mutex
+	probing      bool
+	probeClosed  bool
+	probeWG      sync.WaitGroup
+	probeCtx     context.Context
+	probeStopped context.CancelFunc
 }
 
 var _ limiter.Store = (*Store)(nil)
@@ -101,6 +111,7 @@ func newStore(cfg Config, script string, opts ...Option) (*Store, error) {
 		sha:     hex.EncodeToString(sum[:]),
 		src:     script,
 	}
+	s.probeCtx, s.probeStopped = context.WithCancel(context.Background())
 	// Every new connection loads the script, so EVALSHA finds it on a
 	// node that was just restarted, promoted or added. A failure here
 	// does not fail the connection: NOSCRIPT is handled on use.
@@ -165,7 +176,54 @@ func (s *Store) Close() error {
 	if s.b != nil {
 		s.b.close()
 	}
+	s.probeMu.Lock()
+	s.probeClosed = true
+	s.probeMu.Unlock()
+	s.probeStopped()
+	s.probeWG.Wait()
 	return s.client.Close()
+}
+
+// probeAbandoned runs after a caller gave up on a call in flight (batching
+// off). Its own context error is rightly not counted by the guard, so
+// without a probe a Redis that hangs behind callers with deadlines shorter
+// than the store's timeout (Envoy's default 20 ms) would never open the
+// breaker. The probe PINGs Redis within the store's timeout and reports a
+// failure to the guard; it reports nothing when Redis answers. One probe
+// runs at a time; Close stops it.
+func (s *Store) probeAbandoned() {
+	r, ok := s.guard.(failureReporter)
+	if !ok {
+		return
+	}
+	s.probeMu.Lock()
+	if s.probeClosed || s.probing {
+		s.probeMu.Unlock()
+		return
+	}
+	s.probing = true
+	s.probeWG.Add(1)
+	s.probeMu.Unlock()
+	go func() {
+		defer s.probeWG.Done()
+		defer func() {
+			s.probeMu.Lock()
+			s.probing = false
+			s.probeMu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(s.probeCtx, s.timeout)
+		defer cancel()
+		err := s.client.Ping(ctx).Err()
+		if err == nil || s.probeCtx.Err() != nil {
+			return
+		}
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%v; PING after a caller gave up)", ErrTimeout, s.timeout)
+		}
+		if done, aerr := r.Allow(); aerr == nil {
+			done(err)
+		}
+	}()
 }
 
 // script is one script call: its command line, pooled, and its outcome.
@@ -356,6 +414,9 @@ func (c *call) run(ctx context.Context) error {
 				// not a context error the edges would report as the
 				// caller's.
 				return fmt.Errorf("%w (%v)", ErrTimeout, s.timeout)
+			}
+			if ctx.Err() != nil && !isReplyError(err) {
+				s.probeAbandoned()
 			}
 			return err
 		}
