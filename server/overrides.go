@@ -35,9 +35,10 @@ type OverridesOptions struct {
 	// Breaker guards Store (the Postgres breaker); nil for none. While it
 	// is open the routes answer 503 at once.
 	Breaker *breaker.Breaker
-	// Changed, when set, is called after a change is stored, so this
-	// replica applies it without waiting for the notification.
-	Changed func()
+	// Changed, when set, is called after a change is stored, with the
+	// admin request's context, so this replica applies it without waiting
+	// for the notification; the answer is sent when Changed returns.
+	Changed func(ctx context.Context)
 }
 
 // ActorHeader names the caller of an admin change, recorded in history.
@@ -322,7 +323,7 @@ func (a *overrideAdmin) put(w http.ResponseWriter, r *http.Request) {
 	a.s.log.Info("admin: override stored", "action", action, "id", stored.ID, "domain", stored.Domain,
 		"path", stored.PathString(), "actor", who)
 	if a.opts.Changed != nil {
-		a.opts.Changed()
+		a.opts.Changed(r.Context())
 	}
 	writeJSON(w, http.StatusOK, stored)
 }
@@ -380,7 +381,7 @@ func (a *overrideAdmin) delete(w http.ResponseWriter, r *http.Request) {
 	}
 	a.s.log.Info("admin: override deleted", "id", id, "domain", o.Domain, "path", o.PathString(), "actor", who)
 	if a.opts.Changed != nil {
-		a.opts.Changed()
+		a.opts.Changed(r.Context())
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

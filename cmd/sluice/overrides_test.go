@@ -134,6 +134,10 @@ func TestOverridesPropagateAcrossReplicas(t *testing.T) {
 		rpu := 100 + i
 		start := time.Now()
 		o = a.putOverride("api", "tenant", "acme", rpu)
+		// A answered the PUT once it decides with the change itself.
+		if got := a.limitOf("api", "tenant", "acme"); got != uint32(rpu) {
+			t.Fatalf("round %d: A decides with limit %d right after its PUT, want %d", i, got, rpu)
+		}
 		b.waitLimitWithin(time.Second, "api", "tenant", "acme", uint32(rpu))
 		took = append(took, time.Since(start))
 	}

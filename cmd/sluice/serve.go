@@ -116,14 +116,23 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	// applyOverrides reloads the overrides and waits until this replica
+	// decides with them, bounded by a load's own queries.
+	applyOverrides := func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, 4*cfg.Postgres.QueryTimeout)
+		defer cancel()
+		if err := syncer.ResyncWait(ctx); err != nil {
+			log.Warn("overrides not reloaded now; the next notification or sync applies them", "err", err.Error())
+		}
+	}
 	if pg != nil {
-		srv.HandleOverrides(server.OverridesOptions{Store: pg.db, Breaker: pg.breaker, Changed: syncer.Resync})
+		srv.HandleOverrides(server.OverridesOptions{Store: pg.db, Breaker: pg.breaker, Changed: applyOverrides})
 	}
 	srv.HandleConfig(server.ConfigOptions{
 		Effective: rl.effective,
 		Reload: func() (string, error) {
 			if syncer != nil {
-				syncer.Resync()
+				applyOverrides(context.Background())
 			}
 			return rl.reloadNow()
 		},

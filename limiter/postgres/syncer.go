@@ -85,6 +85,12 @@ type Syncer struct {
 
 	loaded []limiter.Override // last set read, expired ones included
 
+	// Loads started and finished, for ResyncWait; synced is closed and
+	// replaced when one finishes, stopped when the loop ends.
+	started, finished uint64
+	synced            chan struct{}
+	stopped           chan struct{}
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -104,7 +110,8 @@ func NewSyncer(db *DB, cfg SyncConfig) *Syncer {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Syncer{db: db, cfg: cfg, log: log.With("component", "overrides"), kick: make(chan struct{}, 1)}
+	s := &Syncer{db: db, cfg: cfg, log: log.With("component", "overrides"), kick: make(chan struct{}, 1),
+		synced: make(chan struct{}), stopped: make(chan struct{})}
 	s.snap.Store(&Snapshot{})
 	return s
 }
@@ -127,6 +134,7 @@ func (s *Syncer) Start(ctx context.Context) {
 	}()
 	go func() {
 		defer s.wg.Done()
+		defer close(s.stopped)
 		s.loop(ctx)
 	}()
 }
@@ -160,6 +168,33 @@ func (s *Syncer) Resync() {
 	select {
 	case s.kick <- struct{}{}:
 	default:
+	}
+}
+
+// ResyncWait asks for a reload and waits until one that started after the
+// call has finished, its overrides published (OnSnapshot called) or its
+// failure recorded in Status, or until ctx ends or the Syncer stops. After
+// a change made through this replica, the replica decides with it when
+// ResyncWait returns nil.
+func (s *Syncer) ResyncWait(ctx context.Context) error {
+	s.mu.Lock()
+	target := s.started + 1
+	s.mu.Unlock()
+	s.Resync()
+	for {
+		s.mu.Lock()
+		done, next := s.finished >= target, s.synced
+		s.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-next:
+		case <-s.stopped:
+			return errors.New("overrides syncer stopped")
+		case <-ctx.Done():
+			return fmt.Errorf("overrides reload: %w", ctx.Err())
+		}
 	}
 }
 
@@ -224,6 +259,17 @@ func (s *Syncer) untilExpiry() time.Duration {
 // sync migrates (once), expires what is due, and loads and publishes the
 // override set. A failure keeps the last set in force.
 func (s *Syncer) sync(ctx context.Context) {
+	s.mu.Lock()
+	s.started++
+	n := s.started
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.finished = n
+		close(s.synced)
+		s.synced = make(chan struct{})
+		s.mu.Unlock()
+	}()
 	err := s.load(ctx)
 	s.mu.Lock()
 	prev := s.loadErr

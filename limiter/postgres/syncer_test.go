@@ -286,6 +286,33 @@ func TestSyncerResync(t *testing.T) {
 	}
 	r.s.Resync()
 	waitFor(t, 2*time.Second, "resync", func() bool { return r.has(ip, 3) })
+
+	// ResyncWait returns once a reload that includes a row inserted
+	// before the call has been published: no polling.
+	for i := 0; i < 20; i++ {
+		ip := "10.0.1." + strconv.Itoa(i)
+		exec1(t, db, `INSERT INTO sluice_overrides (domain, path, unit, requests_per_unit, updated_by)
+			VALUES ('edge', '[{"key":"remote_address","value":"`+ip+`"}]', 'second', 4, 'hand')`)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := r.s.ResyncWait(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("ResyncWait: %v", err)
+		}
+		if !r.has(ip, 4) {
+			t.Fatalf("row %d: not in the snapshot when ResyncWait returned", i)
+		}
+	}
+	// A stopped syncer says so rather than waiting out the context.
+	if err := r.s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := r.s.ResyncWait(ctx); err == nil || ctx.Err() != nil {
+		t.Fatalf("ResyncWait on a stopped syncer: %v after %v", err, time.Since(start))
+	}
 }
 
 // TestSyncerInterval: the periodic reload heals a missed notification.
