@@ -78,11 +78,10 @@ type Store struct {
 	// With batching off, a caller that gives up on a call in flight
 	// starts a probe (one at a time) that tells the guard whether Redis
 	// answers; see probeAbandoned.
-	probeMu      sync.Mutex
+	probeMu      sync.Mutex // held to start a probe and to stop probing
 	probing      bool
-	probeClosed  bool
 	probeWG      sync.WaitGroup
-	probeCtx     context.Context
+	probeCtx     context.Context // done once Close stops probing
 	probeStopped context.CancelFunc
 }
 
@@ -177,9 +176,8 @@ func (s *Store) Close() error {
 		s.b.close()
 	}
 	s.probeMu.Lock()
-	s.probeClosed = true
-	s.probeMu.Unlock()
 	s.probeStopped()
+	s.probeMu.Unlock()
 	s.probeWG.Wait()
 	return s.client.Close()
 }
@@ -197,7 +195,7 @@ func (s *Store) probeAbandoned() {
 		return
 	}
 	s.probeMu.Lock()
-	if s.probeClosed || s.probing {
+	if s.probeCtx.Err() != nil || s.probing {
 		s.probeMu.Unlock()
 		return
 	}
