@@ -10,15 +10,21 @@ import (
 	"time"
 )
 
-// TestAdminProfiles: with the token, the profiles come in the formats the
-// Go tools read; bad parameters and unknown names are refused by name.
-func TestAdminProfiles(t *testing.T) {
-	// The server runs in this process: a CPU profile of the test binary
-	// itself (go test -cpuprofile) would make every profile request 409.
+// skipIfProfiling skips a test when the test binary itself is being CPU
+// profiled (go test -cpuprofile): the server runs in this process, so
+// every profile request would be 409.
+func skipIfProfiling(t *testing.T) {
+	t.Helper()
 	if err := rpprof.StartCPUProfile(io.Discard); err != nil {
 		t.Skipf("a CPU profile is already running: %v", err)
 	}
 	rpprof.StopCPUProfile()
+}
+
+// TestAdminProfiles: with the token, the profiles come in the formats the
+// Go tools read; bad parameters and unknown names are refused by name.
+func TestAdminProfiles(t *testing.T) {
+	skipIfProfiling(t)
 
 	h := overrideServer(t, refusingStore{t}, nil)
 	for _, c := range []struct{ path, prefix string }{
@@ -65,10 +71,7 @@ func TestAdminProfiles(t *testing.T) {
 // server begins to stop, so it neither holds the shutdown for its timeout
 // nor loses what it recorded.
 func TestProfileEndsWithShutdown(t *testing.T) {
-	if err := rpprof.StartCPUProfile(io.Discard); err != nil {
-		t.Skipf("a CPU profile is already running: %v", err)
-	}
-	rpprof.StopCPUProfile()
+	skipIfProfiling(t)
 	h := overrideServer(t, refusingStore{t}, nil)
 	type result struct {
 		code int
