@@ -16,25 +16,6 @@ import (
 	"github.com/sluice-rl/sluice/limiter/memory"
 )
 
-// fakeClock is a fake clock in microseconds shared by a memory store and the
-// cache in front of it.
-type fakeClock struct {
-	mu  sync.Mutex
-	now int64
-}
-
-func (c *fakeClock) Now() int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now += d.Microseconds()
-	c.mu.Unlock()
-}
-
 // countingStore counts the calls that reach the store behind the cache.
 type countingStore struct {
 	limiter.Store
@@ -49,7 +30,7 @@ func (s *countingStore) Apply(ctx context.Context, reqs []limiter.BucketRequest,
 // TestDenyCacheContract runs the store contract through the cache.
 func TestDenyCacheContract(t *testing.T) {
 	limitertest.RunStore(t, func(t *testing.T) limitertest.Harness {
-		c := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 123456, time.UTC).UnixMicro()}
+		c := limitertest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 123456, time.UTC).UnixMicro())
 		s := memory.New(c.Now)
 		return limitertest.Harness{Store: limiter.NewDenyCache(s, limiter.DenyCacheConfig{Now: c.Now}),
 			Advance: c.Advance, Now: c.Now, TTL: s.TTL}
@@ -77,7 +58,7 @@ func testDenyCacheExact(t *testing.T, changes bool) {
 	}
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 7))
-	c := &fakeClock{now: 1_000_000_000}
+	c := limitertest.NewClock(1_000_000_000)
 	behind := &countingStore{Store: memory.New(c.Now)}
 	cached := limiter.NewDenyCache(behind, limiter.DenyCacheConfig{Now: c.Now, Size: 64})
 	plain := memory.New(c.Now)
@@ -179,7 +160,7 @@ func testDenyCacheExact(t *testing.T, changes bool) {
 // goroutines: the store behind sees about two calls per token refilled,
 // the rest are answered by the cache, and exactly the allowance passes.
 func TestDenyCacheHotKey(t *testing.T) {
-	c := &fakeClock{now: 1_000_000_000}
+	c := limitertest.NewClock(1_000_000_000)
 	behind := &countingStore{Store: memory.New(c.Now)}
 	cached := limiter.NewDenyCache(behind, limiter.DenyCacheConfig{Now: c.Now})
 	rl := limiter.RateLimit{RequestsPerUnit: 100, Unit: limiter.Second, Burst: 10}
@@ -230,7 +211,7 @@ func TestDenyCacheHotKey(t *testing.T) {
 // TestDenyCacheRefundForgets checks that a refund through the cache makes
 // the refunded bucket available at once.
 func TestDenyCacheRefundForgets(t *testing.T) {
-	c := &fakeClock{now: 1_000_000_000}
+	c := limitertest.NewClock(1_000_000_000)
 	cached := limiter.NewDenyCache(memory.New(c.Now), limiter.DenyCacheConfig{Now: c.Now})
 	rl := limiter.RateLimit{RequestsPerUnit: 1, Unit: limiter.Hour, Burst: 2}
 	rt, _ := rl.Rate()
@@ -251,7 +232,7 @@ func TestDenyCacheRefundForgets(t *testing.T) {
 
 // TestDenyCacheBounded checks that the cache keeps no more than its size.
 func TestDenyCacheBounded(t *testing.T) {
-	c := &fakeClock{now: 1_000_000_000}
+	c := limitertest.NewClock(1_000_000_000)
 	cached := limiter.NewDenyCache(memory.New(c.Now), limiter.DenyCacheConfig{Now: c.Now, Size: 128})
 	rl := limiter.RateLimit{RequestsPerUnit: 1, Unit: limiter.Hour, Burst: 1}
 	rt, _ := rl.Rate()

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,28 +16,21 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/limiter/limitertest"
 	"github.com/sluice-rl/sluice/limiter/memory"
 	"github.com/sluice-rl/sluice/server"
 )
 
-// fakeClock is a clock tests move by hand, in microseconds.
-type fakeClock struct{ us atomic.Int64 }
-
-func newClock() *fakeClock {
-	c := &fakeClock{}
-	c.us.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro())
-	return c
+func newClock() *limitertest.Clock {
+	return limitertest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro())
 }
-
-func (c *fakeClock) Now() int64              { return c.us.Load() }
-func (c *fakeClock) Advance(d time.Duration) { c.us.Add(d.Microseconds()) }
 
 // harness is one running Server with a gRPC client.
 type harness struct {
 	t      testing.TB
 	srv    *server.Server
 	lim    *limiter.Limiter
-	clock  *fakeClock
+	clock  *limitertest.Clock
 	conn   *grpc.ClientConn
 	client rlsv3.RateLimitServiceClient
 	base   string // http://host:port

@@ -1,7 +1,6 @@
 package memory_test
 
 import (
-	"sync"
 	"testing"
 	"time"
 
@@ -9,27 +8,9 @@ import (
 	"github.com/sluice-rl/sluice/limiter/memory"
 )
 
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now int64
-}
-
-func (c *fakeClock) Now() int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now += d.Microseconds()
-	c.mu.Unlock()
-}
-
 func TestContract(t *testing.T) {
 	limitertest.RunStore(t, func(t *testing.T) limitertest.Harness {
-		clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 123456, time.UTC).UnixMicro()}
+		clock := limitertest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 123456, time.UTC).UnixMicro())
 		s := memory.New(clock.Now)
 		return limitertest.Harness{Store: s, Advance: clock.Advance, Now: clock.Now, TTL: s.TTL}
 	})
