@@ -220,7 +220,7 @@ svg text{font:11px system-ui,sans-serif;fill:#444}.frame{fill:none;stroke:#bbb}.
 <h1>sluice bench: <span class="{{if .R.Pass}}pass">PASS{{else}}fail">FAIL{{end}}</span></h1>
 <table>
 <tr><th>mode</th><td>{{.Mode}}</td></tr>
-<tr><th>servers</th><td>{{range $i, $a := .R.Config.Addrs}}{{if $i}}, {{end}}{{$a}}{{end}} ({{.R.Config.ConnsPerAddr}} connection(s) each)</td></tr>
+<tr><th>servers</th><td>{{range $i, $a := .R.Config.Addrs}}{{if $i}}, {{end}}{{$a}}{{end}} ({{.R.Config.ConnsPerAddr}} connection(s) each{{with .R.Config.Client}}, {{.}} client{{end}})</td></tr>
 <tr><th>workload</th><td>domain {{.R.Config.Domain}}; keys {{range $i, $k := .R.Config.Keys}}{{if $i}}, {{end}}{{$k}}{{end}}; {{.R.Config.Values}} values ({{.R.Config.Dist}}); hits {{.R.Config.Hits}}</td></tr>
 <tr><th>measured</th><td>{{printf "%.2f" .R.ElapsedSeconds}} s after {{.R.Config.WarmupSeconds}} s warmup{{if .R.Interrupted}} (interrupted){{end}}; started {{.R.StartedAt.Format "2006-01-02 15:04:05Z"}}</td></tr>
 <tr><th>requests</th><td>{{.R.Requests}}: {{range $k, $v := .R.Codes}}{{$k}} {{$v}}; {{end}}errors {{.R.ErrorCount}} ({{printf "%.3f" .ErrPct}}%){{range $k, $v := .R.Errors}}; {{$k}} {{$v}}{{end}}</td></tr>

@@ -122,6 +122,7 @@ func ParseArgs(args []string, stderr io.Writer) (Options, Outputs, error) {
 
 	addrs := fs.String("addr", strings.Join(o.Addrs, ","), "server `host:port`s, comma-separated; requests go round-robin across them")
 	fs.IntVar(&o.Conns, "conns", o.Conns, "gRPC connections per address")
+	fs.StringVar(&o.Client, "client", o.Client, "client: lean (cleartext HTTP/2 written directly, a fraction of gRPC-Go's CPU per call) or grpc (gRPC-Go)")
 	fs.BoolVar(&o.AllowRemote, "allow-remote", false, "allow addresses that are not loopback")
 	fs.IntVar(&o.Concurrency, "concurrency", o.Concurrency, "closed loop: concurrent requests")
 	fs.Float64Var(&o.Rate, "rate", 0, "open loop: requests per second (0: closed loop)")

@@ -94,10 +94,18 @@ type Targets struct {
 	MaxOverAdmission int64         // over-admitted tokens at most this; -1: not checked; needs Limit
 }
 
+// The clients: gRPC-Go, or the lean HTTP/2 client of this package, which
+// does one unary method over cleartext HTTP/2 at a fraction of the CPU.
+const (
+	ClientGRPC = "grpc"
+	ClientLean = "lean"
+)
+
 // Options describe one run. Start from DefaultOptions.
 type Options struct {
 	Addrs       []string      // servers, host:port; requests go round-robin across them
 	Conns       int           // gRPC connections per address
+	Client      string        // ClientGRPC or ClientLean
 	AllowRemote bool          // permit addresses that are not loopback
 	Concurrency int           // closed loop: workers; used when Rate is 0
 	Rate        float64       // open loop: requests per second; 0 selects the closed loop
@@ -132,6 +140,7 @@ func DefaultOptions() Options {
 	return Options{
 		Addrs:       []string{"127.0.0.1:8081"},
 		Conns:       1,
+		Client:      ClientLean,
 		Concurrency: 16,
 		Arrival:     ArrivalPoisson,
 		Workers:     256,
@@ -179,6 +188,8 @@ func (o *Options) Validate() error {
 	switch {
 	case o.Conns < 1 || o.Conns > 64:
 		return fmt.Errorf("-conns %d: must be 1 to 64", o.Conns)
+	case o.Client != ClientGRPC && o.Client != ClientLean:
+		return fmt.Errorf("-client %q: must be grpc or lean", o.Client)
 	case o.Rate < 0 || math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0):
 		return fmt.Errorf("-rate %v: must be a positive number (open loop) or 0 (closed loop)", o.Rate)
 	case o.Rate == 0 && (o.Concurrency < 1 || o.Concurrency > maxWorkers):

@@ -58,6 +58,7 @@ type Report struct {
 type Config struct {
 	Addrs           []string `json:"addrs"`
 	ConnsPerAddr    int      `json:"conns_per_addr"`
+	Client          string   `json:"client"`      // grpc or lean
 	Concurrency     int      `json:"concurrency"` // closed loop; 0 in the open loop
 	Rate            float64  `json:"rate"`        // open loop, requests/s; 0 in the closed loop
 	Arrival         string   `json:"arrival"`     // open loop; "" in the closed loop
@@ -136,7 +137,7 @@ func (r *runner) report(ctx context.Context, started time.Time, series []Point) 
 		rep.Series = []Point{}
 	}
 	rep.Config = Config{
-		Addrs: o.Addrs, ConnsPerAddr: o.Conns, Requests: o.Requests,
+		Addrs: o.Addrs, ConnsPerAddr: o.Conns, Client: o.Client, Requests: o.Requests,
 		WarmupSeconds: o.Warmup.Seconds(), TimeoutMS: ms(o.Timeout),
 		Domain: o.Domain, Keys: r.w.keys, Values: o.Values, ValuePrefix: r.prefix,
 		Dist: o.Dist, Hits: o.Hits, Seed: r.seed,
@@ -241,7 +242,7 @@ func (rep *Report) WriteJSON(w io.Writer) error {
 func (rep *Report) WriteText(w io.Writer) error {
 	var b strings.Builder
 	c := rep.Config
-	conns := fmt.Sprintf("%s (%d connection(s) each)", strings.Join(c.Addrs, ", "), c.ConnsPerAddr)
+	conns := fmt.Sprintf("%s (%d connection(s) each, %s client)", strings.Join(c.Addrs, ", "), c.ConnsPerAddr, cmp.Or(c.Client, ClientGRPC))
 	if rep.Mode == ModeOpen {
 		fmt.Fprintf(&b, "mode:        open loop, %g req/s %s arrivals, at most %d in flight -> %s\n",
 			c.Rate, c.Arrival, c.Workers, conns)

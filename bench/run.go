@@ -52,6 +52,7 @@ type runner struct {
 	seed    uint64
 	prefix  string
 	conns   []*grpc.ClientConn
+	lean    []*h2Client
 	clients []rlsv3.RateLimitServiceClient // address varies fastest
 	rr      atomic.Uint64
 	tracker *tracker // nil without a limit
@@ -100,6 +101,12 @@ func newRunner(o *Options) (*runner, error) {
 	}
 	for range o.Conns {
 		for _, addr := range o.Addrs {
+			if o.Client == ClientLean {
+				lc := newH2Client(addr, o.Timeout)
+				r.lean = append(r.lean, lc)
+				r.clients = append(r.clients, lc)
+				continue
+			}
 			cc, err := grpc.NewClient("passthrough:///"+addr,
 				grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {
@@ -125,6 +132,9 @@ func (r *runner) close() {
 	for _, cc := range r.conns {
 		cc.Close()
 	}
+	for _, lc := range r.lean {
+		lc.Close()
+	}
 }
 
 // connect starts every connection and waits, at most o.Timeout in all, for
@@ -134,6 +144,9 @@ func (r *runner) connect(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
 	defer cancel()
 	var wg sync.WaitGroup
+	for _, lc := range r.lean {
+		wg.Go(func() { _, _ = lc.conn(ctx) })
+	}
 	for _, cc := range r.conns {
 		wg.Go(func() {
 			cc.Connect()

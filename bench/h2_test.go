@@ -1,0 +1,352 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+)
+
+// echoRLS answers by the request's domain, and echoes the first entry's
+// value back in a header so each caller can check it got its own answer.
+type echoRLS struct {
+	rlsv3.UnimplementedRateLimitServiceServer
+	active, most atomic.Int64
+	cancelled    chan struct{} // a slow call saw its context end
+}
+
+func (e *echoRLS) ShouldRateLimit(ctx context.Context, in *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	n := e.active.Add(1)
+	defer e.active.Add(-1)
+	for m := e.most.Load(); n > m && !e.most.CompareAndSwap(m, n); m = e.most.Load() {
+	}
+	value := ""
+	if d := in.GetDescriptors(); len(d) > 0 && len(d[0].GetEntries()) > 0 {
+		value = d[0].GetEntries()[0].GetValue()
+	}
+	resp := &rlsv3.RateLimitResponse{
+		OverallCode:          rlsv3.RateLimitResponse_OK,
+		ResponseHeadersToAdd: []*corev3.HeaderValue{{Key: "echo", Value: value}},
+	}
+	switch in.GetDomain() {
+	case "over":
+		resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+	case "refuse":
+		return nil, status.Error(codes.ResourceExhausted, "no room: try later")
+	case "slow":
+		select {
+		case <-time.After(time.Duration(in.GetHitsAddend()) * time.Millisecond):
+		case <-ctx.Done():
+			e.cancelled <- struct{}{}
+			return nil, ctx.Err()
+		}
+	case "big":
+		resp.ResponseHeadersToAdd[0].Value = strings.Repeat("x", int(in.GetHitsAddend()))
+	}
+	return resp, nil
+}
+
+func echoServer(t *testing.T, lis net.Listener, opts ...grpc.ServerOption) (*grpc.Server, *echoRLS) {
+	t.Helper()
+	e := &echoRLS{cancelled: make(chan struct{}, 100)}
+	srv := grpc.NewServer(opts...)
+	rlsv3.RegisterRateLimitServiceServer(srv, e)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(lis)
+	}()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-done
+	})
+	return srv, e
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lis
+}
+
+func leanClient(t *testing.T, addr string) *h2Client {
+	t.Helper()
+	c := newH2Client(addr, time.Second)
+	t.Cleanup(c.Close)
+	return c
+}
+
+func req(domain, value string, hits uint32) *rlsv3.RateLimitRequest {
+	return &rlsv3.RateLimitRequest{
+		Domain:     domain,
+		HitsAddend: hits,
+		Descriptors: []*commonrl.RateLimitDescriptor{{
+			Entries: []*commonrl.RateLimitDescriptor_Entry{{Key: "k", Value: value}},
+		}},
+	}
+}
+
+func echoed(r *rlsv3.RateLimitResponse) string {
+	if h := r.GetResponseHeadersToAdd(); len(h) > 0 {
+		return h[0].GetValue()
+	}
+	return ""
+}
+
+func TestLeanClient(t *testing.T) {
+	lis := listen(t)
+	_, e := echoServer(t, lis)
+	c := leanClient(t, lis.Addr().String())
+	// Every call is bounded: a client that stops reading or writing fails
+	// the test instead of hanging it.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+
+	t.Run("each concurrent caller gets its own answer", func(t *testing.T) {
+		var wg sync.WaitGroup
+		var bad atomic.Int64
+		for i := range 64 {
+			wg.Go(func() {
+				for j := range 50 {
+					v := string(rune('a'+i%26)) + strings.Repeat("v", j)
+					domain := "ok"
+					want := rlsv3.RateLimitResponse_OK
+					if j%3 == 0 {
+						domain, want = "over", rlsv3.RateLimitResponse_OVER_LIMIT
+					}
+					r, err := c.ShouldRateLimit(ctx, req(domain, v, 1))
+					if err != nil || echoed(r) != v || r.GetOverallCode() != want {
+						bad.Add(1)
+						t.Errorf("call %d/%d: %v, echo %q, code %v; want %q, %v", i, j, err, echoed(r), r.GetOverallCode(), v, want)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+	})
+
+	t.Run("an error status keeps its code and message", func(t *testing.T) {
+		_, err := c.ShouldRateLimit(ctx, req("refuse", "x", 1))
+		if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "no room: try later") {
+			t.Fatalf("err %v, want RESOURCE_EXHAUSTED with the server's message", err)
+		}
+	})
+
+	t.Run("a deadline fails the call and reaches the server", func(t *testing.T) {
+		cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := c.ShouldRateLimit(cctx, req("slow", "x", 5000))
+		if status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("err %v, want DEADLINE_EXCEEDED", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("returned after %v", d)
+		}
+		select {
+		case <-e.cancelled:
+		case <-time.After(2 * time.Second):
+			t.Fatal("the server's handler never saw its context end")
+		}
+		// The connection is still good.
+		if r, err := c.ShouldRateLimit(ctx, req("ok", "after", 1)); err != nil || echoed(r) != "after" {
+			t.Fatalf("call after the deadline: %v, %q", err, echoed(r))
+		}
+	})
+
+	t.Run("answers larger than a frame and than the connection window", func(t *testing.T) {
+		// 24 answers of 1 MiB: many DATA frames each, 24 MiB in all, more
+		// than the connection window, so credit must be given back.
+		for i := range (h2ConnWindow >> 20) + 8 {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			r, err := c.ShouldRateLimit(cctx, req("big", "x", 1<<20))
+			cancel()
+			if err != nil || len(echoed(r)) != 1<<20 {
+				t.Fatalf("call %d: %v, %d bytes", i, err, len(echoed(r)))
+			}
+		}
+	})
+
+	t.Run("an answer over the bound fails alone", func(t *testing.T) {
+		_, err := c.ShouldRateLimit(ctx, req("big", "x", h2MaxResponse+1))
+		if status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("err %v, want RESOURCE_EXHAUSTED", err)
+		}
+		if r, err := c.ShouldRateLimit(ctx, req("ok", "next", 1)); err != nil || echoed(r) != "next" {
+			t.Fatalf("next call: %v, %q", err, echoed(r))
+		}
+	})
+
+	t.Run("requests beyond the server's connection window wait for its updates", func(t *testing.T) {
+		// 2000 requests of 4 KiB: 8 MiB through a server that starts
+		// with a 64 KiB window.
+		v := strings.Repeat("r", 4<<10)
+		for i := range 2000 {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			r, err := c.ShouldRateLimit(cctx, req("ok", v, 1))
+			cancel()
+			if err != nil || echoed(r) != v {
+				t.Fatalf("call %d: %v", i, err)
+			}
+		}
+	})
+}
+
+func TestLeanClientMaxConcurrentStreams(t *testing.T) {
+	lis := listen(t)
+	_, e := echoServer(t, lis, grpc.MaxConcurrentStreams(2))
+	c := leanClient(t, lis.Addr().String())
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			v := string(rune('a' + i))
+			r, err := c.ShouldRateLimit(t.Context(), req("slow", v, 20))
+			if err != nil || echoed(r) != v {
+				t.Errorf("call %d: %v, %q", i, err, echoed(r))
+			}
+		})
+	}
+	wg.Wait()
+	if m := e.most.Load(); m > 2 {
+		t.Errorf("the server ran %d calls at once; it allows 2", m)
+	}
+}
+
+func TestLeanClientAnswersPings(t *testing.T) {
+	// The server pings every second and drops a connection whose ping is
+	// not answered within 100 ms.
+	lis := listen(t)
+	echoServer(t, lis, grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Second, Timeout: 100 * time.Millisecond}))
+	c := leanClient(t, lis.Addr().String())
+	if _, err := c.ShouldRateLimit(t.Context(), req("ok", "x", 1)); err != nil {
+		t.Fatal(err)
+	}
+	first := c.cur
+	time.Sleep(2500 * time.Millisecond)
+	if _, err := c.ShouldRateLimit(t.Context(), req("ok", "x", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if c.cur != first {
+		t.Fatal("the connection was replaced: the server's pings went unanswered")
+	}
+}
+
+func TestLeanClientServerGoesAndComesBack(t *testing.T) {
+	lis := listen(t)
+	addr := lis.Addr().String()
+	srv, _ := echoServer(t, lis)
+	c := leanClient(t, addr)
+	ctx := t.Context()
+
+	// A call in flight when the server stops gracefully finishes.
+	slow := make(chan error, 1)
+	go func() {
+		r, err := c.ShouldRateLimit(ctx, req("slow", "inflight", 300))
+		if err == nil && echoed(r) != "inflight" {
+			err = errors.New("wrong answer")
+		}
+		slow <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	srv.GracefulStop()
+	if err := <-slow; err != nil {
+		t.Fatalf("call in flight across a graceful stop: %v", err)
+	}
+
+	// Down: calls fail with UNAVAILABLE, at once.
+	start := time.Now()
+	_, err := c.ShouldRateLimit(ctx, req("ok", "x", 1))
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("server down: err %v, want UNAVAILABLE", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("server down: the call took %v", d)
+	}
+
+	// Back on the same address: the client dials again.
+	lis2, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("address %s not free again: %v", addr, err)
+	}
+	echoServer(t, lis2)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r, err := c.ShouldRateLimit(ctx, req("ok", "back", 1))
+		if err == nil && echoed(r) == "back" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server back, calls still fail: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestLeanClientClose(t *testing.T) {
+	lis := listen(t)
+	echoServer(t, lis)
+	c := newH2Client(lis.Addr().String(), time.Second)
+	if _, err := c.ShouldRateLimit(t.Context(), req("ok", "x", 1)); err != nil {
+		t.Fatal(err)
+	}
+	cn := c.cur
+	inflight := make(chan error, 1)
+	go func() {
+		_, err := c.ShouldRateLimit(t.Context(), req("slow", "x", 10000))
+		inflight <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	c.Close()
+	select {
+	case err := <-inflight:
+		if status.Code(err) != codes.Unavailable {
+			t.Errorf("call in flight at Close: %v, want UNAVAILABLE", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("call in flight at Close never returned")
+	}
+	select {
+	case <-cn.done:
+	default:
+		t.Error("the reader goroutine outlived Close")
+	}
+	if _, err := c.ShouldRateLimit(t.Context(), req("ok", "x", 1)); status.Code(err) != codes.Canceled {
+		t.Errorf("call after Close: %v, want CANCELED", err)
+	}
+}
+
+func TestGRPCTimeout(t *testing.T) {
+	for _, tt := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, "1n"},
+		{-time.Second, "1n"},
+		{1500 * time.Nanosecond, "1500n"},
+		{time.Second, "1000000u"},
+		{99999999 * time.Nanosecond, "99999999n"},
+		{100 * time.Millisecond, "100000u"},
+		{200 * time.Second, "200000m"},
+		{100000 * time.Second, "100000S"},
+	} {
+		if got := grpcTimeout(tt.d); got != tt.want {
+			t.Errorf("grpcTimeout(%v) = %q, want %q", tt.d, got, tt.want)
+		}
+	}
+}
