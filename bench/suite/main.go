@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -74,6 +75,7 @@ func run(ctx context.Context, args []string) error {
 	duration := fs.Duration("duration", 10*time.Second, "measured time of each run")
 	warmup := fs.Duration("warmup", 2*time.Second, "warm-up of each run, not measured")
 	concurrency := fs.Int("concurrency", 50, "closed-loop workers")
+	client := fs.String("client", bench.ClientLean, "load generator's client: lean or grpc (gRPC-Go)")
 	only := fs.String("scenarios", "", "comma-separated scenario names (default all)")
 	cfgFile := fs.String("config", "", "config.yaml for the Sluice under test (default: built-in defaults)")
 	compare := fs.Bool("compare", false, "also run a baseline Sluice (batching off, no deny cache) and alternate runs, reporting ratios")
@@ -147,14 +149,14 @@ func run(ctx context.Context, args []string) error {
 
 	host, _ := os.Hostname()
 	fmt.Printf("machine: %s, %d CPUs, %s; %s\n", host, runtime.NumCPU(), runtime.Version(), cpuModel())
-	fmt.Printf("each run: closed loop, concurrency %d, %v measured after %v warm-up; %d runs per scenario\n",
-		*concurrency, *duration, *warmup, *runs)
+	fmt.Printf("each run: closed loop, concurrency %d, %s client, %v measured after %v warm-up; %d runs per scenario\n",
+		*concurrency, *client, *duration, *warmup, *runs)
 	if *compare {
 		fmt.Printf("compare: %q (batching off, no deny cache) and %q (defaults) alternate on one Redis\n", procs[0].name, procs[1].name)
 	}
 	fmt.Println()
 
-	type stats struct{ rps, p50, p99, cpu, redis []float64 }
+	type stats struct{ rps, p50, p99, cpu, gen, redis []float64 }
 	var summary []string
 	for _, sc := range scenarios {
 		if *only != "" && !contains(strings.Split(*only, ","), sc.name) {
@@ -177,6 +179,7 @@ func run(ctx context.Context, args []string) error {
 				o := bench.DefaultOptions()
 				o.Addrs = []string{p.grpc}
 				o.Concurrency = *concurrency
+				o.Client = *client
 				o.Duration = *duration
 				o.Warmup = *warmup
 				o.Domain = "bench"
@@ -198,6 +201,7 @@ func run(ctx context.Context, args []string) error {
 					return ctx.Err()
 				}
 				before, _ := cpuMicros(p.cmd.Process.Pid)
+				gen0, _ := cpuMicros(os.Getpid())
 				calls0, _ := redisCalls(redisAddr)
 				rep, err := bench.Run(ctx, o)
 				if err != nil {
@@ -205,14 +209,16 @@ func run(ctx context.Context, args []string) error {
 				}
 				calls1, _ := redisCalls(redisAddr)
 				after, _ := cpuMicros(p.cmd.Process.Pid)
+				gen1, _ := cpuMicros(os.Getpid())
 				if err := writeReports(*out, fmt.Sprintf("%s-%s-%d", sc.name, p.name, r), rep); err != nil {
 					return err
 				}
-				perDecision, redisPerSec := 0.0, 0.0
+				perDecision, genPerDecision, redisPerSec := 0.0, 0.0, 0.0
 				if rep.Decisions > 0 {
 					// Warm-up decisions used CPU too: divide by all of them.
 					total := float64(rep.Decisions) * float64(*duration+*warmup) / float64(*duration)
 					perDecision = float64(after-before) / total
+					genPerDecision = float64(gen1-gen0) / total
 					redisPerSec = float64(calls1-calls0) / (*duration + *warmup).Seconds()
 				}
 				s := &st[pi]
@@ -220,13 +226,14 @@ func run(ctx context.Context, args []string) error {
 				s.p50 = append(s.p50, rep.Latency.P50)
 				s.p99 = append(s.p99, rep.Latency.P99)
 				s.cpu = append(s.cpu, perDecision)
+				s.gen = append(s.gen, genPerDecision)
 				s.redis = append(s.redis, redisPerSec)
 				if rep.Accuracy != nil {
 					over += rep.Accuracy.OverAdmission
 				}
-				fmt.Printf("%-17s %-8s run %d: %8.0f decisions/s  p50 %6.3f ms  p99 %6.3f ms  errors %d  OK %d OVER_LIMIT %d  server CPU %.1f us/decision  Redis scripts %.0f/s\n",
+				fmt.Printf("%-17s %-8s run %d: %8.0f decisions/s  p50 %6.3f ms  p99 %6.3f ms  errors %d  OK %d OVER_LIMIT %d  server CPU %.1f us/decision  load generator %.1f us  Redis scripts %.0f/s\n",
 					sc.name, p.name, r, rep.ThroughputRPS, rep.Latency.P50, rep.Latency.P99, rep.ErrorCount,
-					rep.Codes["OK"], rep.Codes["OVER_LIMIT"], perDecision, redisPerSec)
+					rep.Codes["OK"], rep.Codes["OVER_LIMIT"], perDecision, genPerDecision, redisPerSec)
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
@@ -234,22 +241,39 @@ func run(ctx context.Context, args []string) error {
 		}
 		for pi, p := range procs {
 			s := st[pi]
-			line := fmt.Sprintf("%-17s %-8s %10.0f %9.3f %9.3f %12.1f %13.0f %14d",
-				sc.name, p.name, median(s.rps), median(s.p50), median(s.p99), median(s.cpu), median(s.redis), over)
+			line := fmt.Sprintf("%-17s %-8s %10.0f %9.3f %9.3f %12.1f %10.1f %13.0f %14d",
+				sc.name, p.name, median(s.rps), median(s.p50), median(s.p99), median(s.cpu), median(s.gen), median(s.redis), over)
 			if *compare && pi == len(procs)-1 && median(st[0].rps) > 0 {
-				line += fmt.Sprintf("   x%.2f rps, p99 x%.2f", median(s.rps)/median(st[0].rps), median(s.p99)/median(st[0].p99))
+				line += fmt.Sprintf("   x%.2f rps, p99 x%.2f; run by run x%s", median(s.rps)/median(st[0].rps),
+					median(s.p99)/median(st[0].p99), pairedRatios(st[0].rps, s.rps))
 			}
 			summary = append(summary, line)
 		}
 	}
-	header := fmt.Sprintf("%-17s %-8s %10s %9s %9s %12s %13s %14s", "scenario", "server", "rps", "p50 ms", "p99 ms", "cpu us/dec", "redis calls/s", "over-admitted")
+	header := fmt.Sprintf("%-17s %-8s %10s %9s %9s %12s %10s %13s %14s", "scenario", "server", "rps", "p50 ms", "p99 ms", "cpu us/dec", "gen us/dec", "redis calls/s", "over-admitted")
 	if *compare {
-		header += "   ratio (sluice/baseline, medians)"
+		header += "   ratio (sluice/baseline: of the medians; of each run's pair, median and range)"
 	}
 	table := header + "\n" + strings.Join(summary, "\n") + "\n"
 	fmt.Printf("\nmedians of %d runs:\n%s", *runs, table)
 	fmt.Printf("reports in %s/\n", *out)
 	return os.WriteFile(filepath.Join(*out, "summary.txt"), []byte(table), 0o644)
+}
+
+// pairedRatios gives the median and range of b[i]/a[i]. The runs of a
+// pair are next to each other in time, so on a machine whose speed drifts
+// (a shared VM) their ratio is steadier than the ratio of the medians.
+func pairedRatios(a, b []float64) string {
+	var r []float64
+	for i := range min(len(a), len(b)) {
+		if a[i] > 0 {
+			r = append(r, b[i]/a[i])
+		}
+	}
+	if len(r) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f (%.2f-%.2f)", median(r), slices.Min(r), slices.Max(r))
 }
 
 // baselineYAML configures the baseline Sluice of -compare.
