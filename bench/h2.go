@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -377,13 +378,20 @@ func (c *h2Conn) call(ctx context.Context, msg []byte) ([]byte, error) {
 	c.started++
 	c.consumed += int64(len(msg))
 	err = c.writeRequest(ctx, id, msg)
-	if err == nil && c.writers.Add(-1) == 0 {
-		err = c.bw.Flush()
-	} else if err != nil {
-		c.writers.Add(-1)
-	}
+	last := c.writers.Add(-1) == 0
 	exhausted := c.nextID > math.MaxInt32-2
 	c.wmu.Unlock()
+	if err == nil && last {
+		// The callers one read of answers woke are likely runnable now:
+		// let them queue their frames first, so one write carries all.
+		runtime.Gosched()
+		c.writers.Add(1)
+		c.wmu.Lock()
+		if c.writers.Add(-1) == 0 && c.bw.Buffered() > 0 {
+			err = c.bw.Flush()
+		}
+		c.wmu.Unlock()
+	}
 	if err != nil {
 		c.fail(err)
 	}
