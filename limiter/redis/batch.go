@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,7 +18,9 @@ import (
 // sends them all in one pipeline. There is no waiting window: under light
 // load every call goes out alone at once, and under load calls gather in
 // the queue while the writers' previous pipelines are in flight, so the
-// batch size follows the load.
+// batch size follows the load. A writer that finds its first call alone
+// yields the processor once before sending it, so the callers that the
+// same socket read woke can join; that is not a timer, only a turn.
 //
 // Each pipeline has its own deadline, its oldest call's queueing time plus
 // the call timeout, so a slow or failed pipeline fails only its own calls.
@@ -121,6 +124,13 @@ func (b *batcher) write(ctx context.Context) {
 			batch = append(batch, sc)
 		case <-ctx.Done():
 			return
+		}
+		if len(b.queue) == 0 {
+			// Callers woken by the same answers (theirs, or the gRPC
+			// frames read with them) are likely runnable: let them queue
+			// before this call goes out alone. Under light load nothing
+			// else runs and the yield returns at once.
+			runtime.Gosched()
 		}
 	fill:
 		for len(batch) < b.maxBatch {
