@@ -85,8 +85,13 @@ func (c *h2Client) conn(ctx context.Context) (*h2Conn, error) {
 	if c.cur != nil && c.cur.usable() {
 		return c.cur, nil
 	}
-	if !c.lastDial.IsZero() && time.Since(c.lastDial) < h2RedialEvery && c.lastErr != nil {
-		return nil, status.Errorf(codes.Unavailable, "connect %s: %v", c.addr, c.lastErr)
+	if !c.lastDial.IsZero() && time.Since(c.lastDial) < h2RedialEvery {
+		// The last dial failed, or its connection did not last: do not
+		// hammer the server with connections.
+		if c.lastErr != nil {
+			return nil, status.Errorf(codes.Unavailable, "connect %s: %v", c.addr, c.lastErr)
+		}
+		return nil, status.Errorf(codes.Unavailable, "connection to %s lost within %v of dialling", c.addr, h2RedialEvery)
 	}
 	c.lastDial = time.Now()
 	dctx, cancel := context.WithTimeout(ctx, c.timeout)

@@ -350,3 +350,42 @@ func TestGRPCTimeout(t *testing.T) {
 		}
 	}
 }
+
+func TestLeanClientDoesNotHammerAFailingServer(t *testing.T) {
+	// A server that completes the handshake (an empty SETTINGS frame) and
+	// hangs up: every call fails, and the client dials no more than once
+	// per h2RedialEvery.
+	lis := listen(t)
+	var accepts atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			nc, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			accepts.Add(1)
+			_, _ = nc.Write([]byte{0, 0, 0, 4, 0, 0, 0, 0, 0})
+			time.Sleep(5 * time.Millisecond)
+			nc.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		lis.Close()
+		<-done
+	})
+	c := leanClient(t, lis.Addr().String())
+	start := time.Now()
+	calls := 0
+	for time.Since(start) < 500*time.Millisecond {
+		if _, err := c.ShouldRateLimit(t.Context(), req("ok", "x", 1)); status.Code(err) != codes.Unavailable {
+			t.Fatalf("call %d: err %v, want UNAVAILABLE", calls, err)
+		}
+		calls++
+	}
+	most := int64(time.Since(start)/h2RedialEvery) + 1
+	if n := accepts.Load(); n > most || n == 0 {
+		t.Errorf("%d calls in %v dialled %d times; want 1 to %d", calls, time.Since(start).Round(time.Millisecond), n, most)
+	}
+}
