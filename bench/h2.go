@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,12 +31,15 @@ import (
 // wire. A gRPC-Go client spends about as much CPU per call as the server it
 // measures; on a machine shared by the load generator, the server and its
 // backend that cost lands in the figures. This client does what a unary
-// call needs and no more: no name resolution, balancing, retries, service
-// config, compression or interceptors. It speaks the protocol fully enough
-// for any server: the peer's SETTINGS (concurrent streams, frame size),
-// connection flow control both ways, PING, RST_STREAM, GOAWAY, trailers-only
-// answers, deadlines sent as grpc-timeout and enforced here with a
-// RST_STREAM(CANCEL).
+// call needs and no more: no name resolution, balancing, service config,
+// compression or interceptors. It speaks the protocol fully enough for any
+// server: the peer's SETTINGS (concurrent streams, frame size, window,
+// header table), flow control per connection and per stream both ways,
+// PING, RST_STREAM, GOAWAY, trailers-only answers, gRPC's mapping of HTTP
+// statuses, deadlines sent as grpc-timeout and enforced here with a
+// RST_STREAM(CANCEL). A call the server did not take (refused, above a
+// GOAWAY's last stream, or never sent) is tried once more, as gRPC's
+// transparent retry does.
 
 const (
 	rlsPath = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
@@ -85,9 +89,10 @@ func (c *h2Client) conn(ctx context.Context) (*h2Conn, error) {
 	if c.cur != nil && c.cur.usable() {
 		return c.cur, nil
 	}
-	if !c.lastDial.IsZero() && time.Since(c.lastDial) < h2RedialEvery {
-		// The last dial failed, or its connection did not last: do not
-		// hammer the server with connections.
+	if !c.lastDial.IsZero() && time.Since(c.lastDial) < h2RedialEvery && (c.lastErr != nil || c.cur != nil && c.cur.gone()) {
+		// The last dial failed, or its connection died at once: do not
+		// hammer the server with connections. (One that was retired, by
+		// a GOAWAY or its last stream id, is replaced at once.)
 		if c.lastErr != nil {
 			return nil, status.Errorf(codes.Unavailable, "connect %s: %v", c.addr, c.lastErr)
 		}
@@ -130,23 +135,28 @@ var h2Bufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 // ShouldRateLimit sends in and waits for the answer, or for ctx.
 func (c *h2Client) ShouldRateLimit(ctx context.Context, in *rlsv3.RateLimitRequest, _ ...grpc.CallOption) (*rlsv3.RateLimitResponse, error) {
 	bp := h2Bufs.Get().(*[]byte)
+	defer h2Bufs.Put(bp)
 	msg, err := proto.MarshalOptions{}.MarshalAppend(append((*bp)[:0], 0, 0, 0, 0, 0), in)
+	*bp = msg[:0]
 	if err != nil {
-		h2Bufs.Put(bp)
 		return nil, status.Errorf(codes.Internal, "marshal request: %v", err)
 	}
 	binary.BigEndian.PutUint32(msg[1:5], uint32(len(msg)-5))
-	cn, err := c.conn(ctx)
-	if err != nil {
-		*bp = msg
-		h2Bufs.Put(bp)
-		return nil, err
-	}
-	body, err := cn.call(ctx, msg)
-	*bp = msg
-	h2Bufs.Put(bp)
-	if err != nil {
-		return nil, err
+	var body []byte
+	for attempt := 0; ; attempt++ {
+		cn, err := c.conn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var untaken bool
+		body, untaken, err = cn.call(ctx, msg)
+		if err != nil {
+			if untaken && attempt == 0 && ctx.Err() == nil {
+				continue // the server never saw it: safe to send again
+			}
+			return nil, err
+		}
+		break
 	}
 	resp := &rlsv3.RateLimitResponse{}
 	if err := proto.Unmarshal(body, resp); err != nil {
@@ -156,13 +166,13 @@ func (c *h2Client) ShouldRateLimit(ctx context.Context, in *rlsv3.RateLimitReque
 }
 
 // h2Conn is one HTTP/2 connection. Callers write their frames under wmu;
-// the one that leaves no other writer waiting flushes, so concurrent calls
-// share a write. One reader goroutine, which ends with the connection,
-// reads every frame and hands each stream its answer.
+// the last writer out flushes, so concurrent calls share a write. One
+// reader goroutine, which ends with the connection, reads every frame and
+// hands each stream its outcome.
 type h2Conn struct {
-	nc       net.Conn
-	rf       *http2.Framer // the reader's
-	authorty string
+	nc        net.Conn
+	rf        *http2.Framer // the reader's
+	authority string
 
 	wmu      sync.Mutex
 	bw       *bufio.Writer
@@ -173,34 +183,48 @@ type h2Conn struct {
 	started  int64         // streams opened
 	consumed int64         // bytes of DATA sent on the connection
 	waitCh   chan struct{} // closed and replaced when a waiting caller may go on
-	waiting  atomic.Int32  // callers waiting for a stream slot or window
-	writers  atomic.Int32  // callers queued for wmu or inside it
+	waiting  atomic.Int32  // callers waiting for a stream slot or send window
+	writers  atomic.Int32  // callers queued for wmu or holding it
 
-	// Written by the reader, read by writers under wmu.
+	// Written by the reader, read by the writers.
 	ended      atomic.Int64  // streams closed
-	sendWindow atomic.Int64  // connection send window granted in all (initial + updates)
+	sendWindow atomic.Int64  // connection send credit granted in all (initial + updates)
 	maxStreams atomic.Uint32 // the peer's SETTINGS_MAX_CONCURRENT_STREAMS
 	maxFrame   atomic.Uint32 // the peer's SETTINGS_MAX_FRAME_SIZE
-	peerWindow atomic.Int64  // the peer's SETTINGS_INITIAL_WINDOW_SIZE
 
-	smu      sync.Mutex
-	streams  map[uint32]*h2Stream
-	err      error // why the connection takes no more calls
-	ncClosed bool
+	smu        sync.Mutex
+	streams    map[uint32]*h2Stream
+	peerWindow int64 // the peer's SETTINGS_INITIAL_WINDOW_SIZE; under smu
+	err        error // why the connection takes no more calls
+	ncClosed   bool
 
 	recvUnacked int64 // reader only
 	done        chan struct{}
 }
 
+// h2Stream is one call. Whoever removes it from the connection's map (the
+// reader when the answer is complete, the connection's failure, or the
+// caller giving up) owns its outcome: only that one sends on done.
 type h2Stream struct {
-	deadline   time.Time // the caller's, if any
+	sendWindow atomic.Int64 // send credit granted to the stream (initial, updates, settings changes)
+	deadline   time.Time    // the caller's, if any
+
+	// Written by the reader; read by the caller only after the reader sent
+	// a nil outcome.
 	body       []byte
 	gotHeaders bool
 	code       codes.Code
 	msg        string
 	haveStatus bool
-	err        error
-	done       chan struct{}
+	bad        error // the reader's verdict against the answer
+	untaken    bool  // the server did not take the call
+
+	done chan h2Outcome
+}
+
+type h2Outcome struct {
+	err     error
+	untaken bool // the server did not take the call: it may be sent again
 }
 
 func dialH2(ctx context.Context, addr string) (*h2Conn, error) {
@@ -213,12 +237,13 @@ func dialH2(ctx context.Context, addr string) (*h2Conn, error) {
 		_ = tc.SetNoDelay(true)
 	}
 	c := &h2Conn{
-		nc: nc, authorty: addr,
-		bw:      bufio.NewWriterSize(nc, 32<<10),
-		streams: map[uint32]*h2Stream{},
-		nextID:  1,
-		waitCh:  make(chan struct{}),
-		done:    make(chan struct{}),
+		nc: nc, authority: addr,
+		bw:         bufio.NewWriterSize(nc, 32<<10),
+		streams:    map[uint32]*h2Stream{},
+		peerWindow: 65535,
+		nextID:     1,
+		waitCh:     make(chan struct{}),
+		done:       make(chan struct{}),
 	}
 	c.wf = http2.NewFramer(c.bw, nil)
 	c.rf = http2.NewFramer(nil, bufio.NewReaderSize(nc, 32<<10))
@@ -229,7 +254,6 @@ func dialH2(ctx context.Context, addr string) (*h2Conn, error) {
 	c.sendWindow.Store(65535)
 	c.maxStreams.Store(math.MaxUint32)
 	c.maxFrame.Store(16384)
-	c.peerWindow.Store(65535)
 
 	if dl, ok := ctx.Deadline(); ok {
 		_ = nc.SetDeadline(dl)
@@ -293,6 +317,7 @@ func (c *h2Conn) close() {
 }
 
 // fail ends the connection: every open stream and every later call fails.
+// It must not be called with wmu held.
 func (c *h2Conn) fail(err error) {
 	c.smu.Lock()
 	if c.err == nil {
@@ -306,8 +331,8 @@ func (c *h2Conn) fail(err error) {
 	c.streams = map[uint32]*h2Stream{}
 	c.smu.Unlock()
 	for _, st := range streams {
-		st.err = status.Errorf(codes.Unavailable, "connection lost: %v", err)
-		st.done <- struct{}{}
+		c.ended.Add(1)
+		st.done <- h2Outcome{err: status.Errorf(codes.Unavailable, "connection lost: %v", err)}
 	}
 	c.wake()
 }
@@ -321,7 +346,8 @@ func (c *h2Conn) retire(err error) {
 	}
 }
 
-// wake lets callers waiting for a stream slot or window look again.
+// wake lets callers waiting for a stream slot or window look again. It
+// must not be called with wmu held.
 func (c *h2Conn) wake() {
 	if c.waiting.Load() == 0 {
 		return
@@ -332,141 +358,197 @@ func (c *h2Conn) wake() {
 	c.wmu.Unlock()
 }
 
-// call sends one request message (with its 5-byte gRPC prefix) and returns
-// the answer's message, without its prefix.
-func (c *h2Conn) call(ctx context.Context, msg []byte) ([]byte, error) {
-	if int64(len(msg)) > c.peerWindow.Load() {
-		return nil, status.Errorf(codes.ResourceExhausted, "request of %d bytes exceeds the server's stream window", len(msg))
+// await waits, with wmu held on entry and on return, until ready holds,
+// the connection ends, something changed (a wake) or ctx ends; it returns
+// ctx's error in the last case. ready is checked under wmu after the
+// caller counts itself as waiting, so no wake is lost.
+func (c *h2Conn) await(ctx context.Context, ready func() bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
 	}
-	st := &h2Stream{done: make(chan struct{}, 1)}
+	c.waiting.Add(1)
+	defer c.waiting.Add(-1)
+	if ready() {
+		return nil
+	}
+	ch := c.waitCh
+	if err := c.leave(); err != nil {
+		c.fail(err)
+	}
+	select {
+	case <-ch:
+	case <-c.done:
+	case <-ctx.Done():
+	}
+	c.writers.Add(1)
+	c.wmu.Lock()
+	return ctx.Err()
+}
+
+// leave ends a writer's turn: wmu is held on entry and released. The last
+// writer out flushes what the others left in the buffer, after yielding
+// once so that callers woken by the same read of answers can add theirs
+// and one write carries all.
+func (c *h2Conn) leave() error {
+	if c.writers.Add(-1) != 0 || c.bw.Buffered() == 0 {
+		c.wmu.Unlock()
+		return nil
+	}
+	c.wmu.Unlock()
+	runtime.Gosched()
+	c.writers.Add(1)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.writers.Add(-1) == 0 && c.bw.Buffered() > 0 {
+		return c.bw.Flush()
+	}
+	return nil
+}
+
+// call sends one request message (with its 5-byte gRPC prefix) and returns
+// the answer's message, without its prefix. untaken says the server did
+// not take the call, so it may be sent again.
+func (c *h2Conn) call(ctx context.Context, msg []byte) (body []byte, untaken bool, err error) {
+	st := &h2Stream{done: make(chan h2Outcome, 1)}
 	st.deadline, _ = ctx.Deadline()
 	c.writers.Add(1)
 	c.wmu.Lock()
-	// Wait for a stream slot and connection window for the message.
-	for c.started-c.ended.Load() >= int64(c.maxStreams.Load()) || c.consumed+int64(len(msg)) > c.sendWindow.Load() {
-		c.waiting.Add(1)
-		if c.started-c.ended.Load() < int64(c.maxStreams.Load()) && c.consumed+int64(len(msg)) <= c.sendWindow.Load() {
-			c.waiting.Add(-1)
-			break
+	// A stream slot.
+	free := func() bool { return c.started-c.ended.Load() < int64(c.maxStreams.Load()) }
+	for !free() {
+		if err := c.await(ctx, func() bool { return free() || !c.usable() }); err != nil {
+			c.leaveOrFail()
+			return nil, false, ctxStatus(ctx)
 		}
-		ch := c.waitCh
-		c.flushLocked()
-		c.writers.Add(-1)
-		c.wmu.Unlock()
-		select {
-		case <-ch:
-		case <-c.done:
-		case <-ctx.Done():
-			c.waiting.Add(-1)
-			return nil, ctxStatus(ctx)
-		}
-		c.waiting.Add(-1)
-		c.writers.Add(1)
-		c.wmu.Lock()
 		if !c.usable() {
-			break // fails below
+			break // refused below
 		}
 	}
-	id := c.nextID
-	c.smu.Lock()
-	err := c.err
-	if err == nil {
-		c.streams[id] = st
-	}
-	c.smu.Unlock()
+	id, err := c.open(st)
 	if err != nil {
-		c.writers.Add(-1)
-		c.wmu.Unlock()
-		return nil, status.Errorf(codes.Unavailable, "connection lost: %v", err)
+		c.leaveOrFail()
+		return nil, true, status.Errorf(codes.Unavailable, "connection lost: %v", err)
 	}
-	c.nextID += 2
 	c.started++
-	c.consumed += int64(len(msg))
-	err = c.writeRequest(ctx, id, msg)
-	last := c.writers.Add(-1) == 0
-	exhausted := c.nextID > math.MaxInt32-2
-	c.wmu.Unlock()
-	if err == nil && last {
-		// The callers one read of answers woke are likely runnable now:
-		// let them queue their frames first, so one write carries all.
-		runtime.Gosched()
-		c.writers.Add(1)
-		c.wmu.Lock()
-		if c.writers.Add(-1) == 0 && c.bw.Buffered() > 0 {
-			err = c.bw.Flush()
-		}
-		c.wmu.Unlock()
-	}
-	if err != nil {
+	if err := c.writeHeaders(ctx, id); err != nil {
+		c.leaveOrFail()
 		c.fail(err)
+		return c.outcome(<-st.done, st)
 	}
-	if exhausted {
-		// Stream ids ran out: the calls in flight finish, no more start.
-		c.retire(errors.New("stream ids exhausted"))
+	// DATA, as far as the connection's and the stream's windows allow.
+	var sent int64
+	for off := 0; off < len(msg); {
+		if len(st.done) > 0 {
+			break // answered (or failed) before the whole request went out
+		}
+		n := min(int64(len(msg)-off), int64(c.maxFrame.Load()), c.sendWindow.Load()-c.consumed, st.sendWindow.Load()-sent)
+		if n <= 0 {
+			err := c.await(ctx, func() bool {
+				return len(st.done) > 0 || c.sendWindow.Load() > c.consumed && st.sendWindow.Load() > sent
+			})
+			if err != nil {
+				abandoned := c.forget(id)
+				if abandoned {
+					_ = c.wf.WriteRSTStream(id, http2.ErrCodeCancel)
+					c.ended.Add(1)
+				}
+				c.leaveOrFail()
+				if abandoned {
+					c.wake()
+				}
+				return nil, false, ctxStatus(ctx)
+			}
+			continue
+		}
+		end := off+int(n) == len(msg)
+		if err := c.wf.WriteData(id, end, msg[off:off+int(n)]); err != nil {
+			c.leaveOrFail()
+			c.fail(err)
+			return c.outcome(<-st.done, st)
+		}
+		off += int(n)
+		sent += n
+		c.consumed += n
 	}
+	c.leaveOrFail()
 
 	select {
-	case <-st.done:
+	case o := <-st.done:
+		return c.outcome(o, st)
 	case <-ctx.Done():
 		if c.forget(id) {
 			c.cancelStream(id)
 			c.ended.Add(1)
 			c.wake()
-			return nil, ctxStatus(ctx)
+			return nil, false, ctxStatus(ctx)
 		}
-		<-st.done // the reader has finished it meanwhile
+		return c.outcome(<-st.done, st) // the reader finished it meanwhile
 	}
-	if st.err != nil {
-		return nil, st.err
+}
+
+// leaveOrFail is leave, failing the connection when the flush fails.
+func (c *h2Conn) leaveOrFail() {
+	if err := c.leave(); err != nil {
+		c.fail(err)
+	}
+}
+
+// open registers st under a new stream id; wmu is held. The last id a
+// connection may use retires it, in the same step, so no caller can take
+// an id past it.
+func (c *h2Conn) open(st *h2Stream) (uint32, error) {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	if c.err != nil {
+		return 0, c.err
+	}
+	id := c.nextID
+	c.nextID += 2
+	if c.nextID > math.MaxInt32 {
+		c.err = errors.New("stream ids exhausted")
+	}
+	st.sendWindow.Store(c.peerWindow)
+	c.streams[id] = st
+	return id, nil
+}
+
+// outcome turns a stream's outcome into the call's result.
+func (c *h2Conn) outcome(o h2Outcome, st *h2Stream) ([]byte, bool, error) {
+	if o.err != nil {
+		return nil, o.untaken, o.err
 	}
 	if !st.haveStatus {
-		return nil, status.Error(codes.Internal, "response without grpc-status")
+		return nil, false, status.Error(codes.Internal, "response without grpc-status")
 	}
 	if st.code != codes.OK {
-		return nil, status.Error(st.code, st.msg)
+		return nil, false, status.Error(st.code, st.msg)
 	}
-	return grpcMessage(st.body)
+	body, err := grpcMessage(st.body)
+	return body, false, err
 }
 
-// flushLocked flushes when no other writer is waiting; wmu is held.
-func (c *h2Conn) flushLocked() {
-	if c.writers.Load() == 1 && c.bw.Buffered() > 0 {
-		if err := c.bw.Flush(); err != nil {
-			go c.fail(err)
-		}
-	}
-}
-
-func (c *h2Conn) writeRequest(ctx context.Context, id uint32, msg []byte) error {
+func (c *h2Conn) writeHeaders(ctx context.Context, id uint32) error {
 	c.hbuf.Reset()
 	enc := c.henc
 	_ = enc.WriteField(hpack.HeaderField{Name: ":method", Value: "POST"})
 	_ = enc.WriteField(hpack.HeaderField{Name: ":scheme", Value: "http"})
 	_ = enc.WriteField(hpack.HeaderField{Name: ":path", Value: rlsPath})
-	_ = enc.WriteField(hpack.HeaderField{Name: ":authority", Value: c.authorty})
+	_ = enc.WriteField(hpack.HeaderField{Name: ":authority", Value: c.authority})
 	_ = enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
 	_ = enc.WriteField(hpack.HeaderField{Name: "te", Value: "trailers"})
 	_ = enc.WriteField(hpack.HeaderField{Name: "user-agent", Value: "sluice-bench"})
 	if dl, ok := ctx.Deadline(); ok {
-		_ = enc.WriteField(hpack.HeaderField{Name: "grpc-timeout", Value: grpcTimeout(time.Until(dl))})
+		// Never indexed: each call's value differs and would push the
+		// constant fields out of the dynamic table.
+		_ = enc.WriteField(hpack.HeaderField{Name: "grpc-timeout", Value: grpcTimeout(time.Until(dl)), Sensitive: true})
 	}
-	if err := c.wf.WriteHeaders(http2.HeadersFrameParam{
+	return c.wf.WriteHeaders(http2.HeadersFrameParam{
 		StreamID: id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true,
-	}); err != nil {
-		return err
-	}
-	max := int(c.maxFrame.Load())
-	for len(msg) > max {
-		if err := c.wf.WriteData(id, false, msg[:max]); err != nil {
-			return err
-		}
-		msg = msg[max:]
-	}
-	return c.wf.WriteData(id, true, msg)
+	})
 }
 
 // grpcTimeout encodes d as a grpc-timeout value: at most 8 digits and a
-// unit.
+// unit, rounded up.
 func grpcTimeout(d time.Duration) string {
 	if d <= 0 {
 		d = 1
@@ -476,7 +558,11 @@ func grpcTimeout(d time.Duration) string {
 		d    time.Duration
 		unit byte
 	}{{time.Nanosecond, 'n'}, {time.Microsecond, 'u'}, {time.Millisecond, 'm'}, {time.Second, 'S'}} {
-		if v := (d + u.d - 1) / u.d; v < 1e8 {
+		v := d / u.d
+		if d%u.d != 0 {
+			v++
+		}
+		if v < 1e8 {
 			return string(append(strconv.AppendInt(buf[:0], int64(v), 10), u.unit))
 		}
 	}
@@ -504,7 +590,7 @@ func grpcMessage(body []byte) ([]byte, error) {
 	return body[5:], nil
 }
 
-// forget removes stream id; false when the reader has already ended it.
+// forget removes stream id; false when someone else already ended it.
 func (c *h2Conn) forget(id uint32) bool {
 	c.smu.Lock()
 	defer c.smu.Unlock()
@@ -521,25 +607,39 @@ func (c *h2Conn) stream(id uint32) *h2Stream {
 	return c.streams[id]
 }
 
-// end hands st its outcome.
+// end hands st the reader's verdict (nil: the answer is complete).
 func (c *h2Conn) end(id uint32, st *h2Stream) {
 	if !c.forget(id) {
 		return
 	}
 	c.ended.Add(1)
-	st.done <- struct{}{}
+	st.done <- h2Outcome{err: st.bad, untaken: st.untaken}
 	c.wake()
 }
 
 func (c *h2Conn) settings(sf *http2.SettingsFrame) error {
+	var table uint32
+	haveTable := false
 	err := sf.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
 		switch s.ID {
 		case http2.SettingMaxConcurrentStreams:
 			c.maxStreams.Store(s.Val)
 		case http2.SettingMaxFrameSize:
 			c.maxFrame.Store(s.Val)
 		case http2.SettingInitialWindowSize:
-			c.peerWindow.Store(int64(s.Val))
+			// A change applies to the open streams too.
+			c.smu.Lock()
+			delta := int64(s.Val) - c.peerWindow
+			c.peerWindow = int64(s.Val)
+			for _, st := range c.streams {
+				st.sendWindow.Add(delta)
+			}
+			c.smu.Unlock()
+		case http2.SettingHeaderTableSize:
+			table, haveTable = s.Val, true
 		}
 		return nil
 	})
@@ -548,6 +648,9 @@ func (c *h2Conn) settings(sf *http2.SettingsFrame) error {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if haveTable {
+		c.henc.SetMaxDynamicTableSizeLimit(table)
+	}
 	if err := c.wf.WriteSettingsAck(); err != nil {
 		return err
 	}
@@ -575,31 +678,9 @@ func (c *h2Conn) frame(f http2.Frame) error {
 	case *http2.MetaHeadersFrame:
 		st := c.stream(f.StreamID)
 		if st == nil {
-			return nil // cancelled by its caller
+			return nil // ended already, or given up by its caller
 		}
-		if !st.gotHeaders {
-			st.gotHeaders = true
-			if s := f.PseudoValue("status"); s != "200" {
-				st.err = status.Errorf(codes.Unavailable, "HTTP status %q", s)
-				c.end(f.StreamID, st)
-				return nil
-			}
-		}
-		for _, hf := range f.RegularFields() {
-			switch hf.Name {
-			case "grpc-status":
-				n, err := strconv.Atoi(hf.Value)
-				if err != nil {
-					st.err = status.Errorf(codes.Internal, "grpc-status %q", hf.Value)
-				}
-				st.code, st.haveStatus = codes.Code(n), true
-			case "grpc-message":
-				st.msg = hf.Value
-			}
-		}
-		if f.StreamEnded() {
-			c.end(f.StreamID, st)
-		}
+		c.headers(f, st)
 	case *http2.DataFrame:
 		c.recvUnacked += int64(f.Length)
 		if c.recvUnacked >= h2ConnWindow/2 {
@@ -619,15 +700,19 @@ func (c *h2Conn) frame(f http2.Frame) error {
 		if st == nil {
 			return nil
 		}
-		if len(st.body)+len(f.Data()) > h2MaxResponse {
-			st.err = status.Errorf(codes.ResourceExhausted, "response larger than %d bytes", h2MaxResponse)
+		switch {
+		case !st.gotHeaders:
+			st.bad = status.Error(codes.Internal, "response DATA before its HEADERS")
 			c.reset(f.StreamID, st)
-			return nil
-		}
-		st.body = append(st.body, f.Data()...)
-		if f.StreamEnded() {
-			st.err = status.Error(codes.Internal, "response ended without trailers")
-			c.end(f.StreamID, st)
+		case len(st.body)+len(f.Data()) > h2MaxResponse:
+			st.bad = status.Errorf(codes.ResourceExhausted, "response larger than %d bytes", h2MaxResponse)
+			c.reset(f.StreamID, st)
+		default:
+			st.body = append(st.body, f.Data()...)
+			if f.StreamEnded() {
+				st.bad = status.Error(codes.Internal, "response ended without trailers")
+				c.end(f.StreamID, st)
+			}
 		}
 	case *http2.RSTStreamFrame:
 		if st := c.stream(f.StreamID); st != nil {
@@ -636,7 +721,8 @@ func (c *h2Conn) frame(f http2.Frame) error {
 				// The server gave up at the deadline it was sent.
 				code = codes.DeadlineExceeded
 			}
-			st.err = status.Errorf(code, "stream reset by the server: %v", f.ErrCode)
+			st.bad = status.Errorf(code, "stream reset by the server: %v", f.ErrCode)
+			st.untaken = f.ErrCode == http2.ErrCodeRefusedStream
 			c.end(f.StreamID, st)
 		}
 	case *http2.SettingsFrame:
@@ -659,11 +745,14 @@ func (c *h2Conn) frame(f http2.Frame) error {
 	case *http2.WindowUpdateFrame:
 		if f.StreamID == 0 {
 			c.sendWindow.Add(int64(f.Increment))
-			c.wake()
+		} else if st := c.stream(f.StreamID); st != nil {
+			st.sendWindow.Add(int64(f.Increment))
 		}
+		c.wake()
 	case *http2.GoAwayFrame:
-		// Streams the server did not take fail now; no new ones start.
-		// The others finish, then the server closes the connection.
+		// Streams the server did not take fail now (and may be sent again
+		// elsewhere); no new ones start. The others finish, then the
+		// server closes the connection.
 		c.retire(fmt.Errorf("server sent GOAWAY (%v)", f.ErrCode))
 		c.smu.Lock()
 		var gone []uint32
@@ -675,7 +764,8 @@ func (c *h2Conn) frame(f http2.Frame) error {
 		c.smu.Unlock()
 		for _, id := range gone {
 			if st := c.stream(id); st != nil {
-				st.err = status.Error(codes.Unavailable, "server sent GOAWAY before taking the call")
+				st.bad = status.Error(codes.Unavailable, "server sent GOAWAY before taking the call")
+				st.untaken = true
 				c.end(id, st)
 			}
 		}
@@ -684,7 +774,99 @@ func (c *h2Conn) frame(f http2.Frame) error {
 	return nil
 }
 
-// reset ends st with its error and tells the server to stop sending.
+// headers takes a HEADERS block of st's answer: the response headers
+// (informational ones skipped), or the trailers.
+func (c *h2Conn) headers(f *http2.MetaHeadersFrame, st *h2Stream) {
+	id := f.StreamID
+	if !st.gotHeaders {
+		s := f.PseudoValue("status")
+		if len(s) == 3 && s[0] == '1' && !f.StreamEnded() {
+			return // 1xx: the real answer follows
+		}
+		st.gotHeaders = true
+		if s != "200" {
+			st.bad = status.Errorf(httpStatusCode(s), "HTTP status %q", s)
+			c.resetUnlessEnded(f, st)
+			return
+		}
+		ct := ""
+		for _, hf := range f.RegularFields() {
+			if hf.Name == "content-type" {
+				ct = hf.Value
+			}
+		}
+		if ct != "application/grpc" && !strings.HasPrefix(ct, "application/grpc+") && !strings.HasPrefix(ct, "application/grpc;") {
+			st.bad = status.Errorf(codes.Unknown, "response content-type %q is not gRPC", ct)
+			c.resetUnlessEnded(f, st)
+			return
+		}
+	}
+	for _, hf := range f.RegularFields() {
+		switch hf.Name {
+		case "grpc-status":
+			n, err := strconv.ParseUint(hf.Value, 10, 32)
+			if err != nil {
+				st.bad = status.Errorf(codes.Internal, "grpc-status %q", hf.Value)
+			}
+			st.code, st.haveStatus = codes.Code(n), true
+		case "grpc-message":
+			st.msg = percentDecode(hf.Value)
+		}
+	}
+	if f.StreamEnded() {
+		c.end(id, st)
+	}
+}
+
+// resetUnlessEnded ends st, resetting the stream if the server has not
+// ended it, so the server stops counting it as open.
+func (c *h2Conn) resetUnlessEnded(f *http2.MetaHeadersFrame, st *h2Stream) {
+	if f.StreamEnded() {
+		c.end(f.StreamID, st)
+	} else {
+		c.reset(f.StreamID, st)
+	}
+}
+
+// httpStatusCode maps an HTTP status other than 200 to a gRPC code, as
+// gRPC's HTTP-to-gRPC status mapping does.
+func httpStatusCode(s string) codes.Code {
+	switch s {
+	case "400":
+		return codes.Internal
+	case "401":
+		return codes.Unauthenticated
+	case "403":
+		return codes.PermissionDenied
+	case "404":
+		return codes.Unimplemented
+	case "429", "502", "503", "504":
+		return codes.Unavailable
+	}
+	return codes.Unknown
+}
+
+// percentDecode undoes grpc-message's percent-encoding; malformed escapes
+// stay as they are.
+func percentDecode(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				b = append(b, byte(v))
+				i += 2
+				continue
+			}
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
+}
+
+// reset ends st with its verdict and tells the server to stop sending.
 func (c *h2Conn) reset(id uint32, st *h2Stream) {
 	c.cancelStream(id)
 	c.end(id, st)

@@ -3,7 +3,10 @@ package bench
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +16,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
@@ -344,6 +349,7 @@ func TestGRPCTimeout(t *testing.T) {
 		{100 * time.Millisecond, "100000u"},
 		{200 * time.Second, "200000m"},
 		{100000 * time.Second, "100000S"},
+		{math.MaxInt64, "99999999S"},
 	} {
 		if got := grpcTimeout(tt.d); got != tt.want {
 			t.Errorf("grpcTimeout(%v) = %q, want %q", tt.d, got, tt.want)
@@ -387,5 +393,123 @@ func TestLeanClientDoesNotHammerAFailingServer(t *testing.T) {
 	most := int64(time.Since(start)/h2RedialEvery) + 1
 	if n := accepts.Load(); n > most || n == 0 {
 		t.Errorf("%d calls in %v dialled %d times; want 1 to %d", calls, time.Since(start).Round(time.Millisecond), n, most)
+	}
+}
+
+func TestLeanClientLargeRequests(t *testing.T) {
+	// Requests larger than what the server's windows grant at once go out
+	// in pieces as the server returns credit.
+	for _, tt := range []struct {
+		name string
+		opts []grpc.ServerOption
+	}{
+		{"large stream window, default connection window", []grpc.ServerOption{grpc.InitialWindowSize(1 << 20)}},
+		{"fixed 64 KiB windows", []grpc.ServerOption{grpc.InitialWindowSize(65535), grpc.InitialConnWindowSize(65535)}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			lis := listen(t)
+			echoServer(t, lis, tt.opts...)
+			c := leanClient(t, lis.Addr().String())
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			for i := range 10 {
+				if _, err := c.ShouldRateLimit(ctx, req("ok", "small", 1)); err != nil {
+					t.Fatalf("small call %d: %v", i, err)
+				}
+			}
+			for _, size := range []int{60000, 100 << 10, 300 << 10} {
+				v := strings.Repeat("L", size)
+				r, err := c.ShouldRateLimit(ctx, req("ok", v, 1))
+				if err != nil || echoed(r) != v {
+					t.Fatalf("request of %d bytes: %v (echo %d bytes)", size, err, len(echoed(r)))
+				}
+			}
+		})
+	}
+}
+
+func TestLeanClientStreamIDsRunOut(t *testing.T) {
+	// Near the last stream id, concurrent callers finish on the old
+	// connection or move to a new one; none sends an invalid id.
+	lis := listen(t)
+	echoServer(t, lis)
+	c := leanClient(t, lis.Addr().String())
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if _, err := c.ShouldRateLimit(ctx, req("ok", "x", 1)); err != nil {
+		t.Fatal(err)
+	}
+	old := c.cur
+	old.wmu.Lock()
+	old.nextID = math.MaxInt32 - 20
+	old.wmu.Unlock()
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			for j := range 10 {
+				v := fmt.Sprint(i, "-", j)
+				if r, err := c.ShouldRateLimit(ctx, req("ok", v, 1)); err != nil || echoed(r) != v {
+					t.Errorf("call %s: %v", v, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if c.cur == old {
+		t.Error("still on the connection whose stream ids ran out")
+	}
+}
+
+func TestLeanClientHTTPAnswers(t *testing.T) {
+	// A server that is not gRPC, or answers with an HTTP error: gRPC's
+	// mapping of HTTP statuses, and trailers read as gRPC's.
+	var mode atomic.Value
+	h := h2c.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch mode.Load().(string) {
+		case "404":
+			w.WriteHeader(http.StatusNotFound)
+		case "503":
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case "html":
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write([]byte("<html>"))
+		case "status":
+			w.Header().Set("Content-Type", "application/grpc")
+			w.Header().Set("Trailer", "grpc-status, grpc-message")
+			w.WriteHeader(http.StatusOK)
+			w.Header().Set("grpc-status", "5")
+			w.Header().Set("grpc-message", "no%20such%20thing%E2%9C%93")
+		}
+	}), &http2.Server{})
+	lis := listen(t)
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(lis)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	c := leanClient(t, lis.Addr().String())
+	for _, tt := range []struct {
+		mode string
+		code codes.Code
+		msg  string
+	}{
+		{"404", codes.Unimplemented, `HTTP status "404"`},
+		{"503", codes.Unavailable, `HTTP status "503"`},
+		{"html", codes.Unknown, `content-type "text/html"`},
+		{"status", codes.NotFound, "no such thing\u2713"},
+	} {
+		mode.Store(tt.mode)
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		_, err := c.ShouldRateLimit(ctx, req("ok", "x", 1))
+		cancel()
+		if status.Code(err) != tt.code || !strings.Contains(err.Error(), tt.msg) {
+			t.Errorf("%s: err %v, want %v with %q", tt.mode, err, tt.code, tt.msg)
+		}
 	}
 }
