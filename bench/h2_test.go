@@ -80,6 +80,18 @@ func echoServer(t *testing.T, lis net.Listener, opts ...grpc.ServerOption) (*grp
 	return srv, e
 }
 
+// waitActive waits until the server is running a call.
+func waitActive(t *testing.T, e *echoRLS) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.active.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the call never reached the server")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func listen(t *testing.T) net.Listener {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -235,15 +247,15 @@ func TestLeanClientMaxConcurrentStreams(t *testing.T) {
 
 func TestLeanClientAnswersPings(t *testing.T) {
 	// The server pings every second and drops a connection whose ping is
-	// not answered within 100 ms.
+	// not answered within 500 ms.
 	lis := listen(t)
-	echoServer(t, lis, grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Second, Timeout: 100 * time.Millisecond}))
+	echoServer(t, lis, grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Second, Timeout: 500 * time.Millisecond}))
 	c := leanClient(t, lis.Addr().String())
 	if _, err := c.ShouldRateLimit(t.Context(), req("ok", "x", 1)); err != nil {
 		t.Fatal(err)
 	}
 	first := c.cur
-	time.Sleep(2500 * time.Millisecond)
+	time.Sleep(3 * time.Second)
 	if _, err := c.ShouldRateLimit(t.Context(), req("ok", "x", 1)); err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +267,7 @@ func TestLeanClientAnswersPings(t *testing.T) {
 func TestLeanClientServerGoesAndComesBack(t *testing.T) {
 	lis := listen(t)
 	addr := lis.Addr().String()
-	srv, _ := echoServer(t, lis)
+	srv, e := echoServer(t, lis)
 	c := leanClient(t, addr)
 	ctx := t.Context()
 
@@ -268,7 +280,7 @@ func TestLeanClientServerGoesAndComesBack(t *testing.T) {
 		}
 		slow <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	waitActive(t, e)
 	srv.GracefulStop()
 	if err := <-slow; err != nil {
 		t.Fatalf("call in flight across a graceful stop: %v", err)
@@ -305,7 +317,7 @@ func TestLeanClientServerGoesAndComesBack(t *testing.T) {
 
 func TestLeanClientClose(t *testing.T) {
 	lis := listen(t)
-	echoServer(t, lis)
+	_, e := echoServer(t, lis)
 	c := newH2Client(lis.Addr().String(), time.Second)
 	if _, err := c.ShouldRateLimit(t.Context(), req("ok", "x", 1)); err != nil {
 		t.Fatal(err)
@@ -316,7 +328,7 @@ func TestLeanClientClose(t *testing.T) {
 		_, err := c.ShouldRateLimit(t.Context(), req("slow", "x", 10000))
 		inflight <- err
 	}()
-	time.Sleep(50 * time.Millisecond)
+	waitActive(t, e)
 	c.Close()
 	select {
 	case err := <-inflight:
