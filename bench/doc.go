@@ -4,9 +4,10 @@
 // reports throughput, latency, decision and error counts and, given the
 // limit the server applies, how exactly the server kept it.
 //
-// It must import only the Envoy API types, gRPC and the standard library,
-// never Sluice's own packages, so that it measures any implementation the
-// same way.
+// It must import only the Envoy API types, gRPC, golang.org/x/net's HTTP/2
+// framer (for the lean client, h2.go) and the standard library, never
+// Sluice's own packages, so that it measures any implementation the same
+// way.
 //
 // Entry points:
 //
