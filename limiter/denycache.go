@@ -285,6 +285,14 @@ func (c *DenyCache) Apply(ctx context.Context, reqs []BucketRequest, res []Bucke
 		return c.deny(ctx, s, reqs, res, now)
 	}
 
+	for _, st := range s.state {
+		if st == stProbe {
+			// Others wait for this answer, and the bound it brings back
+			// is the tighter the sooner the call goes out.
+			ctx = WithUrgent(ctx)
+			break
+		}
+	}
 	epoch := c.epoch.Load()
 	sent := c.now()
 	allowed, err := c.next.Apply(ctx, reqs, res)
@@ -293,6 +301,21 @@ func (c *DenyCache) Apply(ctx context.Context, reqs []BucketRequest, res []Bucke
 	}
 	c.releaseAll(reqs, s.state)
 	return allowed, err
+}
+
+type urgentKey struct{}
+
+// WithUrgent marks ctx for a store call that others are waiting on: a
+// store that could hold a call back to batch it with others should send
+// this one at once.
+func WithUrgent(ctx context.Context) context.Context {
+	return context.WithValue(ctx, urgentKey{}, true)
+}
+
+// Urgent reports whether WithUrgent marked ctx.
+func Urgent(ctx context.Context) bool {
+	v, _ := ctx.Value(urgentKey{}).(bool)
+	return v
 }
 
 // releaseAll ends the probes the call holds.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -271,5 +272,53 @@ func BenchmarkDenyCache(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// urgencyStore records whether each call reaching the store was marked
+// urgent.
+type urgencyStore struct {
+	limiter.Store
+	urgent []bool
+}
+
+func (s *urgencyStore) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult) (bool, error) {
+	s.urgent = append(s.urgent, limiter.Urgent(ctx))
+	return s.Store.Apply(ctx, reqs, res)
+}
+
+// TestDenyCacheProbeIsUrgent checks that a probe of a remembered bucket,
+// which other calls wait on, reaches the store marked urgent, and that
+// other calls do not.
+func TestDenyCacheProbeIsUrgent(t *testing.T) {
+	c := limitertest.NewClock(1_000_000_000)
+	behind := &urgencyStore{Store: memory.New(c.Now)}
+	cached := limiter.NewDenyCache(behind, limiter.DenyCacheConfig{Now: c.Now})
+	rl := limiter.RateLimit{RequestsPerUnit: 1, Unit: limiter.Second, Burst: 1}
+	rt, _ := rl.Rate()
+	take := []limiter.BucketRequest{{Key: "k", Rate: rt, Cost: 1}}
+	other := []limiter.BucketRequest{{Key: "other", Rate: rt, Cost: 1}}
+	res := make([]limiter.BucketResult, 1)
+	apply := func(reqs []limiter.BucketRequest) bool {
+		ok, err := cached.Apply(context.Background(), reqs, res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	apply(take) // admitted: nothing learned
+	apply(take) // denied by the store: bound learned
+	apply(take) // denied by the cache: no call
+	apply(other)
+	c.Advance(time.Second) // the bound runs out
+	if !apply(take) {      // the probe
+		t.Fatal("probe after the refill denied")
+	}
+	want := []bool{false, false, false, true}
+	if !slices.Equal(behind.urgent, want) {
+		t.Fatalf("calls reaching the store marked urgent %v, want %v", behind.urgent, want)
+	}
+	if limiter.Urgent(context.Background()) || !limiter.Urgent(limiter.WithUrgent(context.Background())) {
+		t.Fatal("Urgent does not report WithUrgent")
 	}
 }

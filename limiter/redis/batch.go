@@ -10,6 +10,8 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/sluice-rl/sluice/limiter"
 )
 
 // batcher writes queued script calls to Redis as pipelines. A fixed number
@@ -125,11 +127,12 @@ func (b *batcher) write(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
-		if len(b.queue) == 0 {
+		if len(b.queue) == 0 && !limiter.Urgent(batch[0].ctx) {
 			// Callers woken by the same answers (theirs, or the gRPC
 			// frames read with them) are likely runnable: let them queue
 			// before this call goes out alone. Under light load nothing
-			// else runs and the yield returns at once.
+			// else runs and the yield returns at once. A deny cache's
+			// probe, which others wait on, goes at once.
 			runtime.Gosched()
 		}
 	fill:
