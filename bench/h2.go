@@ -447,15 +447,8 @@ func (c *h2Conn) call(ctx context.Context, msg []byte) (body []byte, untaken boo
 				return len(st.done) > 0 || c.sendWindow.Load() > c.consumed && st.sendWindow.Load() > sent
 			})
 			if err != nil {
-				abandoned := c.forget(id)
-				if abandoned {
-					_ = c.wf.WriteRSTStream(id, http2.ErrCodeCancel)
-					c.ended.Add(1)
-				}
 				c.leaveOrFail()
-				if abandoned {
-					c.wake()
-				}
+				c.abandon(id)
 				return nil, false, ctxStatus(ctx)
 			}
 			continue
@@ -476,14 +469,23 @@ func (c *h2Conn) call(ctx context.Context, msg []byte) (body []byte, untaken boo
 	case o := <-st.done:
 		return c.outcome(o, st)
 	case <-ctx.Done():
-		if c.forget(id) {
-			c.cancelStream(id)
-			c.ended.Add(1)
-			c.wake()
+		if c.abandon(id) {
 			return nil, false, ctxStatus(ctx)
 		}
 		return c.outcome(<-st.done, st) // the reader finished it meanwhile
 	}
+}
+
+// abandon ends stream id for a caller that gave up, telling the server;
+// false when the stream already has its outcome. wmu must not be held.
+func (c *h2Conn) abandon(id uint32) bool {
+	if !c.forget(id) {
+		return false
+	}
+	c.cancelStream(id)
+	c.ended.Add(1)
+	c.wake()
+	return true
 }
 
 // leaveOrFail is leave, failing the connection when the flush fails.
