@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -30,11 +31,19 @@ type rls struct {
 	headers HeaderConfig
 	maxMsg  int
 	pool    sync.Pool // *scratch
+
+	// The gRPC method's interceptor info and handler (wire.go).
+	info        grpc.UnaryServerInfo
+	wireHandler grpc.UnaryHandler
 }
 
 func newRLS(lim *limiter.Limiter, cfg Config) *rls {
 	r := &rls{lim: lim, headers: cfg.ResponseHeaders, maxMsg: cfg.GRPC.MaxRecvMsgBytes}
 	r.pool.New = func() any { return new(scratch) }
+	r.info = grpc.UnaryServerInfo{Server: r, FullMethod: shouldRateLimitFullMethod}
+	r.wireHandler = func(ctx context.Context, req any) (any, error) {
+		return r.answerWire(ctx, req.(*wireQuery))
+	}
 	return r
 }
 
@@ -46,6 +55,11 @@ type scratch struct {
 	spans     [][2]int
 	overrides []limiter.RateLimit
 	num       []byte
+
+	// The gRPC path's decoding and encoding (wire.go).
+	query wireQuery
+	ovr   []int // per descriptor: its index in overrides, or -1
+	out   []byte
 }
 
 // ShouldRateLimit implements rlsv3.RateLimitServiceServer.

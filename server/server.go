@@ -173,6 +173,7 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 		// between the bound and that.
 		grpc.MaxRecvMsgSize(2*cfg.GRPC.MaxRecvMsgBytes + 64<<10),
 		grpc.MaxConcurrentStreams(cfg.GRPC.MaxConcurrentStreams),
+		grpc.ForceServerCodecV2(newWireCodec()),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             cfg.GRPC.KeepaliveMinTime,
 			PermitWithoutStream: true,
@@ -193,7 +194,7 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	s.grpc = grpc.NewServer(gopts...)
-	rlsv3.RegisterRateLimitServiceServer(s.grpc, s.rls)
+	s.grpc.RegisterService(&rlsServiceDesc, s.rls)
 	healthpb.RegisterHealthServer(s.grpc, &healthService{Server: s.health, stopping: s.stopping})
 	reflection.Register(s.grpc)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
