@@ -30,6 +30,47 @@ local function ceildiv(a, b)
   return q
 end
 
+-- One enforced take, the common call: the steps below for n = 1, op 0,
+-- without the tables.
+if n == 1 and ARGV[1] == '0' then
+  local k = KEYS[1]
+  local num1, den1, cap1, cost1 = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+  local capd1 = cap1 * den1
+  local d = 0
+  local full = redis.call('PEXPIRETIME', k)
+  if full > 0 then
+    local diff = full * 1000 - now
+    if diff > 0 then
+      if diff > (divmod(capd1, num1)) + 1000 then
+        d = capd1
+      else
+        d = diff * num1 - tonumber(redis.call('GET', k) or '0')
+        if d < 0 then d = 0 elseif d > capd1 then d = capd1 end
+      end
+    end
+  end
+  local need = cost1 * den1
+  if cost1 > cap1 or d + need > capd1 then
+    local reset = 0
+    if cost1 <= cap1 then reset = ceildiv(d + need - capd1, num1) end
+    return {0, 0, (divmod(capd1 - d, den1)), reset}
+  end
+  if need > 0 then
+    d = d + need
+    local q, r = divmod(d, num1)
+    local tt = now + q
+    local full1
+    if r > 0 then
+      full1 = (divmod(tt, 1000)) + 1
+    else
+      full1 = (divmod(tt + 999, 1000))
+    end
+    local slack = (full1 * 1000 - now) * num1 - d
+    redis.call('SET', k, string.format('%d', slack), 'PXAT', string.format('%d', full1))
+  end
+  return {1, 1, (divmod(capd1 - d, den1)), ceildiv(d, num1)}
+end
+
 local op, num, den, cap, cost, capd = {}, {}, {}, {}, {}, {}
 local debt, slot, loaded = {}, {}, {}
 local seen = {}

@@ -294,7 +294,7 @@ func TestScriptMatchesDecide(t *testing.T) {
 		m = model{}
 	}
 	newPool()
-	var denied, allowedN, refunds int
+	var denied, allowedN, refunds, single int
 	var history []string
 	defer func() {
 		if t.Failed() {
@@ -340,6 +340,12 @@ func TestScriptMatchesDecide(t *testing.T) {
 				reqs[i].Cost = 1 + uint64(rng.IntN(int(reqs[i].Rate.Cap)))
 			}
 		}
+		if rng.IntN(4) == 0 {
+			// one enforced take: the script's table-free path
+			n, reqs = 1, reqs[:1]
+			reqs[0].Op = limiter.OpTake
+			single++
+		}
 
 		t0 := redisNow(t, rc)
 		got := make([]limiter.BucketResult, n)
@@ -370,7 +376,7 @@ func TestScriptMatchesDecide(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d calls: %d allowed, %d denied, %d refunds; widest TIME window %dµs", calls, allowedN, denied, refunds, maxWindow)
+	t.Logf("%d calls (%d single takes): %d allowed, %d denied, %d refunds; widest TIME window %dµs", calls, single, allowedN, denied, refunds, maxWindow)
 	if allowedN == 0 || denied == 0 {
 		t.Fatalf("the random calls did not exercise both outcomes")
 	}
