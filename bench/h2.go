@@ -134,35 +134,43 @@ var h2Bufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // ShouldRateLimit sends in and waits for the answer, or for ctx.
 func (c *h2Client) ShouldRateLimit(ctx context.Context, in *rlsv3.RateLimitRequest, _ ...grpc.CallOption) (*rlsv3.RateLimitResponse, error) {
+	resp := &rlsv3.RateLimitResponse{}
+	err := c.roundTrip(ctx, in, func(body []byte) error {
+		if err := proto.Unmarshal(body, resp); err != nil {
+			return status.Errorf(codes.Internal, "unmarshal response: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// roundTrip sends in and hands the answer's message to read.
+func (c *h2Client) roundTrip(ctx context.Context, in *rlsv3.RateLimitRequest, read func([]byte) error) error {
 	bp := h2Bufs.Get().(*[]byte)
 	defer h2Bufs.Put(bp)
 	msg, err := proto.MarshalOptions{}.MarshalAppend(append((*bp)[:0], 0, 0, 0, 0, 0), in)
 	*bp = msg[:0]
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "marshal request: %v", err)
+		return status.Errorf(codes.Internal, "marshal request: %v", err)
 	}
 	binary.BigEndian.PutUint32(msg[1:5], uint32(len(msg)-5))
-	var body []byte
 	for attempt := 0; ; attempt++ {
 		cn, err := c.conn(ctx)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		var untaken bool
-		body, untaken, err = cn.call(ctx, msg)
+		body, untaken, err := cn.call(ctx, msg)
 		if err != nil {
 			if untaken && attempt == 0 && ctx.Err() == nil {
 				continue // the server never saw it: safe to send again
 			}
-			return nil, err
+			return err
 		}
-		break
+		return read(body)
 	}
-	resp := &rlsv3.RateLimitResponse{}
-	if err := proto.Unmarshal(body, resp); err != nil {
-		return nil, status.Errorf(codes.Internal, "unmarshal response: %v", err)
-	}
-	return resp, nil
 }
 
 // h2Conn is one HTTP/2 connection. Callers write their frames under wmu;

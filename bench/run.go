@@ -53,7 +53,7 @@ type runner struct {
 	prefix  string
 	conns   []*grpc.ClientConn
 	lean    []*h2Client
-	clients []rlsv3.RateLimitServiceClient // address varies fastest
+	clients []decider // address varies fastest
 	rr      atomic.Uint64
 	tracker *tracker // nil without a limit
 
@@ -114,7 +114,7 @@ func newRunner(o *Options) (*runner, error) {
 				return nil, fmt.Errorf("connect %s: %w", addr, err)
 			}
 			r.conns = append(r.conns, cc)
-			r.clients = append(r.clients, rlsv3.NewRateLimitServiceClient(cc))
+			r.clients = append(r.clients, grpcDecider{rlsv3.NewRateLimitServiceClient(cc)})
 		}
 	}
 	workers := o.Concurrency
@@ -301,6 +301,7 @@ type worker struct {
 	idx   []int
 	req   *request
 	shard *shard
+	v     verdict
 }
 
 func (r *runner) newWorker(id int) *worker {
@@ -324,7 +325,8 @@ func (r *runner) do(ctx context.Context, wk *worker, intended time.Time, measure
 	}
 	cctx, cancel := context.WithDeadline(ctx, deadline)
 	r.inflight.Add(1)
-	resp, err := client.ShouldRateLimit(cctx, req)
+	v := &wk.v
+	err := client.decide(cctx, req, v)
 	r.inflight.Add(-1)
 	recv := time.Now()
 	cancel()
@@ -338,19 +340,19 @@ func (r *runner) do(ctx context.Context, wk *worker, intended time.Time, measure
 
 	code := ""
 	if err == nil {
-		code = resp.GetOverallCode().String()
-		if resp.GetOverallCode() == rlsv3.RateLimitResponse_UNKNOWN {
+		code = codeName(v.code)
+		if v.code == rlsv3.RateLimitResponse_UNKNOWN {
 			r.errs.Add(1)
 		}
 	}
-	if r.tracker != nil && err == nil && resp.GetOverallCode() != rlsv3.RateLimitResponse_UNKNOWN {
-		ok := resp.GetOverallCode() == rlsv3.RateLimitResponse_OK
-		st := resp.GetStatuses()
+	if r.tracker != nil && err == nil && v.code != rlsv3.RateLimitResponse_UNKNOWN {
+		ok := v.code == rlsv3.RateLimitResponse_OK
+		st := v.statuses
 		hasStatuses := len(st) == len(wk.idx)
-		s, v := sent.Sub(r.epoch), recv.Sub(r.epoch)
+		sentAt, recvAt := sent.Sub(r.epoch), recv.Sub(r.epoch)
 		for pos, val := range wk.idx {
-			under := !hasStatuses || st[pos].GetCode() == rlsv3.RateLimitResponse_OVER_LIMIT
-			r.tracker.record(pos, val, s, v, int64(r.o.Hits), ok, under)
+			under := !hasStatuses || st[pos] == rlsv3.RateLimitResponse_OVER_LIMIT
+			r.tracker.record(pos, val, sentAt, recvAt, int64(r.o.Hits), ok, under)
 		}
 	}
 	if !measured {
@@ -367,7 +369,7 @@ func (r *runner) do(ctx context.Context, wk *worker, intended time.Time, measure
 		return
 	}
 	sh.codes[code]++
-	switch resp.GetOverallCode() {
+	switch v.code {
 	case rlsv3.RateLimitResponse_OK:
 		sh.iv.ok++
 	case rlsv3.RateLimitResponse_OVER_LIMIT:
@@ -472,3 +474,15 @@ func stopped(ctx context.Context) bool {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// codeName is code.String() without the descriptor lookup for the codes a
+// run sees.
+func codeName(code rlsv3.RateLimitResponse_Code) string {
+	switch code {
+	case rlsv3.RateLimitResponse_OK:
+		return "OK"
+	case rlsv3.RateLimitResponse_OVER_LIMIT:
+		return "OVER_LIMIT"
+	}
+	return code.String()
+}
