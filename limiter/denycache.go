@@ -75,9 +75,12 @@ type DenyCacheStats struct {
 // When many calls wait on a remembered bucket that is about to refill,
 // only one of them (the probe) goes to the next store when the bound runs
 // out; the others wait for its answer, bounded by their contexts, and
-// are then answered from what it learned or sent on. So a hot bucket over
-// its limit costs the next store about two calls per token it refills,
-// not one per request.
+// are then answered from what it learned or sent on. An answer whose bound
+// has run out again by the time it arrives (the probe reached the store
+// just before the refill) starts another probe, and the others wait for
+// that one too, up to maxProbeWaits probes. So a hot bucket over its limit
+// costs the next store one to two calls per token it refills, not one per
+// request. Waiting never denies: a call is denied only by a bound.
 //
 // The bound can deny what the next store would admit in these cases only
 // (under-admission, never over-admission), each limited to the bucket's own
@@ -261,9 +264,12 @@ func (c *DenyCache) Apply(ctx context.Context, reqs []BucketRequest, res []Bucke
 	}
 	now := c.now()
 	wait := c.classify(reqs, s.state, now)
-	if wait != nil && !c.deniedBy(reqs, s.state) {
+	for waits := 0; wait != nil && !c.deniedBy(reqs, s.state) && waits < maxProbeWaits; waits++ {
 		// Another call is probing a remembered bucket: wait for its
-		// answer, holding no probe of our own, then look again, once.
+		// answer, holding no probe of our own, then look again. An
+		// answer that brings back a bound already run out (the bucket
+		// was about to refill) starts another probe: wait for that one
+		// too rather than all go to the next store.
 		c.releaseAll(reqs, s.state)
 		select {
 		case <-wait:
@@ -271,7 +277,7 @@ func (c *DenyCache) Apply(ctx context.Context, reqs []BucketRequest, res []Bucke
 			return false, ctx.Err()
 		}
 		now = c.now()
-		c.classify(reqs, s.state, now)
+		wait = c.classify(reqs, s.state, now)
 	}
 	if allShort(s.state) && c.fill(reqs, res, now) {
 		// Every bucket known short: an enforced take denies, and shadow
@@ -302,6 +308,10 @@ func (c *DenyCache) Apply(ctx context.Context, reqs []BucketRequest, res []Bucke
 	c.releaseAll(reqs, s.state)
 	return allowed, err
 }
+
+// maxProbeWaits bounds the probes a call waits for before it goes to the
+// next store itself.
+const maxProbeWaits = 4
 
 type urgentKey struct{}
 

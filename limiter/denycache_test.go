@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/sluice-rl/sluice/limiter"
@@ -207,6 +208,110 @@ func TestDenyCacheHotKey(t *testing.T) {
 	if calls > int64(steps*2+workers*2) {
 		t.Fatalf("%d calls reached the store for %d requests", calls, admitted.Load()+denied.Load())
 	}
+}
+
+// gateStore holds every call, while hold is set, until the test lets it
+// through.
+type gateStore struct {
+	limiter.Store
+	hold    atomic.Bool
+	arrived atomic.Int64
+	proceed chan struct{}
+}
+
+func (g *gateStore) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult) (bool, error) {
+	if g.hold.Load() {
+		g.arrived.Add(1)
+		<-g.proceed
+	}
+	return g.Store.Apply(ctx, reqs, res)
+}
+
+// TestDenyCacheWaitersFollowProbes: a probe that reaches the store just
+// before the refill brings back a bound already run out; the next caller
+// probes again and the other waiters wait for that probe rather than all
+// go to the store. Its answer (the token taken) denies them.
+func TestDenyCacheWaitersFollowProbes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const second = 1_000_000
+		c := limitertest.NewClock(1_000_000_000)
+		g := &gateStore{Store: memory.New(c.Now), proceed: make(chan struct{})}
+		cached := limiter.NewDenyCache(g, limiter.DenyCacheConfig{Now: c.Now})
+		rl := limiter.RateLimit{RequestsPerUnit: 1, Unit: limiter.Second, Burst: 1}
+		rt, _ := rl.Rate()
+		take := []limiter.BucketRequest{{Key: "k", Rate: rt, Cost: 1}}
+		results := make(chan bool, 8)
+		apply := func() {
+			res := make([]limiter.BucketResult, 1)
+			ok, err := cached.Apply(context.Background(), take, res)
+			if err != nil {
+				t.Error(err)
+			}
+			results <- ok
+		}
+		fail := func(format string, args ...any) {
+			g.hold.Store(false)
+			close(g.proceed)
+			t.Fatalf(format, args...)
+		}
+		refill := c.Now() + second
+		if res := make([]limiter.BucketResult, 1); !must(cached.Apply(context.Background(), take, res)) {
+			t.Fatal("the first take was denied")
+		}
+		// A denial answered 100us after it was sent: the bound it leaves
+		// runs out 100us before the refill.
+		g.hold.Store(true)
+		go apply()
+		synctest.Wait()
+		c.Advance(100 * time.Microsecond)
+		g.proceed <- struct{}{}
+		if <-results {
+			fail("the second take was admitted")
+		}
+		c.Advance(time.Duration(refill-99-c.Now()) * time.Microsecond)
+		go apply() // the probe
+		synctest.Wait()
+		for range 3 {
+			go apply() // waiters
+		}
+		synctest.Wait()
+		if n := g.arrived.Load(); n != 2 {
+			fail("%d calls reached the store, want 2: the waiters did not wait", n)
+		}
+		// The probe is answered 10us before the refill: short, with a
+		// bound that has already run out.
+		c.Advance(89 * time.Microsecond)
+		g.proceed <- struct{}{}
+		if <-results {
+			fail("the probe was admitted before the refill")
+		}
+		synctest.Wait()
+		if n := g.arrived.Load(); n != 3 {
+			fail("%d calls reached the store, want 3: one new probe, the others waiting for it", n)
+		}
+		c.Advance(11 * time.Microsecond)
+		g.proceed <- struct{}{}
+		synctest.Wait()
+		if n := g.arrived.Load(); n != 3 {
+			fail("%d calls reached the store after the second probe's answer, want 3", n)
+		}
+		admitted := 0
+		for range 3 {
+			if <-results {
+				admitted++
+			}
+		}
+		if admitted != 1 {
+			t.Fatalf("%d of the 3 waiters admitted, want the one token", admitted)
+		}
+	})
+}
+
+func must(ok bool, err error) bool {
+	if err != nil {
+		panic(err)
+	}
+	return ok
 }
 
 // TestDenyCacheRefundForgets checks that a refund through the cache makes
