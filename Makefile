@@ -85,6 +85,8 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	$(GO) test -run '^$$' -fuzz FuzzAppendKey -fuzztime $${FUZZTIME:-30s} ./limiter/
 	$(GO) test -run '^$$' -fuzz FuzzParseOverride -fuzztime $${FUZZTIME:-30s} ./server/
 	$(GO) test -run '^$$' -fuzz FuzzRequest -fuzztime $${FUZZTIME:-30s} ./server/
+	$(GO) test -run '^$$' -fuzz FuzzWireRequest -fuzztime $${FUZZTIME:-30s} ./server/
+	$(GO) test -run '^$$' -fuzz FuzzVerdict -fuzztime $${FUZZTIME:-30s} ./bench/
 	$(GO) test -run '^$$' -fuzz FuzzConfig -fuzztime $${FUZZTIME:-30s} ./cmd/sluice/
 
 .PHONY: tidy
