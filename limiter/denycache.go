@@ -78,7 +78,8 @@ type DenyCacheStats struct {
 // are then answered from what it learned or sent on. An answer whose bound
 // has run out again by the time it arrives (the probe reached the store
 // just before the refill) starts another probe, and the others wait for
-// that one too, up to maxProbeWaits probes. So a hot bucket over its limit
+// that one too, up to maxProbeWaits probes; a probe that fails forgets the
+// bucket, and its waiters go on by themselves. So a hot bucket over its limit
 // costs the next store one to two calls per token it refills, not one per
 // request. Waiting never denies: a call is denied only by a bound.
 //
@@ -304,6 +305,16 @@ func (c *DenyCache) Apply(ctx context.Context, reqs []BucketRequest, res []Bucke
 	allowed, err := c.next.Apply(ctx, reqs, res)
 	if err == nil {
 		c.learn(reqs, res, s.state, sent, epoch)
+	} else {
+		// A failed probe learned nothing and its bound has run out:
+		// forget the bucket, so its waiters go on by themselves rather
+		// than wait for another probe.
+		for i := range reqs {
+			if s.state[i] == stProbe {
+				c.forget(reqs[i].Key)
+				s.state[i] = stKnown
+			}
+		}
 	}
 	c.releaseAll(reqs, s.state)
 	return allowed, err

@@ -2,6 +2,7 @@ package limiter_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -303,6 +304,71 @@ func TestDenyCacheWaitersFollowProbes(t *testing.T) {
 		}
 		if admitted != 1 {
 			t.Fatalf("%d of the 3 waiters admitted, want the one token", admitted)
+		}
+	})
+}
+
+// failingStore answers from the store behind until failing is set, then
+// fails every call after a delay.
+type failingStore struct {
+	limiter.Store
+	failing atomic.Bool
+	calls   atomic.Int64
+}
+
+func (f *failingStore) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult) (bool, error) {
+	if !f.failing.Load() {
+		return f.Store.Apply(ctx, reqs, res)
+	}
+	f.calls.Add(1)
+	time.Sleep(10 * time.Millisecond)
+	return false, errors.New("connection refused")
+}
+
+// TestDenyCacheFailedProbeReleasesWaiters: a probe whose store call fails
+// learned nothing, so its waiters go on by themselves at once instead of
+// waiting for one failing probe after another.
+func TestDenyCacheFailedProbeReleasesWaiters(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := limitertest.NewClock(1_000_000_000)
+		f := &failingStore{Store: memory.New(c.Now)}
+		cached := limiter.NewDenyCache(f, limiter.DenyCacheConfig{Now: c.Now})
+		rl := limiter.RateLimit{RequestsPerUnit: 1, Unit: limiter.Second, Burst: 1}
+		rt, _ := rl.Rate()
+		take := []limiter.BucketRequest{{Key: "k", Rate: rt, Cost: 1}}
+		res := make([]limiter.BucketResult, 1)
+		must(cached.Apply(context.Background(), take, res))
+		if must(cached.Apply(context.Background(), take, res)) {
+			t.Fatal("the second take was admitted")
+		}
+		c.Advance(time.Second + time.Millisecond) // the bound has run out
+		f.failing.Store(true)
+		var wg sync.WaitGroup
+		var slowest atomic.Int64
+		var errs atomic.Int64
+		for range 8 {
+			wg.Go(func() {
+				start := time.Now()
+				res := make([]limiter.BucketResult, 1)
+				if _, err := cached.Apply(context.Background(), take, res); err != nil {
+					errs.Add(1)
+				}
+				d := int64(time.Since(start))
+				for {
+					cur := slowest.Load()
+					if d <= cur || slowest.CompareAndSwap(cur, d) {
+						break
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if errs.Load() != 8 {
+			t.Fatalf("%d of 8 calls failed, want all: the store is down", errs.Load())
+		}
+		// One probe's failure, then the call's own.
+		if d := time.Duration(slowest.Load()); d > 20*time.Millisecond {
+			t.Fatalf("slowest call took %v: waiters queued behind failing probes", d)
 		}
 	})
 }
