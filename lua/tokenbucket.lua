@@ -31,7 +31,7 @@ local function ceildiv(a, b)
 end
 
 -- One enforced take, the common call: the steps below for n = 1, op 0,
--- without the tables.
+-- without the tables. Keep it in step with them (and with bucket.go).
 if n == 1 and ARGV[1] == '0' then
   local k = KEYS[1]
   local num1, den1, cap1, cost1 = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])

@@ -19,8 +19,8 @@ type Config struct {
 // GRPCConfig configures the gRPC listener.
 type GRPCConfig struct {
 	Addr string `yaml:"addr"`
-	// MaxRecvMsgBytes bounds a request message; a larger RateLimitRequest is
-	// answered INVALID_ARGUMENT. Messages beyond twice the bound are refused
+	// MaxRecvMsgBytes bounds a request message, counted as the bytes
+	// received; a larger RateLimitRequest is answered INVALID_ARGUMENT. Messages beyond twice the bound are refused
 	// by the transport before they are read (RESOURCE_EXHAUSTED).
 	MaxRecvMsgBytes      int    `yaml:"max_recv_msg_bytes"`
 	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`

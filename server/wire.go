@@ -29,7 +29,11 @@ import (
 // TestWireResponse holds the encoding to proto.Marshal of response.
 
 // rlsServiceDesc is the generated service descriptor with ShouldRateLimit
-// served by shouldRateLimitWire.
+// served by shouldRateLimitWire. Interceptors see a *wireQuery as the
+// request and the encoded answer ([]byte) as the response; the request
+// lives in a pooled scratch that is reused once the handler returns, so an
+// interceptor must not keep it or read it after calling the handler from
+// another goroutine.
 var rlsServiceDesc = func() grpc.ServiceDesc {
 	d := rlsv3.RateLimitService_ServiceDesc
 	d.Methods = []grpc.MethodDesc{{MethodName: "ShouldRateLimit", Handler: shouldRateLimitWire}}
@@ -44,9 +48,6 @@ type wireQuery struct {
 	s    *scratch
 	size int // bytes of the encoded request
 }
-
-// wireAnswer is an encoded RateLimitResponse.
-type wireAnswer []byte
 
 func shouldRateLimitWire(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 	r := srv.(*rls)
@@ -72,14 +73,18 @@ func (r *rls) answerWire(ctx context.Context, q *wireQuery) (any, error) {
 	if err := r.decide(ctx, s); err != nil {
 		return nil, grpcError(err)
 	}
+	// The answer is sent after the handler returns, and s goes back to
+	// the pool when it does: copy it out of s.
 	s.out = r.appendResponse(s.out[:0], s)
-	ans := make(wireAnswer, len(s.out))
+	ans := make([]byte, len(s.out))
 	copy(ans, s.out)
 	return ans, nil
 }
 
 // wireCodec is the server's codec: protobuf for every message, with
-// ShouldRateLimit's request and answer handled by this file.
+// ShouldRateLimit's request and answer handled by this file. A plain
+// []byte is an answer already encoded (no protobuf message is one), and
+// gRPC's binary log records it as the payload.
 type wireCodec struct{ proto encoding.CodecV2 }
 
 func newWireCodec() wireCodec { return wireCodec{proto: encoding.GetCodecV2(proto.Name)} }
@@ -87,7 +92,7 @@ func newWireCodec() wireCodec { return wireCodec{proto: encoding.GetCodecV2(prot
 func (wireCodec) Name() string { return proto.Name }
 
 func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if a, ok := v.(wireAnswer); ok {
+	if a, ok := v.([]byte); ok {
 		return mem.BufferSlice{mem.SliceBuffer(a)}, nil
 	}
 	return c.proto.Marshal(v)
@@ -206,12 +211,13 @@ func (s *scratch) parse(b []byte) error {
 				return wireError("domain", err)
 			}
 		case num == 2 && typ == protowire.BytesType:
+			i := len(s.req.Descriptors)
 			d, err := m.bytes()
 			if err == nil {
 				err = s.parseDescriptor(d, src)
 			}
 			if err != nil {
-				return wireError("descriptors["+strconv.Itoa(len(s.req.Descriptors))+"]", err)
+				return wireError("descriptors["+strconv.Itoa(i)+"]", err)
 			}
 		case num == 3 && typ == protowire.VarintType:
 			v, err := m.varint()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
@@ -70,8 +71,8 @@ func wireSeeds(t testing.TB) [][]byte {
 	e = protowire.AppendBytes(e, []byte{0xff, 'a'})
 	d = protowire.AppendTag(nil, 1, protowire.BytesType)
 	d = protowire.AppendBytes(d, e)
-	b = protowire.AppendTag(nil, 2, protowire.BytesType)
-	out = append(out, protowire.AppendBytes(b, d), b[:1], append(b, 3, 1), protowire.AppendTag(nil, 4, protowire.EndGroupType))
+	tag := func() []byte { return protowire.AppendTag(nil, 2, protowire.BytesType) }
+	out = append(out, protowire.AppendBytes(tag(), d), tag(), append(tag(), 3, 1), protowire.AppendTag(nil, 4, protowire.EndGroupType))
 	return out
 }
 
@@ -134,6 +135,11 @@ func TestWireSeeds(t *testing.T) {
 	}
 	if ok < 5 || bad < 3 {
 		t.Fatalf("%d seeds decode and %d do not; want at least 5 and 3", ok, bad)
+	}
+	// Errors name the field: the bad key is in the first descriptor.
+	seeds := wireSeeds(t)
+	if err := s.parse(seeds[len(seeds)-4]); err == nil || !strings.Contains(err.Error(), "descriptors[0]: string field contains invalid UTF-8") {
+		t.Fatalf("invalid UTF-8 in the first descriptor's key: %v", err)
 	}
 	// The merged limit and hits_addend of the hand-made seed.
 	if err := s.parse(wireSeeds(t)[3]); err != nil {
