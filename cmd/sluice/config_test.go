@@ -98,6 +98,8 @@ func TestStrictDecoding(t *testing.T) {
 			}},
 		{"gc target out of range", "log: {level: info}\nruntime:\n  gc_percent: 5\n",
 			[]string{"config.yaml:3: runtime.gc_percent: 5: must be between 25 and 10000"}},
+		{"negative heap floor", "runtime:\n  min_heap_mb: -1\n",
+			[]string{"config.yaml:2: runtime.min_heap_mb: -1: must be between 0 (off) and 65536"}},
 		{"too many stream workers", "grpc:\n  stream_workers: 100000\n",
 			[]string{"config.yaml:2: grpc.stream_workers: 100000 is more than the maximum of 65536"}},
 	}

@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -48,8 +47,7 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 		log.Info("config loaded", "file", path)
 	}
 	if os.Getenv("GOGC") == "" { // the runtime reads the real environment
-		prev := debug.SetGCPercent(cfg.Runtime.GCPercent)
-		defer debug.SetGCPercent(prev)
+		defer startHeapFloor(cfg.Runtime.GCPercent, cfg.Runtime.MinHeapMB)()
 	}
 
 	// One registry for every metric; the parts count into m.
