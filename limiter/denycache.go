@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -221,6 +222,7 @@ const (
 
 type denyScratch struct {
 	state  []uint8
+	probes []chan struct{} // the probe signal a stProbe bucket's call made
 	reqs   []BucketRequest
 	forced []bool
 }
@@ -255,6 +257,8 @@ func (c *DenyCache) Apply(ctx context.Context, reqs []BucketRequest, res []Bucke
 	for range reqs {
 		s.state = append(s.state, stNone)
 	}
+	s.probes = slices.Grow(s.probes[:0], len(reqs))[:len(reqs)]
+	defer clear(s.probes)
 	if refunds {
 		for i := range reqs {
 			if reqs[i].Op == OpRefund {
@@ -264,21 +268,21 @@ func (c *DenyCache) Apply(ctx context.Context, reqs []BucketRequest, res []Bucke
 		c.epoch.Add(1)
 	}
 	now := c.now()
-	wait := c.classify(reqs, s.state, now)
+	wait := c.classify(reqs, s, now)
 	for waits := 0; wait != nil && !c.deniedBy(reqs, s.state) && waits < maxProbeWaits; waits++ {
 		// Another call is probing a remembered bucket: wait for its
 		// answer, holding no probe of our own, then look again. An
 		// answer that brings back a bound already run out (the bucket
 		// was about to refill) starts another probe: wait for that one
 		// too rather than all go to the next store.
-		c.releaseAll(reqs, s.state)
+		c.releaseAll(reqs, s)
 		select {
 		case <-wait:
 		case <-ctx.Done():
 			return false, ctx.Err()
 		}
 		now = c.now()
-		wait = c.classify(reqs, s.state, now)
+		wait = c.classify(reqs, s, now)
 	}
 	if allShort(s.state) && c.fill(reqs, res, now) {
 		// Every bucket known short: an enforced take denies, and shadow
@@ -288,7 +292,7 @@ func (c *DenyCache) Apply(ctx context.Context, reqs []BucketRequest, res []Bucke
 		return !c.deniedBy(reqs, s.state), nil
 	}
 	if c.deniedBy(reqs, s.state) {
-		c.releaseAll(reqs, s.state)
+		c.releaseAll(reqs, s)
 		return c.deny(ctx, s, reqs, res, now)
 	}
 
@@ -311,12 +315,12 @@ func (c *DenyCache) Apply(ctx context.Context, reqs []BucketRequest, res []Bucke
 		// than wait for another probe.
 		for i := range reqs {
 			if s.state[i] == stProbe {
-				c.forget(reqs[i].Key)
-				s.state[i] = stKnown
+				c.endProbe(reqs[i].Key, s.probes[i], true)
+				s.state[i], s.probes[i] = stKnown, nil
 			}
 		}
 	}
-	c.releaseAll(reqs, s.state)
+	c.releaseAll(reqs, s)
 	return allowed, err
 }
 
@@ -340,11 +344,11 @@ func Urgent(ctx context.Context) bool {
 }
 
 // releaseAll ends the probes the call holds.
-func (c *DenyCache) releaseAll(reqs []BucketRequest, state []uint8) {
+func (c *DenyCache) releaseAll(reqs []BucketRequest, s *denyScratch) {
 	for i := range reqs {
-		if state[i] == stProbe {
-			c.release(reqs[i].Key)
-			state[i] = stKnown
+		if s.state[i] == stProbe {
+			c.endProbe(reqs[i].Key, s.probes[i], false)
+			s.state[i], s.probes[i] = stKnown, nil
 		}
 	}
 }
@@ -363,7 +367,8 @@ func (c *DenyCache) deniedBy(reqs []BucketRequest, state []uint8) bool {
 // filling state, and returns the probe signal of a remembered bucket some
 // other call is probing (nil when none). A key listed twice in the call is
 // left to the next store.
-func (c *DenyCache) classify(reqs []BucketRequest, state []uint8, now int64) <-chan struct{} {
+func (c *DenyCache) classify(reqs []BucketRequest, s *denyScratch, now int64) <-chan struct{} {
+	state := s.state
 	var wait <-chan struct{}
 	for i := range reqs {
 		state[i] = stNone
@@ -406,7 +411,7 @@ func (c *DenyCache) classify(reqs []BucketRequest, state []uint8, now int64) <-c
 				// and calls that come meanwhile wait for its answer.
 				e.ref = true
 				e.probe = make(chan struct{})
-				state[i] = stProbe
+				state[i], s.probes[i] = stProbe, e.probe
 			}
 		}
 		sh.mu.Unlock()
@@ -500,15 +505,23 @@ func (c *DenyCache) bound(r BucketRequest, now int64) (BucketResult, bool) {
 	return e.result(r.Cost, now), true
 }
 
-// release ends a probe, waking the calls that wait on it.
-func (c *DenyCache) release(key string) {
+// endProbe ends the probe p of key, waking the calls that wait on it, and
+// with forget drops the bucket too. It does nothing when the entry was
+// removed meanwhile (which woke them) or now has another call's probe.
+func (c *DenyCache) endProbe(key string, p chan struct{}, forget bool) {
 	sh := c.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if j, ok := sh.m[key]; ok && sh.ents[j].probe != nil {
-		close(sh.ents[j].probe)
-		sh.ents[j].probe = nil
+	j, ok := sh.m[key]
+	if !ok || sh.ents[j].probe != p {
+		return
 	}
+	if forget {
+		c.remove(sh, j) // closes p
+		return
+	}
+	close(p)
+	sh.ents[j].probe = nil
 }
 
 // forget drops a bucket, and reports whether it was remembered.

@@ -373,6 +373,107 @@ func TestDenyCacheFailedProbeReleasesWaiters(t *testing.T) {
 	})
 }
 
+// heldStore holds each call while hold is set, until the test releases
+// that call (by arrival order).
+type heldStore struct {
+	limiter.Store
+	mu     sync.Mutex
+	hold   bool
+	gates  []chan struct{}
+	closed []bool
+}
+
+func (h *heldStore) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult) (bool, error) {
+	h.mu.Lock()
+	var gate chan struct{}
+	if h.hold {
+		gate = make(chan struct{})
+		h.gates = append(h.gates, gate)
+		h.closed = append(h.closed, false)
+	}
+	h.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	return h.Store.Apply(ctx, reqs, res)
+}
+
+func (h *heldStore) setHold(on bool) { h.mu.Lock(); h.hold = on; h.mu.Unlock() }
+func (h *heldStore) calls() int      { h.mu.Lock(); defer h.mu.Unlock(); return len(h.gates) }
+
+// release lets call i through; -1: every call still held, and no more holds.
+func (h *heldStore) release(i int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if i < 0 {
+		h.hold = false
+	}
+	for j := range h.gates {
+		if (j == i || i < 0) && !h.closed[j] {
+			close(h.gates[j])
+			h.closed[j] = true
+		}
+	}
+}
+
+// TestDenyCacheProbeEndsOnlyItsOwn: a probe whose bucket was forgotten (a
+// refund) and remembered again while it was out must not end the new
+// entry's probe, whose waiters wait for that probe's own answer.
+func TestDenyCacheProbeEndsOnlyItsOwn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := limitertest.NewClock(1_000_000_000)
+		h := &heldStore{Store: memory.New(c.Now)}
+		cached := limiter.NewDenyCache(h, limiter.DenyCacheConfig{Now: c.Now})
+		rl := limiter.RateLimit{RequestsPerUnit: 1, Unit: limiter.Second, Burst: 1}
+		rt, _ := rl.Rate()
+		take := []limiter.BucketRequest{{Key: "k", Rate: rt, Cost: 1}}
+		refund := []limiter.BucketRequest{{Key: "k", Rate: rt, Cost: 1, Op: limiter.OpRefund}}
+		apply := func(reqs []limiter.BucketRequest) bool {
+			return must(cached.Apply(context.Background(), reqs, make([]limiter.BucketResult, 1)))
+		}
+		done := make(chan string, 4)
+		defer h.release(-1) // a failing check leaves no call held
+		apply(take)
+		if apply(take) {
+			t.Fatal("a take of an empty bucket was admitted")
+		}
+		c.Advance(time.Second + time.Millisecond)
+		h.setHold(true)
+		go func() { apply(take); done <- "first probe" }()
+		synctest.Wait()
+		h.setHold(false)
+		apply(refund) // forgets the bucket
+		apply(take)   // takes the token the bucket refilled
+		if apply(take) {
+			t.Fatal("a take of an empty bucket was admitted")
+		} // remembered again
+		c.Advance(time.Second + time.Millisecond)
+		h.setHold(true)
+		go func() { apply(take); done <- "second probe" }()
+		synctest.Wait()
+		go func() { apply(take); done <- "waiter" }()
+		synctest.Wait()
+		h.release(0) // the first probe ends
+		synctest.Wait()
+		if n := h.calls(); n != 2 {
+			t.Fatalf("%d calls reached the store, want 2: the waiter went on without the second probe's answer", n)
+		}
+		if got := <-done; got != "first probe" {
+			t.Fatalf("%s returned first", got)
+		}
+		select {
+		case got := <-done:
+			t.Fatalf("%s returned before the second probe's answer", got)
+		default:
+		}
+		h.release(1)
+		synctest.Wait()
+		if a, b := <-done, <-done; a != "second probe" || b != "waiter" {
+			t.Fatalf("returned in order %s, %s", a, b)
+		}
+	})
+}
+
 func must(ok bool, err error) bool {
 	if err != nil {
 		panic(err)
