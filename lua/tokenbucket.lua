@@ -30,25 +30,44 @@ local function ceildiv(a, b)
   return q
 end
 
+-- the debt of bucket k now (num: debt refilled per microsecond; capd: the
+-- debt of an empty bucket)
+local function loadDebt(k, num, capd)
+  local full = redis.call('PEXPIRETIME', k)
+  if full <= 0 then return 0 end
+  local diff = full * 1000 - now
+  if diff <= 0 then return 0 end
+  if diff > (divmod(capd, num)) + 1000 then return capd end
+  local d = diff * num - tonumber(redis.call('GET', k) or '0')
+  if d < 0 then return 0 elseif d > capd then return capd end
+  return d
+end
+
+-- writes debt d of bucket k back (a debt of 0 is a full bucket: no key)
+local function saveDebt(k, d, num)
+  if d <= 0 then
+    redis.call('DEL', k)
+    return
+  end
+  local q, r = divmod(d, num)
+  local tt = now + q
+  local full
+  if r > 0 then
+    full = (divmod(tt, 1000)) + 1
+  else
+    full = (divmod(tt + 999, 1000))
+  end
+  local slack = (full * 1000 - now) * num - d
+  redis.call('SET', k, string.format('%d', slack), 'PXAT', string.format('%d', full))
+end
+
 -- One enforced take, the common call: the steps below for n = 1, op 0,
--- without the tables. Keep it in step with them (and with bucket.go).
+-- without the tables. Keep it in step with them.
 if n == 1 and ARGV[1] == '0' then
   local k = KEYS[1]
   local num1, den1, cap1, cost1 = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
   local capd1 = cap1 * den1
-  local d = 0
-  local full = redis.call('PEXPIRETIME', k)
-  if full > 0 then
-    local diff = full * 1000 - now
-    if diff > 0 then
-      if diff > (divmod(capd1, num1)) + 1000 then
-        d = capd1
-      else
-        d = diff * num1 - tonumber(redis.call('GET', k) or '0')
-        if d < 0 then d = 0 elseif d > capd1 then d = capd1 end
-      end
-    end
-  end
+  local d = loadDebt(k, num1, capd1)
   local need = cost1 * den1
   if cost1 > cap1 or d + need > capd1 then
     local reset = 0
@@ -57,16 +76,7 @@ if n == 1 and ARGV[1] == '0' then
   end
   if need > 0 then
     d = d + need
-    local q, r = divmod(d, num1)
-    local tt = now + q
-    local full1
-    if r > 0 then
-      full1 = (divmod(tt, 1000)) + 1
-    else
-      full1 = (divmod(tt + 999, 1000))
-    end
-    local slack = (full1 * 1000 - now) * num1 - d
-    redis.call('SET', k, string.format('%d', slack), 'PXAT', string.format('%d', full1))
+    saveDebt(k, d, num1)
   end
   return {1, 1, (divmod(capd1 - d, den1)), ceildiv(d, num1)}
 end
@@ -83,19 +93,7 @@ for i = 1, n do
   if s == nil then
     s = i
     seen[k] = i
-    local d = 0
-    local full = redis.call('PEXPIRETIME', k)
-    if full > 0 then
-      local diff = full * 1000 - now
-      if diff > 0 then
-        if diff > (divmod(capd[i], num[i])) + 1000 then
-          d = capd[i]
-        else
-          d = diff * num[i] - tonumber(redis.call('GET', k) or '0')
-          if d < 0 then d = 0 elseif d > capd[i] then d = capd[i] end
-        end
-      end
-    end
+    local d = loadDebt(k, num[i], capd[i])
     debt[i] = d
     loaded[i] = d
   end
@@ -150,21 +148,7 @@ end
 -- debt capped by a smaller capacity is not written back by itself)
 for i = 1, n do
   if slot[i] == i and debt[i] ~= loaded[i] then
-    local d = debt[i]
-    if d <= 0 then
-      redis.call('DEL', KEYS[i])
-    else
-      local q, r = divmod(d, num[i])
-      local tt = now + q
-      local full
-      if r > 0 then
-        full = (divmod(tt, 1000)) + 1
-      else
-        full = (divmod(tt + 999, 1000))
-      end
-      local slack = (full * 1000 - now) * num[i] - d
-      redis.call('SET', KEYS[i], string.format('%d', slack), 'PXAT', string.format('%d', full))
-    end
+    saveDebt(KEYS[i], debt[i], num[i])
   end
 end
 
