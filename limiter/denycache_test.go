@@ -238,9 +238,7 @@ func TestDenyCacheWaitersFollowProbes(t *testing.T) {
 		c := limitertest.NewClock(1_000_000_000)
 		g := &gateStore{Store: memory.New(c.Now), proceed: make(chan struct{})}
 		cached := limiter.NewDenyCache(g, limiter.DenyCacheConfig{Now: c.Now})
-		rl := limiter.RateLimit{RequestsPerUnit: 1, Unit: limiter.Second, Burst: 1}
-		rt, _ := rl.Rate()
-		take := []limiter.BucketRequest{{Key: "k", Rate: rt, Cost: 1}}
+		_, take := oneTokenPerSecond()
 		results := make(chan bool, 8)
 		apply := func() {
 			res := make([]limiter.BucketResult, 1)
@@ -333,9 +331,7 @@ func TestDenyCacheFailedProbeReleasesWaiters(t *testing.T) {
 		c := limitertest.NewClock(1_000_000_000)
 		f := &failingStore{Store: memory.New(c.Now)}
 		cached := limiter.NewDenyCache(f, limiter.DenyCacheConfig{Now: c.Now})
-		rl := limiter.RateLimit{RequestsPerUnit: 1, Unit: limiter.Second, Burst: 1}
-		rt, _ := rl.Rate()
-		take := []limiter.BucketRequest{{Key: "k", Rate: rt, Cost: 1}}
+		_, take := oneTokenPerSecond()
 		res := make([]limiter.BucketResult, 1)
 		must(cached.Apply(context.Background(), take, res))
 		if must(cached.Apply(context.Background(), take, res)) {
@@ -424,9 +420,7 @@ func TestDenyCacheProbeEndsOnlyItsOwn(t *testing.T) {
 		c := limitertest.NewClock(1_000_000_000)
 		h := &heldStore{Store: memory.New(c.Now)}
 		cached := limiter.NewDenyCache(h, limiter.DenyCacheConfig{Now: c.Now})
-		rl := limiter.RateLimit{RequestsPerUnit: 1, Unit: limiter.Second, Burst: 1}
-		rt, _ := rl.Rate()
-		take := []limiter.BucketRequest{{Key: "k", Rate: rt, Cost: 1}}
+		rt, take := oneTokenPerSecond()
 		refund := []limiter.BucketRequest{{Key: "k", Rate: rt, Cost: 1, Op: limiter.OpRefund}}
 		apply := func(reqs []limiter.BucketRequest) bool {
 			return must(cached.Apply(context.Background(), reqs, make([]limiter.BucketResult, 1)))
@@ -472,6 +466,17 @@ func TestDenyCacheProbeEndsOnlyItsOwn(t *testing.T) {
 			t.Fatalf("returned in order %s, %s", a, b)
 		}
 	})
+}
+
+// oneTokenPerSecond is the rate of a bucket of one token refilled every
+// second, and a take of that token from bucket "k".
+func oneTokenPerSecond() (limiter.Rate, []limiter.BucketRequest) {
+	rl := limiter.RateLimit{RequestsPerUnit: 1, Unit: limiter.Second, Burst: 1}
+	rt, err := rl.Rate()
+	if err != nil {
+		panic(err)
+	}
+	return rt, []limiter.BucketRequest{{Key: "k", Rate: rt, Cost: 1}}
 }
 
 func must(ok bool, err error) bool {
