@@ -80,26 +80,42 @@ func (h *headerInfo) limitValue(b []byte) []byte {
 	return strconv.AppendInt(b, h.window, 10)
 }
 
-// appendHeaders fills rb's header room for s.resp and returns the headers.
-func (r *rls) appendHeaders(rb *responseBlock, s *scratch) []*corev3.HeaderValue {
+// rateLimitHeaders formats the rate-limit headers of s.resp: n of them
+// (0, 3 or 4), named keys[i], the values s.num[ends[i-1]:ends[i]] (from 0
+// for the first).
+func (r *rls) rateLimitHeaders(s *scratch) (n int, keys [4]string, ends [4]int) {
 	h := headerInfoOf(&s.resp)
 	if !h.ok {
-		return nil
+		return 0, keys, ends
 	}
-	n := 3
+	keys = [4]string{r.headers.Limit, r.headers.Remaining, r.headers.Reset, "Retry-After"}
+	b := h.limitValue(s.num[:0])
+	ends[0] = len(b)
+	b = strconv.AppendUint(b, uint64(h.remaining), 10)
+	ends[1] = len(b)
+	b = strconv.AppendInt(b, h.resetSecs, 10)
+	ends[2] = len(b)
+	n = 3
 	if h.retrySecs >= 0 {
+		b = strconv.AppendInt(b, h.retrySecs, 10)
+		ends[3] = len(b)
 		n = 4
 	}
-	vals := &rb.hdrs
-	s.num = h.limitValue(s.num[:0])
-	vals[0].Key, vals[0].Value = r.headers.Limit, string(s.num)
-	vals[1].Key, vals[1].Value = r.headers.Remaining, strconv.FormatUint(uint64(h.remaining), 10)
-	vals[2].Key, vals[2].Value = r.headers.Reset, strconv.FormatInt(h.resetSecs, 10)
-	if n == 4 {
-		vals[3].Key, vals[3].Value = "Retry-After", strconv.FormatInt(h.retrySecs, 10)
+	s.num = b
+	return n, keys, ends
+}
+
+// appendHeaders fills rb's header room for s.resp and returns the headers.
+func (r *rls) appendHeaders(rb *responseBlock, s *scratch) []*corev3.HeaderValue {
+	n, keys, ends := r.rateLimitHeaders(s)
+	if n == 0 {
+		return nil
 	}
+	from := 0
 	for i := 0; i < n; i++ {
-		rb.hdrPtrs[i] = &vals[i]
+		rb.hdrs[i].Key, rb.hdrs[i].Value = keys[i], string(s.num[from:ends[i]])
+		rb.hdrPtrs[i] = &rb.hdrs[i]
+		from = ends[i]
 	}
 	return rb.hdrPtrs[:n:n]
 }

@@ -68,9 +68,8 @@ func (r *rls) ShouldRateLimit(ctx context.Context, in *rlsv3.RateLimitRequest) (
 		return nil, status.Error(codes.InvalidArgument, "request: must not be empty")
 	}
 	if r.maxMsg > 0 {
-		if n := proto.Size(in); n > r.maxMsg {
-			return nil, status.Error(codes.InvalidArgument, "message: "+strconv.Itoa(n)+
-				" bytes, larger than the bound of "+strconv.Itoa(r.maxMsg))
+		if err := r.checkSize(proto.Size(in)); err != nil {
+			return nil, err
 		}
 	}
 	s := r.pool.Get().(*scratch)
@@ -80,6 +79,15 @@ func (r *rls) ShouldRateLimit(ctx context.Context, in *rlsv3.RateLimitRequest) (
 		return nil, grpcError(err)
 	}
 	return r.response(s), nil
+}
+
+// checkSize refuses a request message of n bytes over the bound.
+func (r *rls) checkSize(n int) error {
+	if r.maxMsg > 0 && n > r.maxMsg {
+		return status.Error(codes.InvalidArgument, "message: "+strconv.Itoa(n)+
+			" bytes, larger than the bound of "+strconv.Itoa(r.maxMsg))
+	}
+	return nil
 }
 
 // decide decides s.req into s.resp and counts the decision.

@@ -9,11 +9,9 @@ import (
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/sluice-rl/sluice/limiter"
@@ -65,9 +63,8 @@ func shouldRateLimitWire(srv any, ctx context.Context, dec func(any) error, inte
 
 // answerWire decides a decoded request and encodes the answer.
 func (r *rls) answerWire(ctx context.Context, q *wireQuery) (any, error) {
-	if r.maxMsg > 0 && q.size > r.maxMsg {
-		return nil, status.Error(codes.InvalidArgument, "message: "+strconv.Itoa(q.size)+
-			" bytes, larger than the bound of "+strconv.Itoa(r.maxMsg))
+	if err := r.checkSize(q.size); err != nil {
+		return nil, err
 	}
 	s := q.s
 	if err := r.decide(ctx, s); err != nil {
@@ -495,22 +492,14 @@ func appendStatus(b []byte, st *limiter.Status) []byte {
 	return b
 }
 
-// appendWireHeaders appends the rate-limit headers as appendHeaders picks
-// them.
+// appendWireHeaders appends the rate-limit headers, as appendHeaders
+// builds them.
 func (r *rls) appendWireHeaders(b []byte, s *scratch) []byte {
-	h := headerInfoOf(&s.resp)
-	if !h.ok {
-		return b
-	}
-	s.num = h.limitValue(s.num[:0])
-	b = appendHeader(b, r.headers.Limit, s.num)
-	s.num = strconv.AppendUint(s.num[:0], uint64(h.remaining), 10)
-	b = appendHeader(b, r.headers.Remaining, s.num)
-	s.num = strconv.AppendInt(s.num[:0], h.resetSecs, 10)
-	b = appendHeader(b, r.headers.Reset, s.num)
-	if h.retrySecs >= 0 {
-		s.num = strconv.AppendInt(s.num[:0], h.retrySecs, 10)
-		b = appendHeader(b, "Retry-After", s.num)
+	n, keys, ends := r.rateLimitHeaders(s)
+	from := 0
+	for i := 0; i < n; i++ {
+		b = appendHeader(b, keys[i], s.num[from:ends[i]])
+		from = ends[i]
 	}
 	return b
 }
