@@ -211,21 +211,47 @@ func TestDenyCacheHotKey(t *testing.T) {
 	}
 }
 
-// gateStore holds every call, while hold is set, until the test lets it
-// through.
-type gateStore struct {
+// heldStore holds each call while hold is set, until the test releases
+// that call (by arrival order).
+type heldStore struct {
 	limiter.Store
-	hold    atomic.Bool
-	arrived atomic.Int64
-	proceed chan struct{}
+	mu     sync.Mutex
+	hold   bool
+	gates  []chan struct{}
+	closed []bool
 }
 
-func (g *gateStore) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult) (bool, error) {
-	if g.hold.Load() {
-		g.arrived.Add(1)
-		<-g.proceed
+func (h *heldStore) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult) (bool, error) {
+	h.mu.Lock()
+	var gate chan struct{}
+	if h.hold {
+		gate = make(chan struct{})
+		h.gates = append(h.gates, gate)
+		h.closed = append(h.closed, false)
 	}
-	return g.Store.Apply(ctx, reqs, res)
+	h.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	return h.Store.Apply(ctx, reqs, res)
+}
+
+func (h *heldStore) setHold(on bool) { h.mu.Lock(); h.hold = on; h.mu.Unlock() }
+func (h *heldStore) calls() int      { h.mu.Lock(); defer h.mu.Unlock(); return len(h.gates) }
+
+// release lets call i through; -1: every call still held, and no more holds.
+func (h *heldStore) release(i int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if i < 0 {
+		h.hold = false
+	}
+	for j := range h.gates {
+		if (j == i || i < 0) && !h.closed[j] {
+			close(h.gates[j])
+			h.closed[j] = true
+		}
+	}
 }
 
 // TestDenyCacheWaitersFollowProbes: a probe that reaches the store just
@@ -236,8 +262,8 @@ func TestDenyCacheWaitersFollowProbes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const second = 1_000_000
 		c := limitertest.NewClock(1_000_000_000)
-		g := &gateStore{Store: memory.New(c.Now), proceed: make(chan struct{})}
-		cached := limiter.NewDenyCache(g, limiter.DenyCacheConfig{Now: c.Now})
+		h := &heldStore{Store: memory.New(c.Now)}
+		cached := limiter.NewDenyCache(h, limiter.DenyCacheConfig{Now: c.Now})
 		_, take := oneTokenPerSecond()
 		results := make(chan bool, 8)
 		apply := func() {
@@ -248,24 +274,20 @@ func TestDenyCacheWaitersFollowProbes(t *testing.T) {
 			}
 			results <- ok
 		}
-		fail := func(format string, args ...any) {
-			g.hold.Store(false)
-			close(g.proceed)
-			t.Fatalf(format, args...)
-		}
+		defer h.release(-1) // a failing check leaves no call held
 		refill := c.Now() + second
 		if res := make([]limiter.BucketResult, 1); !must(cached.Apply(context.Background(), take, res)) {
 			t.Fatal("the first take was denied")
 		}
 		// A denial answered 100us after it was sent: the bound it leaves
 		// runs out 100us before the refill.
-		g.hold.Store(true)
+		h.setHold(true)
 		go apply()
 		synctest.Wait()
 		c.Advance(100 * time.Microsecond)
-		g.proceed <- struct{}{}
+		h.release(0)
 		if <-results {
-			fail("the second take was admitted")
+			t.Fatal("the second take was admitted")
 		}
 		c.Advance(time.Duration(refill-99-c.Now()) * time.Microsecond)
 		go apply() // the probe
@@ -274,25 +296,25 @@ func TestDenyCacheWaitersFollowProbes(t *testing.T) {
 			go apply() // waiters
 		}
 		synctest.Wait()
-		if n := g.arrived.Load(); n != 2 {
-			fail("%d calls reached the store, want 2: the waiters did not wait", n)
+		if n := h.calls(); n != 2 {
+			t.Fatalf("%d calls reached the store, want 2: the waiters did not wait", n)
 		}
 		// The probe is answered 10us before the refill: short, with a
 		// bound that has already run out.
 		c.Advance(89 * time.Microsecond)
-		g.proceed <- struct{}{}
+		h.release(1)
 		if <-results {
-			fail("the probe was admitted before the refill")
+			t.Fatal("the probe was admitted before the refill")
 		}
 		synctest.Wait()
-		if n := g.arrived.Load(); n != 3 {
-			fail("%d calls reached the store, want 3: one new probe, the others waiting for it", n)
+		if n := h.calls(); n != 3 {
+			t.Fatalf("%d calls reached the store, want 3: one new probe, the others waiting for it", n)
 		}
 		c.Advance(11 * time.Microsecond)
-		g.proceed <- struct{}{}
+		h.release(2)
 		synctest.Wait()
-		if n := g.arrived.Load(); n != 3 {
-			fail("%d calls reached the store after the second probe's answer, want 3", n)
+		if n := h.calls(); n != 3 {
+			t.Fatalf("%d calls reached the store after the second probe's answer, want 3", n)
 		}
 		admitted := 0
 		for range 3 {
@@ -367,49 +389,6 @@ func TestDenyCacheFailedProbeReleasesWaiters(t *testing.T) {
 			t.Fatalf("slowest call took %v: waiters queued behind failing probes", d)
 		}
 	})
-}
-
-// heldStore holds each call while hold is set, until the test releases
-// that call (by arrival order).
-type heldStore struct {
-	limiter.Store
-	mu     sync.Mutex
-	hold   bool
-	gates  []chan struct{}
-	closed []bool
-}
-
-func (h *heldStore) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult) (bool, error) {
-	h.mu.Lock()
-	var gate chan struct{}
-	if h.hold {
-		gate = make(chan struct{})
-		h.gates = append(h.gates, gate)
-		h.closed = append(h.closed, false)
-	}
-	h.mu.Unlock()
-	if gate != nil {
-		<-gate
-	}
-	return h.Store.Apply(ctx, reqs, res)
-}
-
-func (h *heldStore) setHold(on bool) { h.mu.Lock(); h.hold = on; h.mu.Unlock() }
-func (h *heldStore) calls() int      { h.mu.Lock(); defer h.mu.Unlock(); return len(h.gates) }
-
-// release lets call i through; -1: every call still held, and no more holds.
-func (h *heldStore) release(i int) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if i < 0 {
-		h.hold = false
-	}
-	for j := range h.gates {
-		if (j == i || i < 0) && !h.closed[j] {
-			close(h.gates[j])
-			h.closed[j] = true
-		}
-	}
 }
 
 // TestDenyCacheProbeEndsOnlyItsOwn: a probe whose bucket was forgotten (a
