@@ -333,14 +333,12 @@ func TestDenyCacheWaitersFollowProbes(t *testing.T) {
 type failingStore struct {
 	limiter.Store
 	failing atomic.Bool
-	calls   atomic.Int64
 }
 
 func (f *failingStore) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult) (bool, error) {
 	if !f.failing.Load() {
 		return f.Store.Apply(ctx, reqs, res)
 	}
-	f.calls.Add(1)
 	time.Sleep(10 * time.Millisecond)
 	return false, errors.New("connection refused")
 }
