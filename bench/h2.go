@@ -89,7 +89,7 @@ func (c *h2Client) conn(ctx context.Context) (*h2Conn, error) {
 	if c.cur != nil && c.cur.usable() {
 		return c.cur, nil
 	}
-	if !c.lastDial.IsZero() && time.Since(c.lastDial) < h2RedialEvery && (c.lastErr != nil || c.cur != nil && c.cur.gone()) {
+	if !c.lastDial.IsZero() && time.Since(c.lastDial) < h2RedialEvery && (c.lastErr != nil || c.cur != nil && c.cur.failed()) {
 		// The last dial failed, or its connection died at once: do not
 		// hammer the server with connections. (One that was retired, by
 		// a GOAWAY or its last stream id, is replaced at once.)
@@ -311,6 +311,15 @@ func (c *h2Conn) gone() bool {
 	default:
 		return false
 	}
+}
+
+// failed reports whether the connection has failed (its socket is
+// closed), as opposed to retired: from the moment of the failure, not
+// once its reader has stopped.
+func (c *h2Conn) failed() bool {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	return c.ncClosed
 }
 
 func (c *h2Conn) usable() bool {
