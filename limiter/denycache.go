@@ -36,61 +36,13 @@ type DenyCacheStats struct {
 }
 
 // DenyCache is a Store in front of another (Redis) that remembers, for
-// each bucket a call found short, a lower bound on its debt, and denies
-// later calls that need the bucket while it cannot hold their cost,
-// without waiting for the next store. It is exact: a bucket's debt only
-// falls by refilling (at its rate) or by refunds, so a lower bound taken
-// from the next store's answer, aged by the local time since the call was
-// sent, stays a lower bound; a call it denies, the next store would have
-// denied as well. It never admits anything itself: every call it does not
-// deny goes to the next store.
-//
-// What it learns, from each answer of the next store:
-//   - a take or shadow take found short of cost c with retry-after R
-//     (microseconds): the debt was at least (R-1)*num + cap*den - c*den + 1
-//     when answered, so the bucket cannot hold c again before R has passed
-//     on the local clock since the call was sent, nor a larger cost;
-//     smaller costs get their own, earlier, bound from the same debt;
-//   - an admitted take or a peek at a bucket already remembered, with
-//     time-until-full F: the debt was at least (F-1)*num + 1.
-//
-// Which calls it answers:
-//   - A call with an enforced take of a known-short bucket is OVER_LIMIT
-//     and pays nothing (all or nothing). When every bucket of the call is a
-//     take or shadow take known to be short it is answered here; its
-//     Remaining and retry-after come from the bound (the retry-after is a
-//     lower bound of the true one, by at most a microsecond or two).
-//   - Otherwise (a peek, a refund, or a bucket not known short in the same
-//     call) the call still goes to the next store, so refunds are recorded
-//     and every other bucket reports its state, but with the known-short
-//     take's cost raised above its capacity, so the next store denies the
-//     whole call and nothing is paid, whatever it may have learned since.
-//   - Shadow takes never deny: a known-short one is reported short.
-//
-// Invalidation: a refund through this cache forgets the bucket, and
-// answers to calls that were in flight while any refund was made teach
-// nothing. A bucket is remembered with its rate (refill, token cost and
-// capacity); a call with another rate (a reload, an override) does not use
-// the entry and replaces it.
-//
-// When many calls wait on a remembered bucket that is about to refill,
-// only one of them (the probe) goes to the next store when the bound runs
-// out; the others wait for its answer, bounded by their contexts, and
-// are then answered from what it learned or sent on. An answer whose bound
-// has run out again by the time it arrives (the probe reached the store
-// just before the refill) starts another probe, and the others wait for
-// that one too, up to maxProbeWaits probes; a probe that fails forgets the
-// bucket, and its waiters go on by themselves. So a hot bucket over its limit
-// costs the next store one to two calls per token it refills, not one per
-// request. Waiting never denies: a call is denied only by a bound.
-//
-// The bound can deny what the next store would admit in these cases only
-// (under-admission, never over-admission), each limited to the bucket's own
-// retry-after: a refund or a cap shrink made through another replica; the
-// next store losing writes (a Redis failover to a replica that had not yet
-// received them); the next store's clock stepping forward (Redis's TIME).
-// The local clock is only used to measure elapsed time, so clock skew
-// between hosts does not matter.
+// each bucket a call found short, a lower bound on its debt taken from the
+// next store's answer, and denies later calls that need the bucket while
+// it cannot hold their cost, without the next store. It never admits
+// anything itself, so it is exact: what it denies, the next store would
+// have denied. The rules (what it learns, which calls it answers,
+// invalidation, probes of a hot bucket, when it can under-admit) are
+// written once, in docs/deny-cache.md; keep that page true to this code.
 type DenyCache struct {
 	next   Store
 	now    func() int64

@@ -46,8 +46,8 @@ func TestDenyCacheContract(t *testing.T) {
 // never below the store's, retry-after never above.
 //
 // With limit changes, the store itself reads a bucket written under the
-// old rate with an error of under a millisecond of refill (see the
-// README), so there the cache may deny for up to a millisecond longer
+// old rate with an error of under a millisecond of refill (see
+// docs/deny-cache.md), so there the cache may deny for up to a millisecond longer
 // than the store would, and nothing more.
 func TestDenyCacheExact(t *testing.T) {
 	t.Run("fixed limits", func(t *testing.T) { testDenyCacheExact(t, false) })
