@@ -1,106 +1,68 @@
 package server
 
 import (
-	"io"
+	"context"
 	"net/http"
-	"runtime/pprof"
-	"runtime/trace"
-	"slices"
+	"net/http/pprof"
 	"strconv"
-	"strings"
 	"time"
 )
 
-// maxProfileSeconds bounds a CPU profile or execution trace request.
+// maxProfileSeconds bounds a recording: a CPU profile, an execution trace
+// or a delta profile (?seconds= on a named profile).
 const maxProfileSeconds = 60
 
-// handleProfile serves GET /admin/debug/pprof/{name}: "profile" (CPU, for
-// ?seconds=N, default 30), "trace" (execution trace, ?seconds=N, default
-// 1), or a runtime profile by name (heap, allocs, goroutine, threadcreate;
-// ?debug=1 or 2 for text), in the formats `go tool pprof` and `go tool
-// trace` read. It is an admin route, so it needs the admin token.
+// handleProfileIndex serves GET /admin/debug/pprof/: net/http/pprof's
+// index of the profiles, behind the admin guard like the profiles.
+func (s *Server) handleProfileIndex(w http.ResponseWriter, r *http.Request) {
+	pprof.Index(w, r)
+}
+
+// handleProfile serves GET /admin/debug/pprof/{name} with net/http/pprof:
+// "profile" (CPU, ?seconds=N, default 30), "trace" (execution trace,
+// ?seconds=N, default 1), or a runtime profile by name (heap, allocs,
+// goroutine, ...; ?debug=1 or 2 for text, ?seconds=N for a delta). It is
+// an admin route, so it needs the admin token. A recording is bounded to
+// maxProfileSeconds, may outlast the HTTP write timeout, and stops early
+// when the server begins to stop, so it never holds up a shutdown.
 func (s *Server) handleProfile(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	q := r.URL.Query()
+	var handler http.Handler
+	secs := 0
 	switch name {
-	case "profile", "trace":
-		secs := 30
-		if name == "trace" {
-			secs = 1
-		}
-		if v := q.Get("seconds"); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > maxProfileSeconds {
-				writeError(w, http.StatusBadRequest, "seconds: "+strconv.Quote(v)+" must be a whole number from 1 to "+
-					strconv.Itoa(maxProfileSeconds))
-				return
-			}
-			secs = n
-		}
-		if name == "profile" {
-			s.record(w, r, time.Duration(secs)*time.Second, pprof.StartCPUProfile, pprof.StopCPUProfile)
-		} else {
-			s.record(w, r, time.Duration(secs)*time.Second, trace.Start, trace.Stop)
-		}
-		return
+	case "profile":
+		handler, secs = http.HandlerFunc(pprof.Profile), 30
+	case "trace":
+		handler, secs = http.HandlerFunc(pprof.Trace), 1
+	default:
+		handler = pprof.Handler(name)
 	}
-	p := pprof.Lookup(name)
-	if p == nil {
-		writeError(w, http.StatusNotFound, "profile "+strconv.Quote(name)+": no such profile (known: "+
-			strings.Join(profileNames(), ", ")+")")
-		return
-	}
-	if q.Has("seconds") {
-		writeError(w, http.StatusBadRequest, "seconds: only for profile and trace; "+name+" is a snapshot")
-		return
-	}
-	debug := 0
-	if v := q.Get("debug"); v != "" {
+	if v := r.URL.Query().Get("seconds"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 || n > 2 {
-			writeError(w, http.StatusBadRequest, "debug: "+strconv.Quote(v)+" must be 0, 1 or 2")
+		if err != nil || n < 1 || n > maxProfileSeconds {
+			writeError(w, http.StatusBadRequest, "seconds: "+strconv.Quote(v)+" must be a whole number from 1 to "+
+				strconv.Itoa(maxProfileSeconds))
 			return
 		}
-		debug = n
+		secs = n
 	}
-	if debug > 0 {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	} else {
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
-	}
-	_ = p.WriteTo(w, debug) // a failed write is the client gone
-}
-
-// record runs start for d, writing to w, then stop; it stops early when
-// the client goes or the server begins to stop. The write deadline is
-// moved past the recording, which may outlast the HTTP write timeout.
-func (s *Server) record(w http.ResponseWriter, r *http.Request, d time.Duration, start func(io.Writer) error, stop func()) {
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d + 10*time.Second))
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Disposition", `attachment; filename="`+r.PathValue("name")+`"`)
-	if err := start(w); err != nil {
-		// Another recording is running; nothing was written yet.
-		w.Header().Del("Content-Disposition")
-		writeError(w, http.StatusConflict, r.PathValue("name")+": "+err.Error())
+	if secs == 0 { // a snapshot
+		handler.ServeHTTP(w, r)
 		return
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-r.Context().Done():
-	case <-s.stopping:
-	}
-	stop()
-}
-
-// profileNames lists what handleProfile serves.
-func profileNames() []string {
-	names := []string{"profile", "trace"}
-	for _, p := range pprof.Profiles() {
-		names = append(names, p.Name())
-	}
-	slices.Sort(names)
-	return names
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(time.Duration(secs)*time.Second + 10*time.Second))
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() { // owned by this call: ends with it
+		select {
+		case <-s.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	// net/http/pprof refuses a recording at least as long as the server's
+	// WriteTimeout; the deadline was moved past this one above, so it is
+	// shown a server without one.
+	ctx = context.WithValue(ctx, http.ServerContextKey, &http.Server{})
+	handler.ServeHTTP(w, r.WithContext(ctx))
 }

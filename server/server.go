@@ -166,6 +166,7 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 	}
 	s.HandleAdmin("POST /admin/breakers/{name}/reset", http.HandlerFunc(s.handleBreakerReset))
 	s.HandleAdmin("GET /admin/debug/pprof/{name}", http.HandlerFunc(s.handleProfile))
+	s.HandleAdmin("GET /admin/debug/pprof/{$}", http.HandlerFunc(s.handleProfileIndex))
 
 	gopts := []grpc.ServerOption{
 		// The transport refuses messages beyond twice the bound before
