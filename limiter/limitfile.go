@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -464,13 +465,13 @@ func (p *parser) unknownField(f field, where string, known []string) {
 		return
 	}
 	switch {
-	case where == "descriptor" && contains(rateLimitFields, f.name):
+	case where == "descriptor" && slices.Contains(rateLimitFields, f.name):
 		p.errorf(f.key.Line, "unknown field %q in descriptor; it belongs inside rate_limit", f.name)
 		return
-	case where == "rate_limit" && contains(descriptorFields, f.name):
+	case where == "rate_limit" && slices.Contains(descriptorFields, f.name):
 		p.errorf(f.key.Line, "unknown field %q in rate_limit; it belongs on the descriptor, beside rate_limit", f.name)
 		return
-	case where == "the top level" && contains(descriptorFields, f.name):
+	case where == "the top level" && slices.Contains(descriptorFields, f.name):
 		p.errorf(f.key.Line, "unknown field %q at the top level; it belongs on a descriptor, inside descriptors", f.name)
 		return
 	}
@@ -479,15 +480,6 @@ func (p *parser) unknownField(f field, where string, known []string) {
 		return
 	}
 	p.errorf(f.key.Line, "unknown field %q in %s; known fields: %s", f.name, where, strings.Join(known, ", "))
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Closest returns the known name nearest to s in edit distance (the first
@@ -818,7 +810,7 @@ func (p *parser) replacesList(f field, rl *RateLimit) []replaceRef {
 			case !isStr:
 			case s == "":
 				p.errorf(ef.val.Line, "replaces: name must not be empty")
-			case contains(rl.Replaces, s):
+			case slices.Contains(rl.Replaces, s):
 				p.errorf(ef.val.Line, "replaces: %q is listed twice", s)
 			default:
 				rl.Replaces = append(rl.Replaces, s)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -241,7 +242,7 @@ func rateLimitError(errs FileErrors) error {
 	}
 	first := errs[0].Msg
 	fieldName := "rate_limit"
-	if name, rest, ok := strings.Cut(first, ": "); ok && contains(rateLimitFields, name) {
+	if name, rest, ok := strings.Cut(first, ": "); ok && slices.Contains(rateLimitFields, name) {
 		fieldName = "rate_limit." + name
 		msgs[0] = rest
 	} else if ok && name == "rate_limit" {

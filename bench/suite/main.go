@@ -159,7 +159,7 @@ func run(ctx context.Context, args []string) error {
 	type stats struct{ rps, p50, p99, cpu, gen, redis []float64 }
 	var summary []string
 	for _, sc := range scenarios {
-		if *only != "" && !contains(strings.Split(*only, ","), sc.name) {
+		if *only != "" && !slices.ContainsFunc(strings.Split(*only, ","), func(x string) bool { return strings.TrimSpace(x) == sc.name }) {
 			continue
 		}
 		st := make([]stats, len(procs))
@@ -509,13 +509,4 @@ func median(v []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if strings.TrimSpace(x) == s {
-			return true
-		}
-	}
-	return false
 }

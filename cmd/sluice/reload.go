@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -204,7 +205,7 @@ func (r *reloader) reload(reason string) {
 		r.log.Error("reload failed; keeping the running limits", "reason", reason, "err", err.Error())
 		return
 	}
-	if w := cfg.watched(); !equalStrings(w, r.watched) {
+	if w := cfg.watched(); !slices.Equal(w, r.watched) {
 		r.watched = w
 		r.stat, r.sum = fingerprint(w)
 	}
@@ -293,16 +294,4 @@ func fingerprint(paths []string) (string, [32]byte) {
 	var sum [32]byte
 	h.Sum(sum[:0])
 	return statPrint(paths), sum
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
