@@ -5,7 +5,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -316,4 +318,51 @@ func keys(m map[string]map[string]any) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestAdminTokenNotShipped: no deploy file carries an admin token. Compose
+// takes it from the environment and refuses to start without it;
+// Kubernetes reads it from a Secret that the operator creates, as the
+// Deployment's comment says, with a token long enough for Sluice.
+func TestAdminTokenNotShipped(t *testing.T) {
+	const name = "SLUICE_ADMIN_TOKEN"
+	env := get(readYAML(t, "docker-compose.yml")[0], "services", "sluice", "environment")
+	if v := str(get(env, name)); !regexp.MustCompile(`^\$\{` + name + `:\?[^}]+\}$`).MatchString(v) {
+		t.Errorf("compose %s = %q, want ${%s:?message}: required from the environment, no default", name, v, name)
+	}
+
+	objs := kubeObjects(t)
+	for key := range objs {
+		if strings.HasPrefix(key, "Secret/") {
+			t.Errorf("%s ships in the manifests; a Secret holding a token must be made by the operator", key)
+		}
+	}
+	var ref any
+	for _, e := range list(get(objs["Deployment/sluice"], "spec", "template", "spec", "containers", 0, "env")) {
+		if str(get(e, "name")) == name {
+			if get(e, "value") != nil {
+				t.Errorf("Deployment sets %s to a literal value", name)
+			}
+			ref = get(e, "valueFrom", "secretKeyRef")
+		}
+	}
+	secret, key := str(get(ref, "name")), str(get(ref, "key"))
+	if secret == "" || key == "" {
+		t.Fatalf("Deployment %s: want valueFrom.secretKeyRef with name and key, got %v", name, ref)
+	}
+	// The documented command makes that Secret, with enough characters.
+	data, err := os.ReadFile("kubernetes/deployment.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`kubectl create secret generic (\S+) --from-literal=(\w+)=\$\(openssl rand -hex (\d+)\)`).FindSubmatch(data)
+	if m == nil {
+		t.Fatal("kubernetes/deployment.yaml does not say how to create the Secret (kubectl create secret generic ...)")
+	}
+	if string(m[1]) != secret || string(m[2]) != key {
+		t.Errorf("the documented command makes secret %s key %s; the Deployment reads %s key %s", m[1], m[2], secret, key)
+	}
+	if n, _ := strconv.Atoi(string(m[3])); 2*n < server.MinAdminTokenLen {
+		t.Errorf("openssl rand -hex %d makes %d characters, fewer than the %d Sluice needs", n, 2*n, server.MinAdminTokenLen)
+	}
 }

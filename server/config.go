@@ -32,7 +32,10 @@ type GRPCConfig struct {
 	// KeepaliveMinTime is the shortest interval between client pings the
 	// server tolerates; a client pinging faster is disconnected.
 	KeepaliveMinTime time.Duration `yaml:"keepalive_min_time"`
-	TLS              TLSConfig     `yaml:"tls"`
+	// MaxConnections bounds the open client connections; one more waits
+	// in the kernel's accept queue until another closes. 0: no bound.
+	MaxConnections int       `yaml:"max_connections"`
+	TLS            TLSConfig `yaml:"tls"`
 }
 
 // TLSConfig turns on TLS when CertFile and KeyFile are set, and mutual TLS
@@ -50,9 +53,18 @@ func (c TLSConfig) Enabled() bool { return c.CertFile != "" || c.KeyFile != "" }
 type HTTPConfig struct {
 	Addr         string `yaml:"addr"`
 	MaxBodyBytes int64  `yaml:"max_body_bytes"`
+	// MaxConnections bounds the open connections of each HTTP listener
+	// (Addr, and AdminAddr when set); one more waits in the kernel's accept
+	// queue until another closes. 0: no bound.
+	MaxConnections int `yaml:"max_connections"`
+	// TLS turns on HTTPS for Addr, and for the admin API when it is served
+	// there.
+	TLS TLSConfig `yaml:"tls"`
 	// AdminAddr, when set, serves the admin API (/admin/...) on a listener
 	// of its own (a loopback or internal address) and not on Addr.
 	AdminAddr string `yaml:"admin_addr"`
+	// AdminTLS turns on HTTPS for AdminAddr; it needs AdminAddr.
+	AdminTLS TLSConfig `yaml:"admin_tls"`
 }
 
 // HeaderConfig configures the rate-limit response headers (draft-03 form).
@@ -79,6 +91,19 @@ type ShutdownConfig struct {
 // DefaultStreamWorkers is grpc.stream_workers unless configured.
 const DefaultStreamWorkers = 256
 
+// DefaultMaxConnections is grpc.max_connections and http.max_connections
+// unless configured.
+const DefaultMaxConnections = 10000
+
+// MinAdminTokenLen is the shortest admin token accepted: a token is a
+// bearer secret, so it must not be guessable.
+const MinAdminTokenLen = 32
+
+// HandshakeTimeout bounds how long a new connection may take to speak:
+// the HTTP/2 preface (and TLS handshake) on gRPC, the TLS handshake and
+// request headers on HTTP. A connection that stays silent is closed.
+const HandshakeTimeout = 5 * time.Second
+
 // DefaultConfig is the configuration used where none is given.
 func DefaultConfig() Config {
 	return Config{
@@ -88,8 +113,9 @@ func DefaultConfig() Config {
 			MaxConcurrentStreams: 1024,
 			StreamWorkers:        DefaultStreamWorkers,
 			KeepaliveMinTime:     10 * time.Second,
+			MaxConnections:       DefaultMaxConnections,
 		},
-		HTTP: HTTPConfig{Addr: ":8080", MaxBodyBytes: 1 << 20},
+		HTTP: HTTPConfig{Addr: ":8080", MaxBodyBytes: 1 << 20, MaxConnections: DefaultMaxConnections},
 		ResponseHeaders: HeaderConfig{
 			Enabled:   true,
 			Limit:     "X-RateLimit-Limit",
@@ -135,15 +161,20 @@ func (c *Config) Validate() error {
 	if c.GRPC.KeepaliveMinTime < 0 {
 		bad("grpc.keepalive_min_time", "must not be negative")
 	}
-	t := c.GRPC.TLS
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		bad("grpc.tls", "cert_file and key_file must be set together")
+	if c.GRPC.MaxConnections < 0 {
+		bad("grpc.max_connections", "must not be negative (0: no bound)")
 	}
-	if t.ClientCAFile != "" && t.CertFile == "" {
-		bad("grpc.tls.client_ca_file", "needs cert_file and key_file")
-	}
+	validateTLS(bad, "grpc.tls", c.GRPC.TLS)
 	if c.HTTP.Addr == "" {
 		bad("http.addr", "must not be empty")
+	}
+	if c.HTTP.MaxConnections < 0 {
+		bad("http.max_connections", "must not be negative (0: no bound)")
+	}
+	validateTLS(bad, "http.tls", c.HTTP.TLS)
+	validateTLS(bad, "http.admin_tls", c.HTTP.AdminTLS)
+	if c.HTTP.AdminTLS.Enabled() && c.HTTP.AdminAddr == "" {
+		bad("http.admin_tls", "needs http.admin_addr; without it the admin API is served on http.addr, with http.tls")
 	}
 	if c.HTTP.MaxBodyBytes < 1024 {
 		bad("http.max_body_bytes", "%d is less than the minimum of 1024", c.HTTP.MaxBodyBytes)
@@ -172,6 +203,16 @@ func (c *Config) Validate() error {
 		bad("shutdown.timeout", "must be positive")
 	}
 	return errors.Join(errs...)
+}
+
+// validateTLS checks that a TLS setting is whole.
+func validateTLS(bad func(field, format string, args ...any), field string, t TLSConfig) {
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		bad(field, "cert_file and key_file must be set together")
+	}
+	if t.ClientCAFile != "" && t.CertFile == "" {
+		bad(field+".client_ca_file", "needs cert_file and key_file")
+	}
 }
 
 func validHeaderName(s string) bool {

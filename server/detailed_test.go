@@ -175,7 +175,7 @@ func TestDetailedConfigError(t *testing.T) {
 type errBox struct{ err error }
 
 func TestAdminBreakerReset(t *testing.T) {
-	const token = "s3cret-admin-token"
+	const token = "s3cret-admin-token-of-32-characters"
 	br := newBreaker(t, "redis")
 	chk := server.Check{Name: "redis", Fn: func(context.Context) error { return nil }, Optional: true, Breaker: br}
 

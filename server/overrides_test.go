@@ -17,7 +17,7 @@ import (
 	"github.com/sluice-rl/sluice/server"
 )
 
-const adminToken = "s3cret-admin-token"
+const adminToken = "s3cret-admin-token-of-32-characters"
 
 // adminDo sends one admin request with the token (auth "" sends none) and
 // returns the status and body.

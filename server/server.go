@@ -16,6 +16,7 @@ import (
 	"time"
 
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -80,7 +81,8 @@ type Options struct {
 	// running limits' version and when the server was made.
 	ConfigStatus func() ConfigStatus
 	// AdminToken turns the admin API (/admin/...) on; callers must send
-	// it as a bearer token. Empty: every /admin/ path is 404.
+	// it as a bearer token. Empty: every /admin/ path is 404. A token
+	// shorter than MinAdminTokenLen is refused by New.
 	AdminToken string
 	// Metrics, when set, counts decisions, gRPC calls and backend checks,
 	// and is served at GET /metrics.
@@ -99,6 +101,10 @@ type Server struct {
 	grpc   *grpc.Server
 	health *health.Server
 	http   *http.Server
+
+	// httpTLS and adminTLS are the HTTPS settings of the HTTP and admin
+	// listeners; nil: plain HTTP.
+	httpTLS, adminTLS *tls.Config
 
 	grpcLn, httpLn net.Listener
 	adminLn        net.Listener // nil: the admin API is on httpLn
@@ -131,6 +137,10 @@ type checkResult struct {
 func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if n := len(opts.AdminToken); n > 0 && n < MinAdminTokenLen {
+		// The length only: the token itself is never shown.
+		return nil, fmt.Errorf("admin token: %d characters, want at least %d", n, MinAdminTokenLen)
 	}
 	log := opts.Logger
 	if log == nil {
@@ -175,6 +185,10 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 		grpc.MaxRecvMsgSize(2*cfg.GRPC.MaxRecvMsgBytes + 64<<10),
 		grpc.MaxConcurrentStreams(cfg.GRPC.MaxConcurrentStreams),
 		grpc.ForceServerCodecV2(newWireCodec()),
+		// gRPC waits 120 s by default for a new connection's preface; a
+		// silent client should not hold a socket (and a max_connections
+		// slot) that long.
+		grpc.ConnectionTimeout(HandshakeTimeout),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             cfg.GRPC.KeepaliveMinTime,
 			PermitWithoutStream: true,
@@ -188,7 +202,7 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 			grpc.ChainStreamInterceptor(m.StreamServerInterceptor()))
 	}
 	if cfg.GRPC.TLS.Enabled() {
-		tc, err := serverTLS(cfg.GRPC.TLS)
+		tc, err := serverTLS("grpc.tls", cfg.GRPC.TLS)
 		if err != nil {
 			return nil, err
 		}
@@ -201,9 +215,23 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 
+	var err error
+	if cfg.HTTP.TLS.Enabled() {
+		if s.httpTLS, err = serverTLS("http.tls", cfg.HTTP.TLS); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.HTTP.AdminTLS.Enabled() {
+		if s.adminTLS, err = serverTLS("http.admin_tls", cfg.HTTP.AdminTLS); err != nil {
+			return nil, err
+		}
+	}
+	// ReadHeaderTimeout bounds the TLS handshake too (net/http takes the
+	// smallest of the read, header and write timeouts for it).
 	s.http = &http.Server{
 		Handler:           s.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
+		TLSConfig:         s.httpTLS,
+		ReadHeaderTimeout: HandshakeTimeout,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      10 * time.Second,
 		IdleTimeout:       60 * time.Second,
@@ -215,7 +243,8 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 		mux.Handle("/admin/", s.adminHandler())
 		s.adminHTTP = &http.Server{
 			Handler:           mux,
-			ReadHeaderTimeout: 5 * time.Second,
+			TLSConfig:         s.adminTLS,
+			ReadHeaderTimeout: HandshakeTimeout,
 			ReadTimeout:       10 * time.Second,
 			WriteTimeout:      10 * time.Second,
 			IdleTimeout:       60 * time.Second,
@@ -226,20 +255,21 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 	return s, nil
 }
 
-func serverTLS(c TLSConfig) (*tls.Config, error) {
+// serverTLS loads the files of the TLS setting named field.
+func serverTLS(field string, c TLSConfig) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("grpc.tls: load key pair: %w", err)
+		return nil, fmt.Errorf("%s: load key pair: %w", field, err)
 	}
 	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if c.ClientCAFile != "" {
 		pem, err := os.ReadFile(c.ClientCAFile)
 		if err != nil {
-			return nil, fmt.Errorf("grpc.tls.client_ca_file: %w", err)
+			return nil, fmt.Errorf("%s.client_ca_file: %w", field, err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("grpc.tls.client_ca_file: %s holds no PEM certificate", c.ClientCAFile)
+			return nil, fmt.Errorf("%s.client_ca_file: %s holds no PEM certificate", field, c.ClientCAFile)
 		}
 		tc.ClientCAs = pool
 		tc.ClientAuth = tls.RequireAndVerifyClientCert
@@ -247,7 +277,8 @@ func serverTLS(c TLSConfig) (*tls.Config, error) {
 	return tc, nil
 }
 
-// Listen binds the gRPC and HTTP addresses.
+// Listen binds the gRPC and HTTP addresses. Each listener accepts at most
+// its max_connections connections at once.
 func (s *Server) Listen() error {
 	var lc net.ListenConfig
 	g, err := lc.Listen(context.Background(), "tcp", s.cfg.GRPC.Addr)
@@ -268,8 +299,30 @@ func (s *Server) Listen() error {
 		}
 		s.adminLn = a
 	}
-	s.grpcLn, s.httpLn = g, h
+	s.grpcLn = limitListener(g, s.cfg.GRPC.MaxConnections)
+	s.httpLn = limitListener(h, s.cfg.HTTP.MaxConnections)
+	if s.adminLn != nil {
+		s.adminLn = limitListener(s.adminLn, s.cfg.HTTP.MaxConnections)
+	}
 	return nil
+}
+
+// limitListener bounds ln to n open connections (0: no bound). Beyond the
+// bound the server stops accepting, so new connections wait in the
+// kernel's accept queue rather than cost a goroutine and buffers each.
+func limitListener(ln net.Listener, n int) net.Listener {
+	if n <= 0 {
+		return ln
+	}
+	return netutil.LimitListener(ln, n)
+}
+
+// serveHTTP serves hs on ln, over TLS when tc is set.
+func serveHTTP(hs *http.Server, ln net.Listener, tc *tls.Config) error {
+	if tc != nil {
+		return hs.ServeTLS(ln, "", "") // the certificate is in hs.TLSConfig
+	}
+	return hs.Serve(ln)
 }
 
 // AdminAddr is the bound address of the admin API (after Listen): its own
@@ -320,7 +373,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serveHTTP(s.http, s.httpLn, s.httpTLS); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("http: %w", err)
 		}
 	}()
@@ -328,13 +381,14 @@ func (s *Server) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.adminHTTP.Serve(s.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := serveHTTP(s.adminHTTP, s.adminLn, s.adminTLS); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("admin http: %w", err)
 			}
 		}()
 	}
 	s.log.Info("serving", "grpc", s.grpcLn.Addr().String(), "http", s.httpLn.Addr().String(),
-		"admin", s.AdminAddr().String(), "grpc_tls", s.cfg.GRPC.TLS.Enabled())
+		"admin", s.AdminAddr().String(), "grpc_tls", s.cfg.GRPC.TLS.Enabled(), "http_tls", s.httpTLS != nil,
+		"admin_tls", s.adminTLS != nil || (s.adminLn == nil && s.httpTLS != nil))
 
 	var runErr error
 	select {

@@ -32,7 +32,8 @@ type Config struct {
 	Runtime  RuntimeConfig  `yaml:"runtime"`
 
 	// AdminToken comes from SLUICE_ADMIN_TOKEN only, never from a file, and
-	// is never printed.
+	// is never printed. Set, it has at least server.MinAdminTokenLen
+	// characters.
 	AdminToken string `yaml:"-"`
 
 	file  string            // config file path; "" for built-in defaults
@@ -211,6 +212,7 @@ func parseConfig(path string, data []byte, getenv func(string) string) (*Config,
 	if path != "" {
 		c.file = path
 		errs = c.decode(path, data)
+		c.resolveFiles()
 	}
 	c.applyEnv(getenv)
 	// Validate even after decode errors, so one run reports everything;
@@ -447,6 +449,23 @@ const (
 	envLogLevel    = "SLUICE_LOG_LEVEL"
 )
 
+// resolveFiles makes the TLS files relative to the config file's
+// directory, as limits.path is, so a config works whatever the working
+// directory. They are made absolute so resolving twice changes nothing.
+func (c *Config) resolveFiles() {
+	dir, err := filepath.Abs(filepath.Dir(c.file))
+	if err != nil {
+		dir = filepath.Dir(c.file)
+	}
+	for _, t := range []*server.TLSConfig{&c.GRPC.TLS, &c.HTTP.TLS, &c.HTTP.AdminTLS} {
+		for _, p := range []*string{&t.CertFile, &t.KeyFile, &t.ClientCAFile} {
+			if *p != "" && !filepath.IsAbs(*p) {
+				*p = filepath.Join(dir, *p)
+			}
+		}
+	}
+}
+
 // applyEnv applies the SLUICE_* overrides. Setting SLUICE_REDIS_URL
 // switches the store to Redis; SLUICE_LIMITS replaces the limits the file
 // names (path and inline domains).
@@ -487,6 +506,11 @@ func (c *Config) validate() ConfigErrors {
 		} else {
 			add("", err.Error())
 		}
+	}
+	if n := len(c.AdminToken); n > 0 && n < server.MinAdminTokenLen {
+		// The length only: the token is never printed.
+		add("admin_token", fmt.Sprintf("too short: %d characters, want at least %d (e.g. openssl rand -hex 32)",
+			n, server.MinAdminTokenLen))
 	}
 	if c.Redis.URL != "" {
 		if err := c.Redis.Config.Validate(); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -146,7 +147,7 @@ func TestEnvOverrides(t *testing.T) {
 		"SLUICE_HTTP_ADDR":    "127.0.0.1:7080",
 		"SLUICE_REDIS_URL":    "redis://:pw@127.0.0.1:6390/2",
 		"SLUICE_POSTGRES_DSN": "postgres://u:p@db/sluice",
-		"SLUICE_ADMIN_TOKEN":  "s3cret-token",
+		"SLUICE_ADMIN_TOKEN":  "s3cret-token-0123456789abcdef-0123",
 		"SLUICE_LIMITS":       "/etc/sluice/limits",
 		"SLUICE_LOG_LEVEL":    "debug",
 	}
@@ -324,6 +325,64 @@ func TestCheckReportsConfigAndLimitErrors(t *testing.T) {
 	for _, w := range []string{"config.yaml:2: grpc.adr: unknown field", "config.yaml:8: "} {
 		if !strings.Contains(got, w) {
 			t.Errorf("output lacks %q:\n%s", w, got)
+		}
+	}
+}
+
+// TestAdminTokenTooShort: a token under 32 characters stops check and
+// serve with an error that names the variable and never shows the token.
+func TestAdminTokenTooShort(t *testing.T) {
+	const short = "only-twenty-six-characters"
+	e := env{"SLUICE_ADMIN_TOKEN": short}
+	var out, errb bytes.Buffer
+	if err := check("", e.get, &out, &errb); err == nil {
+		t.Fatalf("check passed with a %d-character admin token: %s", len(short), out.String())
+	}
+	if msg := errb.String(); !strings.Contains(msg, "SLUICE_ADMIN_TOKEN: admin_token: too short: 26 characters, want at least 32") ||
+		strings.Contains(msg, short) {
+		t.Errorf("check output %q: want the variable named and the token not shown", msg)
+	}
+	var stderr syncBuffer
+	if err := serve(context.Background(), "", e.get, &stderr); err == nil {
+		t.Fatal("serve started with a short admin token")
+	}
+	if msg := stderr.String(); !strings.Contains(msg, "SLUICE_ADMIN_TOKEN") || strings.Contains(msg, short) {
+		t.Errorf("serve output %q: want the variable named and the token not shown", msg)
+	}
+	if _, err := loadConfig("", env{"SLUICE_ADMIN_TOKEN": strings.Repeat("x", 32)}.get); err != nil {
+		t.Errorf("a 32-character token: %v", err)
+	}
+	if _, err := loadConfig("", env{}.get); err != nil {
+		t.Errorf("no token (admin API off): %v", err)
+	}
+}
+
+// TestTLSPathsRelativeToConfigFile: relative TLS files are found next to
+// the config file, as limits.path is, whatever the working directory.
+func TestTLSPathsRelativeToConfigFile(t *testing.T) {
+	p := writeConfig(t, `grpc:
+  tls: {cert_file: g.pem, key_file: g.key, client_ca_file: ca.pem}
+http:
+  tls: {cert_file: certs/h.pem, key_file: certs/h.key}
+  admin_addr: "127.0.0.1:8082"
+  admin_tls: {cert_file: /etc/sluice/a.pem, key_file: a.key}
+`)
+	c, err := loadConfig(p, env{}.get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(p)
+	for _, f := range []struct{ got, want string }{
+		{c.GRPC.TLS.CertFile, filepath.Join(dir, "g.pem")},
+		{c.GRPC.TLS.KeyFile, filepath.Join(dir, "g.key")},
+		{c.GRPC.TLS.ClientCAFile, filepath.Join(dir, "ca.pem")},
+		{c.HTTP.TLS.CertFile, filepath.Join(dir, "certs/h.pem")},
+		{c.HTTP.TLS.KeyFile, filepath.Join(dir, "certs/h.key")},
+		{c.HTTP.AdminTLS.CertFile, "/etc/sluice/a.pem"},
+		{c.HTTP.AdminTLS.KeyFile, filepath.Join(dir, "a.key")},
+	} {
+		if f.got != f.want {
+			t.Errorf("path %q, want %q", f.got, f.want)
 		}
 	}
 }

@@ -24,7 +24,7 @@ import (
 	"github.com/sluice-rl/sluice/server"
 )
 
-const testAdminToken = "admin-token-for-tests"
+const testAdminToken = "admin-token-for-tests-0123456789abcdef"
 
 // replica is a running `sluice serve` and its admin API's base URL.
 type replica struct {

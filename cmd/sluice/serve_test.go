@@ -184,7 +184,7 @@ func writeFile(t *testing.T, path, body string) {
 func TestRunServe(t *testing.T) {
 	t.Setenv("SLUICE_GRPC_ADDR", "127.0.0.1:0")
 	t.Setenv("SLUICE_HTTP_ADDR", "127.0.0.1:0")
-	t.Setenv("SLUICE_ADMIN_TOKEN", "very-secret-token")
+	t.Setenv("SLUICE_ADMIN_TOKEN", "very-secret-token-0123456789abcdef")
 	// os/signal starts one goroutine for the process on first use; start
 	// it before counting.
 	warm := make(chan os.Signal, 1)
@@ -216,7 +216,7 @@ func TestRunServe(t *testing.T) {
 		t.Fatalf("run: %v", err)
 	}
 	logs := r.logs.String()
-	if strings.Contains(logs, "very-secret-token") {
+	if strings.Contains(logs, "very-secret-token-0123456789abcdef") {
 		t.Errorf("logs show the admin token:\n%s", logs)
 	}
 	for _, w := range []string{"limits loaded", "serving", "draining", "stopped"} {
