@@ -33,7 +33,7 @@ type Config struct {
 	// MaxBuckets bounds the buckets held, at least MinBuckets. Each of the
 	// 64 shards holds at most MaxBuckets/64; inserting into a full shard
 	// first evicts the bucket with the least debt among a few sampled.
-	MaxBuckets int
+	MaxBuckets int `yaml:"max_buckets"`
 }
 
 // DefaultConfig is the configuration New uses.
