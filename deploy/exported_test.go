@@ -39,7 +39,12 @@ func exportedMetrics(t *testing.T) map[string]family {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lim := limiter.New(m.Store("memory", memory.New(nil)), limiter.Config{})
+	ms := memory.New(nil)
+	m.WatchMemoryStore("memory", func() metrics.MemoryStats {
+		st := ms.Stats()
+		return metrics.MemoryStats{Buckets: st.Buckets, Evictions: st.Evictions, EvictedDebt: st.EvictedDebt}
+	})
+	lim := limiter.New(m.Store("memory", ms), limiter.Config{})
 	lim.SetLimits(lims)
 	req := &limiter.Request{Domain: "edge", Descriptors: []limiter.Descriptor{{Entries: []limiter.Entry{{Key: "k", Value: "v"}}}}}
 	var resp limiter.Response
@@ -71,6 +76,7 @@ func exportedMetrics(t *testing.T) map[string]family {
 		"sluice_local_cache_hits_total", "sluice_failure_mode_decisions_total", "sluice_breaker_state",
 		"sluice_breaker_transitions_total", "sluice_breaker_rejections_total", "sluice_backend_up",
 		"sluice_backend_check_duration_seconds", "sluice_config_reloads_total", "sluice_overrides",
+		"sluice_memory_buckets", "sluice_memory_evictions_total", "sluice_memory_evicted_debt_tokens_total",
 		"sluice_grpc_server_handled_total", "sluice_build_info", "go_goroutines", "process_cpu_seconds_total"} {
 		if _, ok := out[name]; !ok {
 			t.Errorf("the registry lacks %s", name)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluice-rl/sluice/breaker"
 	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/limiter/memory"
 	"github.com/sluice-rl/sluice/limiter/postgres"
 	"github.com/sluice-rl/sluice/limiter/redis"
 	"github.com/sluice-rl/sluice/server"
@@ -25,6 +26,7 @@ type Config struct {
 	server.Config `yaml:",inline"` // grpc, http, response_headers, health, shutdown
 
 	Redis    RedisConfig    `yaml:"redis"`
+	Memory   memory.Config  `yaml:"memory"` // the embedded store, and the failure mode's local one
 	Postgres PostgresConfig `yaml:"postgres"`
 	Limits   LimitsConfig   `yaml:"limits"`
 	Request  RequestConfig  `yaml:"request"`
@@ -128,6 +130,7 @@ func defaultConfig() Config {
 		Redis: RedisConfig{Config: rc, KeyPrefix: "sl:", FailureMode: "local", LocalFraction: 1,
 			DenyCacheSize: limiter.DefaultDenyCacheSize,
 			Breaker:       breaker.DefaultConfig()},
+		Memory: memory.DefaultConfig(),
 		Postgres: PostgresConfig{Config: postgres.DefaultConfig(), Breaker: breaker.DefaultConfig(),
 			SyncInterval: postgres.DefaultSyncInterval},
 		Limits: LimitsConfig{Watch: true, WatchInterval: time.Second},
@@ -535,6 +538,9 @@ func (c *Config) validate() ConfigErrors {
 	}
 	if _, err := limiter.ParseFailureMode(c.Redis.FailureMode); err != nil {
 		add("redis.failure_mode", err.Error())
+	}
+	if n := c.Memory.MaxBuckets; n < memory.MinBuckets {
+		add("memory.max_buckets", fmt.Sprintf("must be at least %d (one per shard), got %d", memory.MinBuckets, n))
 	}
 	if c.Redis.DenyCacheSize < 0 {
 		add("redis.deny_cache_size", fmt.Sprintf("must not be negative, got %d", c.Redis.DenyCacheSize))

@@ -47,7 +47,7 @@ func TestShippedConfig(t *testing.T) {
 	}
 	// The shipped file states every default.
 	d := defaultConfig()
-	if c.Config != d.Config || !reflect.DeepEqual(c.Redis, d.Redis) || !reflect.DeepEqual(c.Postgres, d.Postgres) || c.Request != d.Request || c.Log != d.Log || c.Runtime != d.Runtime ||
+	if c.Config != d.Config || !reflect.DeepEqual(c.Redis, d.Redis) || c.Memory != d.Memory || !reflect.DeepEqual(c.Postgres, d.Postgres) || c.Request != d.Request || c.Log != d.Log || c.Runtime != d.Runtime ||
 		c.Limits.Watch != d.Limits.Watch || c.Limits.WatchInterval != d.Limits.WatchInterval {
 		t.Errorf("config.yaml differs from the defaults:\n%+v\n%+v", c, d)
 	}
@@ -101,6 +101,10 @@ func TestStrictDecoding(t *testing.T) {
 			[]string{"config.yaml:3: runtime.gc_percent: 5: must be between 25 and 10000"}},
 		{"negative heap floor", "runtime:\n  min_heap_mb: -1\n",
 			[]string{"config.yaml:2: runtime.min_heap_mb: -1: must be between 0 (off) and 65536"}},
+		{"memory bound of zero", "memory:\n  max_buckets: 0\n",
+			[]string{"config.yaml:2: memory.max_buckets: must be at least 64 (one per shard), got 0"}},
+		{"memory bound below one per shard", "memory:\n  max_buckets: -5\n",
+			[]string{"config.yaml:2: memory.max_buckets: must be at least 64 (one per shard), got -5"}},
 		{"too many stream workers", "grpc:\n  stream_workers: 100000\n",
 			[]string{"config.yaml:2: grpc.stream_workers: 100000 is more than the maximum of 65536"}},
 	}

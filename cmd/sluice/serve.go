@@ -177,8 +177,12 @@ type store struct {
 // does not connect, so Sluice starts while Redis is down.
 func openStore(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*store, error) {
 	if cfg.Redis.URL == "" {
-		log.Info("store: embedded memory store")
-		return &store{name: "memory", store: m.Store("memory", memory.New(nil)), close: func() error { return nil }}, nil
+		ms, err := newMemoryStore("memory", cfg, m)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("store: embedded memory store", "max_buckets", ms.MaxBuckets())
+		return &store{name: "memory", store: m.Store("memory", ms), close: func() error { return nil }}, nil
 	}
 	redis.SetLogger(log.With("component", "redis-client"))
 	mode, err := limiter.ParseFailureMode(cfg.Redis.FailureMode)
@@ -201,10 +205,15 @@ func openStore(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*store, error
 		m.SetLocalCacheHits(func() uint64 { return dc.Stats().Hits })
 		primary = dc
 	}
+	local, err := newMemoryStore("local", cfg, m)
+	if err != nil {
+		rs.Close()
+		return nil, err
+	}
 	fo, err := limiter.NewFailover(primary, limiter.FailoverConfig{
 		Mode:          mode,
 		LocalFraction: cfg.Redis.LocalFraction,
-		Local:         m.Store("local", memory.New(nil)),
+		Local:         m.Store("local", local),
 		OnFailover:    m.FailureModeDecision,
 	})
 	if err != nil {
@@ -228,6 +237,20 @@ func openStore(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*store, error
 		failureMode: mode.String(),
 		close:       rs.Close,
 	}, nil
+}
+
+// newMemoryStore builds a memory store bounded by memory.max_buckets and
+// exports its bucket count, evictions and forgotten debt under name.
+func newMemoryStore(name string, cfg *Config, m *metrics.Metrics) (*memory.Store, error) {
+	ms, err := memory.NewWithConfig(nil, cfg.Memory)
+	if err != nil {
+		return nil, fmt.Errorf("memory.%w", err)
+	}
+	m.WatchMemoryStore(name, func() metrics.MemoryStats {
+		st := ms.Stats()
+		return metrics.MemoryStats{Buckets: st.Buckets, Evictions: st.Evictions, EvictedDebt: st.EvictedDebt}
+	})
+	return ms, nil
 }
 
 // pgBackend is the Postgres pool with its breaker and health check.

@@ -5,6 +5,7 @@ package memory
 
 import (
 	"context"
+	"fmt"
 	"hash/maphash"
 	"sync"
 	"time"
@@ -14,33 +15,88 @@ import (
 
 const shards = 64
 
+// MinBuckets is the smallest bound on the buckets held: one per shard.
+const MinBuckets = shards
+
+// DefaultMaxBuckets is Config.MaxBuckets unless configured: about a million
+// buckets, 2^14 per shard.
+const DefaultMaxBuckets = 1 << 20
+
+// evictSamples is how many buckets of a full shard are looked at to choose
+// the one to evict: the one with the least debt among them. More samples
+// come closer to the exact order at a higher cost per insert; a bucket is
+// evicted before one with less debt only when every sample owes more.
+const evictSamples = 8
+
+// Config configures a Store.
+type Config struct {
+	// MaxBuckets bounds the buckets held, at least MinBuckets. Each of the
+	// 64 shards holds at most MaxBuckets/64; inserting into a full shard
+	// first evicts the bucket with the least debt among a few sampled.
+	MaxBuckets int `yaml:"max_buckets"`
+}
+
+// DefaultConfig is the configuration New uses.
+func DefaultConfig() Config { return Config{MaxBuckets: DefaultMaxBuckets} }
+
+// Validate checks c.
+func (c Config) Validate() error {
+	if c.MaxBuckets < MinBuckets {
+		return fmt.Errorf("max_buckets: must be at least %d (one per shard), got %d", MinBuckets, c.MaxBuckets)
+	}
+	return nil
+}
+
 // Store keeps buckets in lock-striped maps. A bucket is dropped once it is
-// full again, so memory follows the number of buckets in use.
+// full again, so memory follows the number of buckets in use, up to a
+// bound: past it, inserting a bucket evicts the one that owes least.
 type Store struct {
-	clock  limiter.Clock
-	seed   maphash.Seed
-	shards [shards]shard
+	clock    limiter.Clock
+	seed     maphash.Seed
+	perShard int
+	shards   [shards]shard
 }
 
 type shard struct {
 	mu      sync.Mutex
-	buckets map[string]limiter.Stored
+	buckets map[string]entry
 	ops     uint32
+
+	evictions   uint64
+	evictedDebt float64 // tokens
+}
+
+// entry is a stored bucket with the rate of its last write, which values
+// its debt in tokens when it is a candidate for eviction. The stored debt
+// is at most that rate's capacity and only falls, so no cap is needed.
+type entry struct {
+	st       limiter.Stored
+	num, den uint64
 }
 
 var _ limiter.Store = (*Store)(nil)
 
-// New returns an empty store. clock may be nil for the wall clock; tests
-// pass one they can move.
+// New returns an empty store with the default configuration. clock may be
+// nil for the wall clock; tests pass one they can move.
 func New(clock limiter.Clock) *Store {
+	s, _ := NewWithConfig(clock, DefaultConfig())
+	return s
+}
+
+// NewWithConfig returns an empty store configured by cfg. It fails when
+// cfg is not valid.
+func NewWithConfig(clock limiter.Clock, cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	if clock == nil {
 		clock = func() int64 { return time.Now().UnixMicro() }
 	}
-	s := &Store{clock: clock, seed: maphash.MakeSeed()}
+	s := &Store{clock: clock, seed: maphash.MakeSeed(), perShard: cfg.MaxBuckets / shards}
 	for i := range s.shards {
-		s.shards[i].buckets = make(map[string]limiter.Stored)
+		s.shards[i].buckets = make(map[string]entry)
 	}
-	return s
+	return s, nil
 }
 
 // scratch holds the per-call working set.
@@ -92,8 +148,8 @@ func (s *Store) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []l
 		var d int64
 		if slot == i {
 			sh := &s.shards[s.shardOf(reqs[i].Key)]
-			if st, ok := sh.buckets[reqs[i].Key]; ok {
-				d = st.Debt(now, reqs[i].Rate)
+			if e, ok := sh.buckets[reqs[i].Key]; ok {
+				d = e.st.Debt(now, reqs[i].Rate)
 			}
 		}
 		sc.debt = append(sc.debt, d)
@@ -106,7 +162,15 @@ func (s *Store) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []l
 		}
 		sh := &s.shards[s.shardOf(reqs[i].Key)]
 		if d := sc.debt[i]; d > 0 {
-			sh.buckets[reqs[i].Key] = limiter.Encode(d, now, reqs[i].Rate)
+			key, r := reqs[i].Key, reqs[i].Rate
+			if len(sh.buckets) >= s.perShard {
+				// Look again rather than trust the first read: an eviction
+				// for an earlier bucket of this call may have taken this one.
+				if _, ok := sh.buckets[key]; !ok {
+					sh.evict(now)
+				}
+			}
+			sh.buckets[key] = entry{st: limiter.Encode(d, now, r), num: r.Num, den: r.Den}
 		} else {
 			delete(sh.buckets, reqs[i].Key)
 		}
@@ -125,15 +189,63 @@ func (s *Store) shardOf(key string) int {
 // sweep drops up to n buckets that are full again. Map iteration starts at
 // a random place, so repeated sweeps cover the shard.
 func (sh *shard) sweep(nowUs int64, n int) {
-	for k, st := range sh.buckets {
+	for k, e := range sh.buckets {
 		if n == 0 {
 			return
 		}
 		n--
-		if st.FullAtMs*1000 <= nowUs {
+		if e.st.FullAtMs*1000 <= nowUs {
 			delete(sh.buckets, k)
 		}
 	}
+}
+
+// evict drops the bucket with the least debt at nowUs among evictSamples
+// of the shard, and counts the debt it forgives: a forgotten bucket comes
+// back full. Map iteration starts at a random place, so the samples are a
+// random run of the shard; a full bucket among them ends the search, as
+// forgetting it costs nothing.
+func (sh *shard) evict(nowUs int64) {
+	var (
+		victim string
+		least  float64
+		n      int
+	)
+	for k, e := range sh.buckets {
+		d := e.debt(nowUs)
+		if n == 0 || d < least {
+			victim, least = k, d
+		}
+		n++
+		if n == evictSamples || d == 0 {
+			break
+		}
+	}
+	if n == 0 {
+		return
+	}
+	delete(sh.buckets, victim)
+	sh.evictions++
+	sh.evictedDebt += least
+}
+
+// debt is the tokens e lacks at nowUs.
+func (e entry) debt(nowUs int64) float64 {
+	diff := e.st.FullAtMs*1000 - nowUs
+	if diff <= 0 {
+		return 0
+	}
+	num := int64(e.num)
+	// The debt stays below 2^53 (limiter.Rate's bound); a clock that went
+	// back could push diff past it, so cap before multiplying.
+	if diff > (1<<53)/num {
+		return float64(1<<53) / float64(e.den)
+	}
+	d := diff*num - e.st.Slack
+	if d <= 0 {
+		return 0
+	}
+	return float64(d) / float64(e.den)
 }
 
 // TTL reports how long until the bucket at key is full again, and whether
@@ -141,12 +253,12 @@ func (sh *shard) sweep(nowUs int64, n int) {
 func (s *Store) TTL(key string) (time.Duration, bool) {
 	sh := &s.shards[s.shardOf(key)]
 	sh.mu.Lock()
-	st, ok := sh.buckets[key]
+	e, ok := sh.buckets[key]
 	sh.mu.Unlock()
 	if !ok {
 		return 0, false
 	}
-	left := st.FullAtMs*1000 - s.clock()
+	left := e.st.FullAtMs*1000 - s.clock()
 	if left <= 0 {
 		return 0, false
 	}
@@ -163,3 +275,32 @@ func (s *Store) Len() int {
 	}
 	return n
 }
+
+// Stats is what a Store has held and forgotten.
+type Stats struct {
+	// Buckets is the number held, including any full ones not yet swept.
+	Buckets int
+	// Evictions counts the buckets dropped to make room for others.
+	Evictions uint64
+	// EvictedDebt is the debt those buckets had when dropped, in tokens:
+	// each came back full, so this bounds what was admitted beyond the
+	// limits because of the bound.
+	EvictedDebt float64
+}
+
+// Stats returns the store's counts so far.
+func (s *Store) Stats() Stats {
+	var st Stats
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		st.Buckets += len(sh.buckets)
+		st.Evictions += sh.evictions
+		st.EvictedDebt += sh.evictedDebt
+		sh.mu.Unlock()
+	}
+	return st
+}
+
+// MaxBuckets is the most buckets the store holds.
+func (s *Store) MaxBuckets() int { return s.perShard * shards }

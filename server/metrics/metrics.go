@@ -65,6 +65,7 @@ type Metrics struct {
 	cacheHits  atomic.Pointer[func() uint64]
 	failure    *prometheus.CounterVec
 	failureBy  [3]prometheus.Counter // by limiter.FailureMode
+	memory     *memoryCollector
 	breakers   *breakerCollector
 	transition *prometheus.CounterVec
 
@@ -146,6 +147,7 @@ func New(reg *prometheus.Registry, opts Options) *Metrics {
 	for _, mode := range []limiter.FailureMode{limiter.FailLocal, limiter.FailAllow, limiter.FailError} {
 		m.failureBy[mode] = m.failure.WithLabelValues(mode.String())
 	}
+	m.memory = newMemoryCollector()
 	m.breakers = newBreakerCollector()
 	m.transition = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_breaker_transitions_total",
@@ -195,7 +197,7 @@ func New(reg *prometheus.Registry, opts Options) *Metrics {
 
 	reg.MustRegister(
 		m.decisions, m.decisionDur, m.storeReqs, m.storeDur, m.batchSize, cacheHits,
-		m.failure, m.breakers, m.transition, m.backendUp, m.backendCheck,
+		m.failure, m.memory, m.breakers, m.transition, m.backendUp, m.backendCheck,
 		m.reloads, m.lastReload, overrides, m.grpcHandled, m.grpcDur, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -370,3 +370,45 @@ func TestObserveDecisionAllocs(t *testing.T) {
 		}
 	}
 }
+
+func TestMemoryStoreMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, metrics.Options{})
+	// One bucket per shard, so distinct keys evict one another.
+	s, err := memory.NewWithConfig(func() int64 { return 1_700_000_000_000_000 }, memory.Config{MaxBuckets: memory.MinBuckets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.WatchMemoryStore("local", func() metrics.MemoryStats {
+		st := s.Stats()
+		return metrics.MemoryStats{Buckets: st.Buckets, Evictions: st.Evictions, EvictedDebt: st.EvictedDebt}
+	})
+	rate := limiter.Rate{Num: 1, Den: 365 * 24 * 3600 * 1_000_000, Cap: 10} // a token a year
+	res := make([]limiter.BucketResult, 1)
+	for i := range 300 {
+		reqs := []limiter.BucketRequest{{Key: "k" + strconv.Itoa(i), Rate: rate, Cost: 2}}
+		if _, err := s.Apply(context.Background(), reqs, res); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := s.Stats()
+	if st.Evictions == 0 {
+		t.Fatal("no evictions; the test needs some")
+	}
+	f := metricstest.Gather(t, reg)
+	for _, c := range []struct {
+		name string
+		want float64
+	}{
+		{"sluice_memory_buckets", float64(st.Buckets)},
+		{"sluice_memory_evictions_total", float64(st.Evictions)},
+		{"sluice_memory_evicted_debt_tokens_total", 2 * float64(st.Evictions)}, // each owed its 2 tokens
+	} {
+		if got := f.Value(t, c.name, "store=local"); got != c.want {
+			t.Errorf("%s{store=local} = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if got := f["sluice_memory_evictions_total"].GetType().String(); got != "COUNTER" {
+		t.Errorf("sluice_memory_evictions_total is a %s", got)
+	}
+}

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -80,4 +81,67 @@ func (m *Metrics) FailureModeDecision(mode limiter.FailureMode, _ error) {
 		return
 	}
 	m.failure.WithLabelValues(mode.String()).Inc()
+}
+
+// MemoryStats is what the embedded memory store reports, read at scrape
+// time (memory.Store.Stats, converted by the caller: this package does not
+// import the store).
+type MemoryStats struct {
+	Buckets     int     // buckets held
+	Evictions   uint64  // buckets dropped to make room for others
+	EvictedDebt float64 // tokens those buckets owed when dropped
+}
+
+// memoryCollector reads the memory stores' stats at scrape time.
+type memoryCollector struct {
+	buckets, evictions, debt *prometheus.Desc
+
+	mu     sync.Mutex
+	stores []memoryStore
+}
+
+type memoryStore struct {
+	name  string
+	stats func() MemoryStats
+}
+
+func newMemoryCollector() *memoryCollector {
+	return &memoryCollector{
+		buckets: prometheus.NewDesc("sluice_memory_buckets",
+			"Buckets the embedded memory store holds (full ones not yet swept included).", []string{"store"}, nil),
+		evictions: prometheus.NewDesc("sluice_memory_evictions_total",
+			"Buckets the memory store evicted at its bound (memory.max_buckets) to make room for others.", []string{"store"}, nil),
+		debt: prometheus.NewDesc("sluice_memory_evicted_debt_tokens_total",
+			"Tokens the evicted buckets owed: an evicted bucket comes back full, so at most this many were admitted beyond the limits because of the bound.", []string{"store"}, nil),
+	}
+}
+
+func (c *memoryCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.buckets
+	ch <- c.evictions
+	ch <- c.debt
+}
+
+func (c *memoryCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	ss := append([]memoryStore(nil), c.stores...)
+	c.mu.Unlock()
+	for _, s := range ss {
+		st := s.stats()
+		ch <- prometheus.MustNewConstMetric(c.buckets, prometheus.GaugeValue, float64(st.Buckets), s.name)
+		ch <- prometheus.MustNewConstMetric(c.evictions, prometheus.CounterValue, float64(st.Evictions), s.name)
+		ch <- prometheus.MustNewConstMetric(c.debt, prometheus.CounterValue, st.EvictedDebt, s.name)
+	}
+}
+
+// WatchMemoryStore exports a memory store's bucket count, evictions and
+// forgotten debt as sluice_memory_*{store=name}, calling stats at each
+// scrape.
+func (m *Metrics) WatchMemoryStore(name string, stats func() MemoryStats) {
+	if m == nil || stats == nil {
+		return
+	}
+	m.memory.mu.Lock()
+	defer m.memory.mu.Unlock()
+	m.memory.stores = append(m.memory.stores, memoryStore{name: name, stats: stats})
 }
