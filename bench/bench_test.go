@@ -4,12 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/sluice-rl/sluice/bench"
 )
@@ -94,12 +101,26 @@ type jsonReport struct {
 		Name string `json:"name"`
 		Pass bool   `json:"pass"`
 	} `json:"targets"`
-	Pass bool `json:"pass"`
+	Pass   bool     `json:"pass"`
+	Failed []string `json:"failed"`
 }
 
 // runMain runs bench.Main and returns its exit code, stdout and the JSON
 // report it wrote.
 func runMain(t *testing.T, args ...string) (int, string, jsonReport) {
+	t.Helper()
+	code, text, rep := runMainPage(t, args...)
+	return code, text, rep.jsonReport
+}
+
+// pagedReport is a JSON report with the HTML page of the same run.
+type pagedReport struct {
+	jsonReport
+	page string
+}
+
+// runMainPage is runMain that also returns the HTML page.
+func runMainPage(t *testing.T, args ...string) (int, string, pagedReport) {
 	t.Helper()
 	dir := t.TempDir()
 	jsonFile, htmlFile := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.html")
@@ -119,7 +140,7 @@ func runMain(t *testing.T, args ...string) (int, string, jsonReport) {
 		t.Fatalf("no HTML report: %v", err)
 	}
 	checkPage(t, string(page), rep.Decisions > 0)
-	return code, stdout.String(), rep
+	return code, stdout.String(), pagedReport{rep, string(page)}
 }
 
 // checkPage checks that the page is self-contained and has its three plots.
@@ -240,10 +261,15 @@ func TestEndToEndOverAdmittingServerIsCaught(t *testing.T) {
 			if rep.Accuracy == nil || rep.Accuracy.OverAdmission < 50 || rep.Accuracy.OverAdmission > 181 {
 				t.Fatalf("accuracy %+v: want up to 180 tokens over (capacity 200 where 20 was promised)", rep.Accuracy)
 			}
-			if len(rep.Targets) != 1 || rep.Targets[0].Name != "max-over-admission" || rep.Targets[0].Pass {
+			// The error-rate target is checked by default, and holds.
+			if len(rep.Targets) != 2 || rep.Targets[0].Name != "max-error-rate" || !rep.Targets[0].Pass ||
+				rep.Targets[1].Name != "max-over-admission" || rep.Targets[1].Pass {
 				t.Errorf("targets %+v", rep.Targets)
 			}
-			if !strings.Contains(text, "max-over-admission   FAIL") || !strings.Contains(text, "result:      FAIL") {
+			if !slices.Equal(rep.Failed, []string{"max-over-admission"}) {
+				t.Errorf("failed %q, want max-over-admission", rep.Failed)
+			}
+			if !strings.Contains(text, "max-over-admission   FAIL") || !strings.Contains(text, "result:      FAIL (max-over-admission)") {
 				t.Errorf("text report does not say which target failed")
 			}
 		})
@@ -304,6 +330,97 @@ func TestErrorsAreCounted(t *testing.T) {
 	}
 }
 
+// failingRLS fails every call.
+type failingRLS struct {
+	rlsv3.UnimplementedRateLimitServiceServer
+}
+
+func (failingRLS) ShouldRateLimit(context.Context, *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	return nil, status.Error(codes.Unavailable, "redis down")
+}
+
+// TestErrorRateTargetByDefault runs, with no target flag, against a server
+// that fails every call and against an address nobody listens on: each
+// run fails, and every report names the error-rate target. With
+// -max-error-rate 1 the same run passes.
+func TestErrorRateTargetByDefault(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := lis.Addr().String()
+	lis.Close()
+	for _, c := range []struct{ name, addr, errCode string }{
+		{"failing server", serve(t, failingRLS{}), "Unavailable"},
+		{"nobody listens", closed, "Unavailable"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, client := range []string{bench.ClientLean, bench.ClientGRPC} {
+				args := []string{"-addr", c.addr, "-client", client, "-concurrency", "2", "-requests", "20",
+					"-duration", "3s", "-warmup", "0s", "-timeout", "200ms"}
+				code, text, rep := runMainPage(t, args...)
+				if code != bench.ExitFail || rep.Pass {
+					t.Errorf("%s client: exit %d, pass %v; want 1, false", client, code, rep.Pass)
+				}
+				if rep.Requests == 0 || rep.ErrorCount != rep.Requests || rep.Errors[c.errCode] == 0 {
+					t.Errorf("%s client: %d errors %v of %d requests; want all %s", client, rep.ErrorCount, rep.Errors, rep.Requests, c.errCode)
+				}
+				if len(rep.Targets) != 1 || rep.Targets[0].Name != "max-error-rate" || rep.Targets[0].Pass {
+					t.Errorf("%s client: targets %+v, want max-error-rate failed", client, rep.Targets)
+				}
+				if !slices.Equal(rep.Failed, []string{"max-error-rate"}) {
+					t.Errorf("%s client: failed %q, want max-error-rate", client, rep.Failed)
+				}
+				if !strings.Contains(text, "max-error-rate       FAIL: error rate 1.0000 (limit error rate 0.0100)") ||
+					!strings.Contains(text, "result:      FAIL (max-error-rate)") {
+					t.Errorf("%s client: text report does not name the error-rate target", client)
+				}
+				if !strings.Contains(rep.page, "FAIL (max-error-rate)") {
+					t.Errorf("%s client: HTML report does not name the error-rate target", client)
+				}
+
+				code, text, rep = runMainPage(t, append(args, "-max-error-rate", "1")...)
+				if code != bench.ExitPass || !rep.Pass || len(rep.Targets) != 0 || len(rep.Failed) != 0 {
+					t.Errorf("-max-error-rate 1, %s client: exit %d, pass %v, targets %+v; want 0, true, none", client, code, rep.Pass, rep.Targets)
+				}
+				if !strings.Contains(text, "result:      PASS") {
+					t.Errorf("-max-error-rate 1, %s client: text report does not pass", client)
+				}
+			}
+		})
+	}
+}
+
+// TestErrorRateBound checks that errors up to the bound pass and errors
+// over it fail: a server that fails one call in four passes with
+// -max-error-rate 0.3 and fails the default 1%.
+func TestErrorRateBound(t *testing.T) {
+	addr := serve(t, &everyNthFails{n: 4})
+	args := []string{"-addr", addr, "-concurrency", "1", "-requests", "40", "-warmup", "0s"}
+	code, _, rep := runMain(t, args...)
+	if code != bench.ExitFail || !slices.Equal(rep.Failed, []string{"max-error-rate"}) || rep.ErrorCount != 10 {
+		t.Errorf("default bound: exit %d, failed %q, %d errors; want 1, max-error-rate, 10", code, rep.Failed, rep.ErrorCount)
+	}
+	code, _, rep = runMain(t, append(args, "-max-error-rate", "0.3")...)
+	if code != bench.ExitPass || !rep.Pass || len(rep.Targets) != 1 || rep.ErrorCount != 10 {
+		t.Errorf("-max-error-rate 0.3: exit %d, pass %v, targets %+v, %d errors; want 0, true, one, 10", code, rep.Pass, rep.Targets, rep.ErrorCount)
+	}
+}
+
+// everyNthFails fails every n-th call and answers the others OK.
+type everyNthFails struct {
+	fakeRLS
+	n     int64
+	calls atomic.Int64
+}
+
+func (e *everyNthFails) ShouldRateLimit(ctx context.Context, in *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	if e.calls.Add(1)%e.n == 0 {
+		return nil, status.Error(codes.Unavailable, "every n-th call fails")
+	}
+	return e.fakeRLS.ShouldRateLimit(ctx, in)
+}
+
 func TestMainUsage(t *testing.T) {
 	tests := []struct {
 		name string
@@ -317,6 +434,9 @@ func TestMainUsage(t *testing.T) {
 		{"bad limit", []string{"-limit", "100/fortnight"}, bench.ExitUsage, "unknown unit"},
 		{"bad dist", []string{"-dist", "pareto"}, bench.ExitUsage, "-dist"},
 		{"bad arrival", []string{"-rate", "10", "-arrival", "bursty"}, bench.ExitUsage, "-arrival"},
+		{"negative error rate", []string{"-max-error-rate", "-1"}, bench.ExitUsage, "-max-error-rate -1: must be 0 to 1 (1: not checked)"},
+		{"error rate over 1", []string{"-max-error-rate", "1.5"}, bench.ExitUsage, "-max-error-rate 1.5: must be 0 to 1"},
+		{"error rate NaN", []string{"-max-error-rate", "NaN"}, bench.ExitUsage, "-max-error-rate NaN"},
 		{"unknown flag", []string{"-frobnicate"}, bench.ExitUsage, "frobnicate"},
 		{"stray argument", []string{"extra"}, bench.ExitUsage, "unexpected argument"},
 		{"help", []string{"-h"}, bench.ExitPass, "-allow-remote"},

@@ -217,7 +217,7 @@ svg text{font:11px system-ui,sans-serif;fill:#444}.frame{fill:none;stroke:#bbb}.
 .xtick{text-anchor:middle}.ytick{text-anchor:end}.xlabel,.ylabel,.empty{text-anchor:middle}
 .bar{fill:#4a78c2}.mark{stroke:#c62828;stroke-dasharray:3 3}.marklabel{fill:#c62828}
 </style></head><body>
-<h1>sluice bench: <span class="{{if .R.Pass}}pass">PASS{{else}}fail">FAIL{{end}}</span></h1>
+<h1>sluice bench: <span class="{{if .R.Pass}}pass">PASS{{else}}fail">FAIL ({{range $i, $n := .R.Failed}}{{if $i}}, {{end}}{{$n}}{{end}}){{end}}</span></h1>
 <table>
 <tr><th>mode</th><td>{{.Mode}}</td></tr>
 <tr><th>servers</th><td>{{range $i, $a := .R.Config.Addrs}}{{if $i}}, {{end}}{{$a}}{{end}} ({{.R.Config.ConnsPerAddr}} connection(s) each{{with .R.Config.Client}}, {{.}} client{{end}})</td></tr>

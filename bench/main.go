@@ -14,7 +14,7 @@ import (
 
 // Exit codes of Main.
 const (
-	ExitPass   = 0 // every target held (or none was given)
+	ExitPass   = 0 // every target held
 	ExitFail   = 1 // a target failed, or the run or its report could not be done
 	ExitUsage  = 2 // bad flags
 	usageIntro = `usage: sluice bench [flags]
@@ -27,7 +27,8 @@ the open loop, whose latency counts from each request's intended send time.
 Only loopback addresses (127.0.0.0/8, ::1, localhost) are loaded unless
 -allow-remote is given. A run always stops: after -warmup plus -duration,
 or plus -requests requests (then capped by -duration, default 1h).
-Exit status: 0 targets held, 1 a target failed, 2 usage error.
+Exit status: 0 targets held, 1 a target failed, 2 usage error. The
+error rate is a target by default (-max-error-rate; 1 turns it off).
 
 flags:
 `
@@ -144,7 +145,7 @@ func ParseArgs(args []string, stderr io.Writer) (Options, Outputs, error) {
 	limit := fs.String("limit", "", "the server's limit per bucket, `REQUESTS/UNIT[,BURST]` (e.g. 100/second,200), for the accuracy figure")
 	fs.DurationVar(&o.ClockSlack, "clock-slack", o.ClockSlack, "accuracy: time added to each bucket's span for coarse server clocks")
 	fs.DurationVar(&o.Targets.MaxP99, "max-p99", 0, "target: p99 latency at most this")
-	fs.Float64Var(&o.Targets.MaxErrorRate, "max-error-rate", -1, "target: errors/requests at most this, e.g. 0.001 (-1: none)")
+	fs.Float64Var(&o.Targets.MaxErrorRate, "max-error-rate", o.Targets.MaxErrorRate, "target: errors/requests at most this, 0 to 1 (1: not checked)")
 	fs.Float64Var(&o.Targets.MinRPS, "min-rps", 0, "target: decisions per second at least this")
 	fs.Int64Var(&o.Targets.MaxOverAdmission, "max-over-admission", -1, "target: over-admitted tokens at most this, needs -limit (-1: none)")
 	fs.StringVar(&out.JSON, "json", "", "write the JSON report to `FILE`")

@@ -86,12 +86,15 @@ func ParseLimit(s string) (Limit, error) {
 }
 
 // Targets turn a run into a pass/fail gate. A zero field (or -1 where
-// noted) is not checked.
+// noted) is not checked, except MaxErrorRate.
 type Targets struct {
-	MaxP99           time.Duration // p99 latency at most this
-	MaxErrorRate     float64       // errors / requests at most this; -1: not checked
-	MinRPS           float64       // measured throughput at least this
-	MaxOverAdmission int64         // over-admitted tokens at most this; -1: not checked; needs Limit
+	MaxP99 time.Duration // p99 latency at most this
+	// MaxErrorRate: errors / requests at most this, 0 to 1; 1 is not
+	// checked. It is checked by default (DefaultMaxErrorRate), so that a
+	// run whose calls fail is never reported a pass.
+	MaxErrorRate     float64
+	MinRPS           float64 // measured throughput at least this
+	MaxOverAdmission int64   // over-admitted tokens at most this; -1: not checked; needs Limit
 }
 
 // The clients: gRPC-Go, or the lean HTTP/2 client of this package, which
@@ -155,9 +158,13 @@ func DefaultOptions() Options {
 		Hits:        1,
 		Descriptors: 1,
 		ClockSlack:  time.Millisecond,
-		Targets:     Targets{MaxErrorRate: -1, MaxOverAdmission: -1},
+		Targets:     Targets{MaxErrorRate: DefaultMaxErrorRate, MaxOverAdmission: -1},
 	}
 }
+
+// DefaultMaxErrorRate is the error rate above which a run fails unless
+// -max-error-rate says otherwise.
+const DefaultMaxErrorRate = 0.01
 
 // Mode is ModeOpen when Rate is set, else ModeClosed.
 func (o *Options) Mode() string {
@@ -226,6 +233,8 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("-clock-slack %v: must not be negative", o.ClockSlack)
 	case o.Targets.MaxOverAdmission >= 0 && o.Limit == nil:
 		return errors.New("-max-over-admission: needs -limit, the limit the server applies")
+	case !(o.Targets.MaxErrorRate >= 0 && o.Targets.MaxErrorRate <= 1):
+		return fmt.Errorf("-max-error-rate %v: must be 0 to 1 (1: not checked)", o.Targets.MaxErrorRate)
 	case o.Targets.MaxP99 < 0:
 		return fmt.Errorf("-max-p99 %v: must not be negative", o.Targets.MaxP99)
 	case o.Targets.MinRPS < 0:

@@ -50,8 +50,9 @@ type Report struct {
 
 	Accuracy *Accuracy `json:"accuracy"` // null without -limit
 
-	Targets []TargetResult `json:"targets"` // the targets given, in flag order
+	Targets []TargetResult `json:"targets"` // the targets checked, in flag order
 	Pass    bool           `json:"pass"`    // every target held
+	Failed  []string       `json:"failed"`  // the names of the targets that did not hold
 }
 
 // Config records what ran.
@@ -131,7 +132,7 @@ func (r *runner) report(ctx context.Context, started time.Time, series []Point) 
 	rep := &Report{
 		Schema: SchemaVersion, StartedAt: started.UTC(), Interrupted: ctx.Err() != nil,
 		Mode: o.Mode(), Codes: map[string]int64{}, Errors: map[string]int64{},
-		Histogram: []Bin{}, Series: series, Targets: []TargetResult{},
+		Histogram: []Bin{}, Series: series, Targets: []TargetResult{}, Failed: []string{},
 	}
 	if rep.Series == nil {
 		rep.Series = []Point{}
@@ -198,6 +199,11 @@ func (r *runner) report(ctx context.Context, started time.Time, series []Point) 
 		rep.Accuracy = computeAccuracy(*o.Limit, o.Hits, o.ClockSlack, r.tracker.samples(r.w))
 	}
 	rep.Targets, rep.Pass = checkTargets(o.Targets, rep)
+	for _, t := range rep.Targets {
+		if !t.Pass {
+			rep.Failed = append(rep.Failed, t.Name)
+		}
+	}
 	return rep
 }
 
@@ -213,7 +219,7 @@ func checkTargets(t Targets, rep *Report) ([]TargetResult, bool) {
 		// No decision at all has no p99: that fails the target.
 		add("max-p99", ms(t.MaxP99), rep.Latency.P99, rep.Latency.Count > 0 && rep.Latency.P99 <= ms(t.MaxP99))
 	}
-	if t.MaxErrorRate >= 0 {
+	if t.MaxErrorRate < 1 { // checked by default; 1 turns it off
 		add("max-error-rate", t.MaxErrorRate, rep.ErrorRate, rep.Requests > 0 && rep.ErrorRate <= t.MaxErrorRate)
 	}
 	if t.MinRPS > 0 {
@@ -302,7 +308,7 @@ func (rep *Report) WriteText(w io.Writer) error {
 	if rep.Pass {
 		b.WriteString("result:      PASS\n")
 	} else {
-		b.WriteString("result:      FAIL\n")
+		fmt.Fprintf(&b, "result:      FAIL (%s)\n", strings.Join(rep.Failed, ", "))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/stats"
 
 	"github.com/sluice-rl/sluice/breaker"
 	"github.com/sluice-rl/sluice/limiter"
@@ -23,6 +25,14 @@ type family struct {
 	typ    string
 	labels []string
 }
+
+// methodStream is the server transport stream of a call to one method.
+type methodStream string
+
+func (s methodStream) Method() string             { return string(s) }
+func (methodStream) SetHeader(metadata.MD) error  { return nil }
+func (methodStream) SendHeader(metadata.MD) error { return nil }
+func (methodStream) SetTrailer(metadata.MD) error { return nil }
 
 // exportedMetrics lists the metric families of a real metrics registry,
 // after touching every metric once so each vector shows its labels.
@@ -62,8 +72,9 @@ func exportedMetrics(t *testing.T) map[string]family {
 	m.BreakerTransition("redis", breaker.StateClosed, breaker.StateOpen)
 	m.BackendCheck("redis", nil, time.Millisecond)
 	m.ConfigReload(nil)
-	m.UnaryServerInterceptor()(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/s/m"},
-		func(context.Context, any) (any, error) { return nil, nil })
+	gs := m.GRPCStats()
+	gs.Serve("/s/m")
+	gs.HandleRPC(grpc.NewContextWithServerTransportStream(context.Background(), methodStream("/s/m")), &stats.End{})
 
 	out := map[string]family{}
 	for name, mf := range metricstest.Gather(t, reg) {

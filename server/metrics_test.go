@@ -2,16 +2,20 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	"github.com/sluice-rl/sluice/limiter"
@@ -159,6 +163,101 @@ func BenchmarkShouldRateLimitMetrics(b *testing.B) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// rawCodec sends and receives a call's message bytes as they are, so a
+// test can send bytes that are no protobuf message.
+type rawCodec struct{}
+
+func (rawCodec) Name() string { return "proto" }
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(v.([]byte))}, nil
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	*v.(*[]byte) = data.Materialize()
+	return nil
+}
+
+// TestMetricsCountRefusedCalls checks that calls gRPC refuses before any
+// handler runs are counted with the code the caller got: bytes that are
+// no protobuf message, a message over the transport's receive size, and
+// methods the server does not serve, which share one label however many
+// names callers make up.
+func TestMetricsCountRefusedCalls(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, metrics.Options{})
+	h := start(t, []limiter.DomainConfig{domain("edge", node("k", "", rl(100, limiter.Second)))}, false,
+		withOptions(func(o *server.Options) { o.Metrics = m }))
+	const (
+		rlsMethod    = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
+		healthMethod = "/grpc.health.v1.Health/Check"
+	)
+	invoke := func(method string, msg []byte) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var out []byte
+		return h.conn.Invoke(ctx, method, msg, &out, grpc.ForceCodecV2(rawCodec{}))
+	}
+	expect := func(what string, err error, code codes.Code, msg string) {
+		t.Helper()
+		st, _ := status.FromError(err)
+		if st.Code() != code || !strings.Contains(st.Message(), msg) {
+			t.Fatalf("%s: %v, want %v containing %q", what, err, code, msg)
+		}
+	}
+
+	// A field tag of number 0 is no protobuf: twice on ShouldRateLimit
+	// (the server's own decoder), once on health Check (the library's).
+	malformed := []byte{0x00, 0x01}
+	for range 2 {
+		expect("malformed request", invoke(rlsMethod, malformed), codes.Internal, "")
+	}
+	expect("malformed health check", invoke(healthMethod, malformed), codes.Internal, "")
+	// Over the transport's bound (twice the configured message bound,
+	// plus headroom), refused before it is read.
+	big := make([]byte, 2*server.DefaultConfig().GRPC.MaxRecvMsgBytes+128<<10)
+	expect("over-size request", invoke(rlsMethod, big), codes.ResourceExhausted, "larger than max")
+	// Five made-up methods, of an unknown service and of a served one.
+	for i := range 4 {
+		expect("unknown service", invoke(fmt.Sprintf("/made.Up%d/Call", i), nil), codes.Unimplemented, fmt.Sprintf("unknown service made.Up%d", i))
+	}
+	expect("unknown method", invoke("/envoy.service.ratelimit.v3.RateLimitService/Nope", nil),
+		codes.Unimplemented, "unknown method Nope for service envoy.service.ratelimit.v3.RateLimitService")
+	// And one call that works.
+	h.mustCall(req("edge", desc(kv{"k", "v"})))
+
+	// The server counts a call after it has sent the status: wait a
+	// while for all 10, then say which are missing.
+	f := metricstest.Gather(t, reg)
+	for deadline := time.Now().Add(5 * time.Second); f.Sum(t, "sluice_grpc_server_handled_total") < 10 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+		f = metricstest.Gather(t, reg)
+	}
+	for _, c := range []struct {
+		labels []string
+		want   float64
+	}{
+		{[]string{"method=" + rlsMethod, "code=Internal"}, 2},
+		{[]string{"method=" + healthMethod, "code=Internal"}, 1},
+		{[]string{"method=" + rlsMethod, "code=ResourceExhausted"}, 1},
+		{[]string{"method=" + metrics.UnknownMethod, "code=Unimplemented"}, 5},
+		{[]string{"method=" + rlsMethod, "code=OK"}, 1},
+	} {
+		if got := f.Value(t, "sluice_grpc_server_handled_total", c.labels...); got != c.want {
+			t.Errorf("sluice_grpc_server_handled_total{%s} = %v, want %v", strings.Join(c.labels, ","), got, c.want)
+		}
+	}
+	if got := f.Sum(t, "sluice_grpc_server_handled_total"); got != 10 {
+		t.Errorf("calls counted %v, want 10: %v", got, f.Series("sluice_grpc_server_handled_total"))
+	}
+	// No series carries a made-up name.
+	for _, s := range append(f.Series("sluice_grpc_server_handled_total"), f.Series("sluice_grpc_server_handling_seconds")...) {
+		if strings.Contains(s, "made.Up") || strings.Contains(s, "Nope") {
+			t.Errorf("series of a made-up method: %s", s)
 		}
 	}
 }

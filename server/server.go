@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,11 +19,13 @@ import (
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
 	"github.com/sluice-rl/sluice/breaker"
 	"github.com/sluice-rl/sluice/limiter"
@@ -98,9 +101,10 @@ type Server struct {
 	rls    *rls
 	checks []Check
 
-	grpc   *grpc.Server
-	health *health.Server
-	http   *http.Server
+	grpc     *grpc.Server
+	services map[string]bool // registered on grpc; read-only once New returns
+	health   *health.Server
+	http     *http.Server
 
 	// httpTLS and adminTLS are the HTTPS settings of the HTTP and admin
 	// listeners; nil: plain HTTP.
@@ -197,9 +201,14 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 	if n := cfg.GRPC.StreamWorkers; n > 0 {
 		gopts = append(gopts, grpc.NumStreamWorkers(n))
 	}
+	var grpcStats *metrics.GRPCStats
 	if m := opts.Metrics; m != nil {
-		gopts = append(gopts, grpc.ChainUnaryInterceptor(m.UnaryServerInterceptor()),
-			grpc.ChainStreamInterceptor(m.StreamServerInterceptor()))
+		// A stats handler, not an interceptor: gRPC refuses over-size and
+		// unreadable requests before interceptors run, and those count too.
+		// Unknown methods go through unknownMethod so that they end as
+		// calls the handler sees.
+		grpcStats = m.GRPCStats()
+		gopts = append(gopts, grpc.StatsHandler(grpcStats), grpc.UnknownServiceHandler(s.unknownMethod))
 	}
 	if cfg.GRPC.TLS.Enabled() {
 		tc, err := serverTLS("grpc.tls", cfg.GRPC.TLS)
@@ -212,6 +221,13 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 	s.grpc.RegisterService(&rlsServiceDesc, s.rls)
 	healthpb.RegisterHealthServer(s.grpc, &healthService{Server: s.health, stopping: s.stopping})
 	reflection.Register(s.grpc)
+	s.services = map[string]bool{}
+	for name := range s.grpc.GetServiceInfo() {
+		s.services[name] = true
+	}
+	if grpcStats != nil {
+		grpcStats.ServeServer(s.grpc)
+	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 
@@ -253,6 +269,23 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// unknownMethod answers a call to a method the server does not serve as
+// gRPC does by default: Unimplemented, with gRPC's text. Installed as the
+// unknown-service handler, it makes gRPC run such calls through its call
+// path, where the metrics' stats handler sees them end.
+func (s *Server) unknownMethod(_ any, ss grpc.ServerStream) error {
+	full, _ := grpc.MethodFromServerStream(ss)
+	sm := strings.TrimPrefix(full, "/")
+	svc, method := sm, ""
+	if i := strings.LastIndex(sm, "/"); i >= 0 {
+		svc, method = sm[:i], sm[i+1:]
+	}
+	if s.services[svc] {
+		return status.Errorf(codes.Unimplemented, "unknown method %v for service %v", method, svc)
+	}
+	return status.Errorf(codes.Unimplemented, "unknown service %v", svc)
 }
 
 // serverTLS loads the files of the TLS setting named field.

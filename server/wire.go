@@ -110,7 +110,9 @@ func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 }
 
 // errWire is returned for bytes that are not a RateLimitRequest; the
-// protobuf runtime gives the same cases no more detail.
+// protobuf runtime gives the same cases no more detail. Like any codec
+// error (and as for the library's messages), gRPC answers it INTERNAL
+// ("error parsing request proto" in its status-code table).
 var errWire = errors.New("malformed protobuf")
 
 // wireError names the field whose bytes could not be read.

@@ -158,6 +158,7 @@ func run(ctx context.Context, args []string) error {
 
 	type stats struct{ rps, p50, p99, cpu, gen, redis []float64 }
 	var summary []string
+	var failed []string // runs whose targets (no over-admission, at most 1% errors) did not hold
 	for _, sc := range scenarios {
 		if *only != "" && !slices.ContainsFunc(strings.Split(*only, ","), func(x string) bool { return strings.TrimSpace(x) == sc.name }) {
 			continue
@@ -231,9 +232,14 @@ func run(ctx context.Context, args []string) error {
 				if rep.Accuracy != nil {
 					over += rep.Accuracy.OverAdmission
 				}
-				fmt.Printf("%-17s %-8s run %d: %8.0f decisions/s  p50 %6.3f ms  p99 %6.3f ms  errors %d  OK %d OVER_LIMIT %d  server CPU %.1f us/decision  load generator %.1f us  Redis scripts %.0f/s\n",
+				result := "PASS"
+				if !rep.Pass {
+					result = "FAIL (" + strings.Join(rep.Failed, ", ") + ")"
+					failed = append(failed, fmt.Sprintf("%s %s run %d: %s", sc.name, p.name, r, result))
+				}
+				fmt.Printf("%-17s %-8s run %d: %8.0f decisions/s  p50 %6.3f ms  p99 %6.3f ms  errors %d  OK %d OVER_LIMIT %d  server CPU %.1f us/decision  load generator %.1f us  Redis scripts %.0f/s  %s\n",
 					sc.name, p.name, r, rep.ThroughputRPS, rep.Latency.P50, rep.Latency.P99, rep.ErrorCount,
-					rep.Codes["OK"], rep.Codes["OVER_LIMIT"], perDecision, genPerDecision, redisPerSec)
+					rep.Codes["OK"], rep.Codes["OVER_LIMIT"], perDecision, genPerDecision, redisPerSec, result)
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
@@ -257,7 +263,16 @@ func run(ctx context.Context, args []string) error {
 	table := header + "\n" + strings.Join(summary, "\n") + "\n"
 	fmt.Printf("\nmedians of %d runs:\n%s", *runs, table)
 	fmt.Printf("reports in %s/\n", *out)
-	return os.WriteFile(filepath.Join(*out, "summary.txt"), []byte(table), 0o644)
+	if len(failed) > 0 {
+		table += "\nfailed runs:\n" + strings.Join(failed, "\n") + "\n"
+	}
+	if err := os.WriteFile(filepath.Join(*out, "summary.txt"), []byte(table), 0o644); err != nil {
+		return err
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d runs failed their targets: %s", len(failed), strings.Join(failed, "; "))
+	}
+	return nil
 }
 
 // pairedRatios gives the median and range of b[i]/a[i]. The runs of a

@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	"github.com/sluice-rl/sluice/breaker"
@@ -256,26 +258,60 @@ func TestOtherMetrics(t *testing.T) {
 	}
 }
 
-func TestGRPCInterceptor(t *testing.T) {
+// methodStream is the server transport stream of a call to one method.
+type methodStream string
+
+func (s methodStream) Method() string             { return string(s) }
+func (methodStream) SetHeader(metadata.MD) error  { return nil }
+func (methodStream) SendHeader(metadata.MD) error { return nil }
+func (methodStream) SetTrailer(metadata.MD) error { return nil }
+
+// end reports to h the end of a call to method that failed with err
+// (nil: OK).
+func end(h stats.Handler, method string, err error) {
+	ctx := grpc.NewContextWithServerTransportStream(context.Background(), methodStream(method))
+	ctx = h.TagRPC(ctx, &stats.RPCTagInfo{FullMethodName: method})
+	now := time.Now()
+	h.HandleRPC(ctx, &stats.Begin{BeginTime: now})
+	h.HandleRPC(ctx, &stats.End{BeginTime: now, EndTime: now.Add(time.Millisecond), Error: err})
+}
+
+func TestGRPCStats(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, metrics.Options{})
-	ic := m.UnaryServerInterceptor()
-	info := &grpc.UnaryServerInfo{FullMethod: "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"}
-	ok := func(context.Context, any) (any, error) { return "ok", nil }
-	bad := func(context.Context, any) (any, error) { return nil, status.Error(codes.InvalidArgument, "domain") }
+	h := m.GRPCStats()
+	const rlsMethod = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
+	h.Serve(rlsMethod)
 	for range 4 {
-		ic(context.Background(), nil, info, ok)
+		end(h, rlsMethod, nil)
 	}
-	ic(context.Background(), nil, info, bad)
+	end(h, rlsMethod, status.Error(codes.InvalidArgument, "domain"))
+	// Methods not served, whatever their names, share one label.
+	for i := range 3 {
+		end(h, "/x.Y/Z"+strconv.Itoa(i), status.Error(codes.Unimplemented, "unknown"))
+	}
+	// A client-side End is none of the server's calls.
+	ctx := grpc.NewContextWithServerTransportStream(context.Background(), methodStream(rlsMethod))
+	h.HandleRPC(ctx, &stats.End{Client: true})
+
 	f := metricstest.Gather(t, reg)
-	if got := f.Value(t, "sluice_grpc_server_handled_total", "method="+info.FullMethod, "code=OK"); got != 4 {
-		t.Errorf("OK calls %v, want 4", got)
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"sluice_grpc_server_handled_total", []string{"method=" + rlsMethod, "code=OK"}, 4},
+		{"sluice_grpc_server_handled_total", []string{"method=" + rlsMethod, "code=InvalidArgument"}, 1},
+		{"sluice_grpc_server_handled_total", []string{"method=" + metrics.UnknownMethod, "code=Unimplemented"}, 3},
+		{"sluice_grpc_server_handling_seconds", []string{"method=" + rlsMethod}, 5},
+		{"sluice_grpc_server_handling_seconds", []string{"method=" + metrics.UnknownMethod}, 3},
+	} {
+		if got := f.Value(t, c.name, c.labels...); got != c.want {
+			t.Errorf("%s{%s} = %v, want %v", c.name, strings.Join(c.labels, ","), got, c.want)
+		}
 	}
-	if got := f.Value(t, "sluice_grpc_server_handled_total", "code=InvalidArgument"); got != 1 {
-		t.Errorf("InvalidArgument calls %v, want 1", got)
-	}
-	if got := f.Value(t, "sluice_grpc_server_handling_seconds", "method="+info.FullMethod); got != 5 {
-		t.Errorf("timed calls %v, want 5", got)
+	if got := len(f.Series("sluice_grpc_server_handled_total")); got != 3 {
+		t.Errorf("handled series %d, want 3: %v", got, f.Series("sluice_grpc_server_handled_total"))
 	}
 }
 
