@@ -50,6 +50,10 @@ type Check struct {
 	Breaker *breaker.Breaker
 	// Mode, when set, is shown as the check's "mode" (Redis: "single").
 	Mode string
+	// Address, when set, is shown as the check's "address": the backend's
+	// host:port (comma-separated when several), never a URL, user name or
+	// password.
+	Address string
 	// Overrides, when set, is shown as the check's "overrides" (Postgres:
 	// the number of overrides loaded).
 	Overrides func() int
@@ -225,20 +229,25 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 	return s, nil
 }
 
-func serverTLS(c TLSConfig) (*tls.Config, error) {
+func serverTLS(c TLSConfig) (*tls.Config, error) { return c.Load() }
+
+// Load reads the key pair and the client CA bundle, as the server does
+// before listening; errors are *FieldError naming the file's setting.
+// Configuration checks call it to refuse what the server would.
+func (c TLSConfig) Load() (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("grpc.tls: load key pair: %w", err)
+		return nil, &FieldError{Field: "grpc.tls.cert_file", Msg: "load key pair: " + err.Error()}
 	}
 	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if c.ClientCAFile != "" {
 		pem, err := os.ReadFile(c.ClientCAFile)
 		if err != nil {
-			return nil, fmt.Errorf("grpc.tls.client_ca_file: %w", err)
+			return nil, &FieldError{Field: "grpc.tls.client_ca_file", Msg: err.Error()}
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("grpc.tls.client_ca_file: %s holds no PEM certificate", c.ClientCAFile)
+			return nil, &FieldError{Field: "grpc.tls.client_ca_file", Msg: c.ClientCAFile + " holds no PEM certificate"}
 		}
 		tc.ClientCAs = pool
 		tc.ClientAuth = tls.RequireAndVerifyClientCert

@@ -211,6 +211,7 @@ func parseConfig(path string, data []byte, getenv func(string) string) (*Config,
 	if path != "" {
 		c.file = path
 		errs = c.decode(path, data)
+		c.resolvePaths()
 	}
 	c.applyEnv(getenv)
 	// Validate even after decode errors, so one run reports everything;
@@ -467,7 +468,24 @@ func (c *Config) applyEnv(getenv func(string) string) {
 	set(envLogLevel, "log.level", &c.Log.Level)
 }
 
+// resolvePaths makes the file paths set in the config file relative to
+// its directory, as limits.path is, so serving from another working
+// directory reads the same files.
+func (c *Config) resolvePaths() {
+	dir := filepath.Dir(c.file)
+	for _, p := range []*string{
+		&c.GRPC.TLS.CertFile, &c.GRPC.TLS.KeyFile, &c.GRPC.TLS.ClientCAFile,
+		&c.Redis.TLS.CertFile, &c.Redis.TLS.KeyFile, &c.Redis.TLS.CAFile,
+	} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+}
+
 // validate checks every setting, naming the field and where it was set.
+// It refuses everything serve would refuse before binding: it reads the
+// TLS files and parses the Redis URL and Postgres DSN as serve does.
 func (c *Config) validate() ConfigErrors {
 	var errs ConfigErrors
 	add := func(field, msg string) {
@@ -480,7 +498,13 @@ func (c *Config) validate() ConfigErrors {
 		}
 		errs = append(errs, e)
 	}
-	for _, err := range unjoin(c.Config.Validate()) {
+	serverErrs := unjoin(c.Config.Validate())
+	if len(serverErrs) == 0 && c.GRPC.TLS.Enabled() {
+		if _, err := c.GRPC.TLS.Load(); err != nil {
+			serverErrs = append(serverErrs, err)
+		}
+	}
+	for _, err := range serverErrs {
 		var fe *server.FieldError
 		if errors.As(err, &fe) {
 			add(fe.Field, fe.Msg)
@@ -489,7 +513,7 @@ func (c *Config) validate() ConfigErrors {
 		}
 	}
 	if c.Redis.URL != "" {
-		if err := c.Redis.Config.Validate(); err != nil {
+		if err := c.Redis.Config.CheckFiles(); err != nil {
 			var re *redis.ConfigError
 			if errors.As(err, &re) {
 				add("redis."+re.Field, re.Err.Error())

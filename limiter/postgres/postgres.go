@@ -218,7 +218,7 @@ func (db *DB) Ping(ctx context.Context) error {
 	defer cancel()
 	start := time.Now()
 	var one int
-	err := db.pool.QueryRow(ctx, "SELECT 1").Scan(&one)
+	err := hideUser(db.pool.QueryRow(ctx, "SELECT 1").Scan(&one))
 	switch {
 	case err == nil && one != 1:
 		return fmt.Errorf("ping postgres %s: SELECT 1 returned %d", db.addr, one)
@@ -230,6 +230,30 @@ func (db *DB) Ping(ctx context.Context) error {
 		return fmt.Errorf("ping postgres %s: %w", db.addr, err)
 	}
 }
+
+// hideUser is err without the user and database names pgx writes at the
+// head of a connection error, for health output, which names a backend by
+// host:port only.
+func hideUser(err error) error {
+	var ce *pgconn.ConnectError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	inner := "failed to connect"
+	if u := errors.Unwrap(ce); u != nil {
+		inner += ": " + u.Error()
+	}
+	return &connectError{err: err, msg: strings.Replace(err.Error(), ce.Error(), inner, 1)}
+}
+
+// connectError is a connection error with its message rewritten.
+type connectError struct {
+	err error
+	msg string
+}
+
+func (e *connectError) Error() string { return e.msg }
+func (e *connectError) Unwrap() error { return e.err }
 
 // DSN is the DSN the DB was opened with, shown from its parsed form with
 // no password.
