@@ -53,13 +53,14 @@ func TestDetailedShape(t *testing.T) {
 	var pgDown atomic.Bool
 	redisBr, pgBr := newBreaker(t, "redis"), newBreaker(t, "postgres")
 	checks := []server.Check{
-		{Name: "redis", Fn: func(context.Context) error { return nil }, Optional: true, Breaker: redisBr, Mode: "single"},
+		{Name: "redis", Fn: func(context.Context) error { return nil }, Optional: true, Breaker: redisBr, Mode: "single",
+			Address: "127.0.0.1:6379"},
 		{Name: "postgres", Fn: func(context.Context) error {
 			if pgDown.Load() {
 				return errors.New("postgres: dial tcp 127.0.0.1:5432: connection refused")
 			}
 			return nil
-		}, Optional: true, Breaker: pgBr, Overrides: func() int { return 0 }},
+		}, Optional: true, Breaker: pgBr, Overrides: func() int { return 0 }, Address: "db1:5432,db2:5433"},
 	}
 	h := start(t, edgeDomains(), false, withChecks(checks...), withOptions(func(o *server.Options) {
 		o.Version = "v1.2.3"
@@ -75,8 +76,8 @@ func TestDetailedShape(t *testing.T) {
 		{"top level", keys(m), "breakers,checks,config,failure_mode,status,uptime_s,version"},
 		{"config", keys(m["config"]), "last_error,loaded_at,version"},
 		{"checks", keys(m["checks"]), "postgres,redis"},
-		{"checks.redis", keys(m["checks"].(map[string]any)["redis"]), "breaker,checked_at,last_error,latency_ms,mode,status"},
-		{"checks.postgres", keys(m["checks"].(map[string]any)["postgres"]), "breaker,checked_at,last_error,latency_ms,overrides,status"},
+		{"checks.redis", keys(m["checks"].(map[string]any)["redis"]), "address,breaker,checked_at,last_error,latency_ms,mode,status"},
+		{"checks.postgres", keys(m["checks"].(map[string]any)["postgres"]), "address,breaker,checked_at,last_error,latency_ms,overrides,status"},
 		{"breakers", keys(m["breakers"]), "postgres,redis"},
 		{"breakers.redis", keys(m["breakers"].(map[string]any)["redis"]), "failures,next_probe_at,opened_at,state"},
 	} {
@@ -89,6 +90,9 @@ func TestDetailedShape(t *testing.T) {
 		t.Errorf("detailed = %+v", d)
 	}
 	r := d.Checks["redis"]
+	if r.Address != "127.0.0.1:6379" || d.Checks["postgres"].Address != "db1:5432,db2:5433" {
+		t.Errorf("addresses = %q, %q", r.Address, d.Checks["postgres"].Address)
+	}
 	if r.Status != "pass" || r.Mode != "single" || r.Breaker != "closed" || r.LatencyMs == nil || r.CheckedAt == nil || r.LastError != nil {
 		t.Errorf("checks.redis = %+v", r)
 	}

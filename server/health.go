@@ -41,6 +41,7 @@ type CheckHealth struct {
 	Status    string     `json:"status"`
 	LatencyMs *float64   `json:"latency_ms"`
 	Mode      string     `json:"mode,omitempty"`
+	Address   string     `json:"address,omitempty"`
 	Breaker   string     `json:"breaker,omitempty"`
 	Overrides *int       `json:"overrides,omitempty"`
 	LastError *string    `json:"last_error"`
@@ -94,7 +95,7 @@ func (s *Server) Detailed() DetailedHealth {
 
 	for i := range s.checks {
 		c := &s.checks[i]
-		ch := CheckHealth{Mode: c.Mode}
+		ch := CheckHealth{Mode: c.Mode, Address: c.Address}
 		if c.Breaker != nil {
 			ch.Breaker = h.Breakers[c.Name].State
 		}

@@ -54,6 +54,10 @@ type Check struct {
 	Breaker *breaker.Breaker
 	// Mode, when set, is shown as the check's "mode" (Redis: "single").
 	Mode string
+	// Address, when set, is shown as the check's "address": the backend's
+	// host:port (comma-separated when several), never a URL, user name or
+	// password.
+	Address string
 	// Overrides, when set, is shown as the check's "overrides" (Postgres:
 	// the number of overrides loaded).
 	Overrides func() int
@@ -289,20 +293,26 @@ func (s *Server) unknownMethod(_ any, ss grpc.ServerStream) error {
 }
 
 // serverTLS loads the files of the TLS setting named field.
-func serverTLS(field string, c TLSConfig) (*tls.Config, error) {
+func serverTLS(field string, c TLSConfig) (*tls.Config, error) { return c.Load(field) }
+
+// Load reads the key pair and the client CA bundle of the TLS setting
+// named field (grpc.tls, http.tls, http.admin_tls), as the server does
+// before listening; errors are *FieldError naming the file's setting.
+// Configuration checks call it to refuse what the server would.
+func (c TLSConfig) Load(field string) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("%s: load key pair: %w", field, err)
+		return nil, &FieldError{Field: field + ".cert_file", Msg: "load key pair: " + err.Error()}
 	}
 	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if c.ClientCAFile != "" {
 		pem, err := os.ReadFile(c.ClientCAFile)
 		if err != nil {
-			return nil, fmt.Errorf("%s.client_ca_file: %w", field, err)
+			return nil, &FieldError{Field: field + ".client_ca_file", Msg: err.Error()}
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s.client_ca_file: %s holds no PEM certificate", field, c.ClientCAFile)
+			return nil, &FieldError{Field: field + ".client_ca_file", Msg: c.ClientCAFile + " holds no PEM certificate"}
 		}
 		tc.ClientCAs = pool
 		tc.ClientAuth = tls.RequireAndVerifyClientCert

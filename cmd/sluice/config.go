@@ -215,7 +215,7 @@ func parseConfig(path string, data []byte, getenv func(string) string) (*Config,
 	if path != "" {
 		c.file = path
 		errs = c.decode(path, data)
-		c.resolveFiles()
+		c.resolvePaths()
 	}
 	c.applyEnv(getenv)
 	// Validate even after decode errors, so one run reports everything;
@@ -452,23 +452,6 @@ const (
 	envLogLevel    = "SLUICE_LOG_LEVEL"
 )
 
-// resolveFiles makes the TLS files relative to the config file's
-// directory, as limits.path is, so a config works whatever the working
-// directory. They are made absolute so resolving twice changes nothing.
-func (c *Config) resolveFiles() {
-	dir, err := filepath.Abs(filepath.Dir(c.file))
-	if err != nil {
-		dir = filepath.Dir(c.file)
-	}
-	for _, t := range []*server.TLSConfig{&c.GRPC.TLS, &c.HTTP.TLS, &c.HTTP.AdminTLS} {
-		for _, p := range []*string{&t.CertFile, &t.KeyFile, &t.ClientCAFile} {
-			if *p != "" && !filepath.IsAbs(*p) {
-				*p = filepath.Join(dir, *p)
-			}
-		}
-	}
-}
-
 // applyEnv applies the SLUICE_* overrides. Setting SLUICE_REDIS_URL
 // switches the store to Redis; SLUICE_LIMITS replaces the limits the file
 // names (path and inline domains).
@@ -489,7 +472,29 @@ func (c *Config) applyEnv(getenv func(string) string) {
 	set(envLogLevel, "log.level", &c.Log.Level)
 }
 
+// resolvePaths makes the file paths set in the config file relative to
+// its directory, as limits.path is, so serving from another working
+// directory reads the same files.
+func (c *Config) resolvePaths() {
+	dir, err := filepath.Abs(filepath.Dir(c.file))
+	if err != nil {
+		dir = filepath.Dir(c.file)
+	}
+	for _, p := range []*string{
+		&c.GRPC.TLS.CertFile, &c.GRPC.TLS.KeyFile, &c.GRPC.TLS.ClientCAFile,
+		&c.HTTP.TLS.CertFile, &c.HTTP.TLS.KeyFile, &c.HTTP.TLS.ClientCAFile,
+		&c.HTTP.AdminTLS.CertFile, &c.HTTP.AdminTLS.KeyFile, &c.HTTP.AdminTLS.ClientCAFile,
+		&c.Redis.TLS.CertFile, &c.Redis.TLS.KeyFile, &c.Redis.TLS.CAFile,
+	} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+}
+
 // validate checks every setting, naming the field and where it was set.
+// It refuses everything serve would refuse before binding: it reads the
+// TLS files and parses the Redis URL and Postgres DSN as serve does.
 func (c *Config) validate() ConfigErrors {
 	var errs ConfigErrors
 	add := func(field, msg string) {
@@ -502,7 +507,20 @@ func (c *Config) validate() ConfigErrors {
 		}
 		errs = append(errs, e)
 	}
-	for _, err := range unjoin(c.Config.Validate()) {
+	serverErrs := unjoin(c.Config.Validate())
+	if len(serverErrs) == 0 {
+		for _, t := range []struct {
+			field string
+			cfg   server.TLSConfig
+		}{{"grpc.tls", c.GRPC.TLS}, {"http.tls", c.HTTP.TLS}, {"http.admin_tls", c.HTTP.AdminTLS}} {
+			if t.cfg.Enabled() {
+				if _, err := t.cfg.Load(t.field); err != nil {
+					serverErrs = append(serverErrs, err)
+				}
+			}
+		}
+	}
+	for _, err := range serverErrs {
 		var fe *server.FieldError
 		if errors.As(err, &fe) {
 			add(fe.Field, fe.Msg)
@@ -516,7 +534,7 @@ func (c *Config) validate() ConfigErrors {
 			n, server.MinAdminTokenLen))
 	}
 	if c.Redis.URL != "" {
-		if err := c.Redis.Config.Validate(); err != nil {
+		if err := c.Redis.Config.CheckFiles(); err != nil {
 			var re *redis.ConfigError
 			if errors.As(err, &re) {
 				add("redis."+re.Field, re.Err.Error())

@@ -233,6 +233,7 @@ func openStore(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*store, error
 			Optional: mode != limiter.FailError,
 			Breaker:  br,
 			Mode:     rs.Mode(),
+			Address:  rs.Addr(),
 		}},
 		failureMode: mode.String(),
 		close:       rs.Close,
@@ -283,6 +284,7 @@ func openPostgres(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*pgBackend
 			Fn:       g.check,
 			Optional: true,
 			Breaker:  br,
+			Address:  db.Addr(),
 		},
 		close: db.Close,
 	}, nil

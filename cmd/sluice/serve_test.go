@@ -21,6 +21,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/sluice-rl/sluice/server"
 )
 
 // syncBuffer is a bytes.Buffer safe for the logger's goroutines.
@@ -387,5 +389,43 @@ func TestRunCheck(t *testing.T) {
 	}
 	if !strings.HasPrefix(out.String(), "../../config.yaml: ok: 1 domain, 4 rules, version sha256:") {
 		t.Errorf("summary = %q", out.String())
+	}
+}
+
+// TestServeHealthShowsNoCredentials: with Redis and Postgres down,
+// /health/detailed names each backend by host:port, and neither it nor
+// the logs show a user name or password.
+func TestServeHealthShowsNoCredentials(t *testing.T) {
+	var addrs [2]string
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs[i] = ln.Addr().String()
+		ln.Close() // nothing listens there now
+	}
+	cfg, _ := testConfigFile(t, "health: {check_interval: 50ms, check_timeout: 200ms}\n")
+	e := env{
+		"SLUICE_REDIS_URL":    "redis://redis-user:pw%2Fhidden%3A1@" + addrs[0] + "/0",
+		"SLUICE_POSTGRES_DSN": "postgres://pg-user:pg%2Fsecret%40@" + addrs[1] + "/sluice?sslmode=disable",
+	}
+	r := startServe(t, func(ctx context.Context, stderr io.Writer) error { return serve(ctx, cfg, e.get, stderr) })
+	r.waitHealth("both checks failing", func(d server.DetailedHealth) bool {
+		return d.Checks["redis"].Status == "fail" && d.Checks["postgres"].Status == "fail"
+	})
+	_, d, body := r.detailed()
+	if d.Checks["redis"].Address != addrs[0] || d.Checks["postgres"].Address != addrs[1] {
+		t.Errorf("addresses = %+v, want redis %s, postgres %s", d.Checks, addrs[0], addrs[1])
+	}
+	for _, secret := range []string{"redis-user", "pg-user", "hidden", "secret"} {
+		if strings.Contains(body, secret) {
+			t.Errorf("/health/detailed shows %q:\n%s", secret, body)
+		}
+	}
+	for _, secret := range []string{"hidden", "secret"} {
+		if strings.Contains(r.logs.String(), secret) {
+			t.Errorf("logs show %q:\n%s", secret, r.logs.String())
+		}
 	}
 }

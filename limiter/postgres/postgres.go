@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -88,6 +89,9 @@ func (c Config) poolConfig() (*pgxpool.Config, error) {
 	if c.DSN == "" {
 		return nil, fieldErr("dsn", "required to open Postgres (postgres://user@host:5432/db or host=... dbname=...)")
 	}
+	if ambiguousURL(c.DSN) {
+		return nil, fieldErr("dsn", "cannot parse %s: write the scheme in lower case, and percent-encode '/', '?', '#' and '@' in a user name, password or parameter (%%2F, %%3F, %%23, %%40)", RedactDSN(c.DSN))
+	}
 	pc, err := pgxpool.ParseConfig(c.DSN)
 	if err != nil {
 		return nil, fieldErr("dsn", "cannot parse %s: %s", RedactDSN(c.DSN), parseReason(c.DSN, err))
@@ -126,13 +130,17 @@ func parseReason(dsn string, err error) string {
 	for _, secret := range passwordCandidates(dsn) {
 		msg = strings.ReplaceAll(msg, secret, mask)
 	}
-	return msg
+	// What pgx quotes is a piece of the DSN, which may be a piece of a
+	// password (an invalid port): say what kind of problem it is only.
+	return quoted.ReplaceAllString(msg, "(hidden)")
 }
+
+var quoted = regexp.MustCompile("\"[^\"]*\"|`[^`]*`")
 
 // passwordCandidates are the substrings of dsn that may be a password, as
 // written and as decoded, for scrubbing messages that quote parts of it.
 func passwordCandidates(dsn string) []string {
-	red := RedactDSN(dsn)
+	red := maskDSN(dsn)
 	var out []string
 	// Walk dsn and its redaction together: every span the redaction
 	// replaced with the mask is a candidate.
@@ -174,6 +182,7 @@ func passwordCandidates(dsn string) []string {
 type DB struct {
 	pool         *pgxpool.Pool
 	dsn          string // redacted
+	addr         string // host:port of each server tried, for health
 	queryTimeout time.Duration
 }
 
@@ -197,7 +206,7 @@ func Open(cfg Config) (*DB, error) {
 	if qt == 0 {
 		qt = defaultQueryTimeout
 	}
-	return &DB{pool: pool, dsn: RedactDSN(cfg.DSN), queryTimeout: qt}, nil
+	return &DB{pool: pool, dsn: RedactDSN(cfg.DSN), addr: addresses(&pc.ConnConfig.Config), queryTimeout: qt}, nil
 }
 
 // Ping runs SELECT 1 within the query timeout (or ctx's deadline, when
@@ -209,21 +218,50 @@ func (db *DB) Ping(ctx context.Context) error {
 	defer cancel()
 	start := time.Now()
 	var one int
-	err := db.pool.QueryRow(ctx, "SELECT 1").Scan(&one)
+	err := hideUser(db.pool.QueryRow(ctx, "SELECT 1").Scan(&one))
 	switch {
 	case err == nil && one != 1:
-		return fmt.Errorf("ping postgres %s: SELECT 1 returned %d", db.dsn, one)
+		return fmt.Errorf("ping postgres %s: SELECT 1 returned %d", db.addr, one)
 	case err == nil:
 		return nil
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return fmt.Errorf("ping postgres %s: no answer within %v: %w", db.dsn, time.Since(start).Round(time.Millisecond), err)
+		return fmt.Errorf("ping postgres %s: no answer within %v: %w", db.addr, time.Since(start).Round(time.Millisecond), err)
 	default:
-		return fmt.Errorf("ping postgres %s: %w", db.dsn, err)
+		return fmt.Errorf("ping postgres %s: %w", db.addr, err)
 	}
 }
 
-// DSN is the DSN the DB was opened with, its passwords hidden.
+// hideUser is err without the user and database names pgx writes at the
+// head of a connection error, for health output, which names a backend by
+// host:port only.
+func hideUser(err error) error {
+	var ce *pgconn.ConnectError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	inner := "failed to connect"
+	if u := errors.Unwrap(ce); u != nil {
+		inner += ": " + u.Error()
+	}
+	return &connectError{err: err, msg: strings.Replace(err.Error(), ce.Error(), inner, 1)}
+}
+
+// connectError is a connection error with its message rewritten.
+type connectError struct {
+	err error
+	msg string
+}
+
+func (e *connectError) Error() string { return e.msg }
+func (e *connectError) Unwrap() error { return e.err }
+
+// DSN is the DSN the DB was opened with, shown from its parsed form with
+// no password.
 func (db *DB) DSN() string { return db.dsn }
+
+// Addr is the host:port of every server the DB tries, comma-separated: no
+// user name, no password, no database.
+func (db *DB) Addr() string { return db.addr }
 
 // QueryTimeout is the bound on one query that Ping applies, for callers
 // that run queries on Pool.

@@ -1,25 +1,151 @@
 package postgres
 
 import (
+	"net"
 	"net/url"
+	"strconv"
 	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// mask replaces every secret RedactDSN hides.
+// mask replaces every secret maskDSN hides.
 const mask = "xxxxx"
 
-// RedactDSN returns dsn with its passwords replaced by xxxxx, for logs,
-// errors and health output. It handles both forms pgx accepts:
+// RedactDSN is dsn for logs, errors and health output. A DSN that pgx
+// parses is shown from its parsed form, never from its text:
 //
-//	postgres://user:secret@host:5432/db?sslmode=disable  → postgres://user:xxxxx@host:5432/db?sslmode=disable
-//	host=db user=app password='se cret' dbname=sluice    → host=db user=app password=xxxxx dbname=sluice
+//	postgres://user:secret@host:5432/db?sslmode=disable  → postgres://user@host:5432/db
+//	host=db user=app password='se cret' dbname=sluice    → postgres://app@db:5432/sluice
 //
-// The password and sslpassword parameters are hidden in either form (in a
-// URL's query too). A DSN that is malformed in a way that could put
-// password bytes elsewhere, such as a URL whose password holds an unescaped
-// '/' so that its '@' lands past the host, has everything up to its last
-// '@' hidden: RedactDSN hides too much rather than too little.
+// Parsing applies the PG* environment variables, as connecting does. A DSN
+// that does not parse, or a URL whose user information holds an unescaped
+// '/', '?' or '#' (an '@' past the host), shows no user information, path
+// or query: only its scheme and hosts, when they can be told apart, or
+// nothing of a keyword/value DSN.
 func RedactDSN(dsn string) string {
+	if dsn == "" {
+		return ""
+	}
+	if ambiguousURL(dsn) {
+		return redactUnparsed(dsn)
+	}
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return redactUnparsed(dsn)
+	}
+	var b strings.Builder
+	b.WriteString("postgres://")
+	if cfg.User != "" {
+		b.WriteString(url.PathEscape(cfg.User) + "@")
+	}
+	b.WriteString(addresses(cfg))
+	b.WriteString("/" + url.PathEscape(cfg.Database))
+	return b.String()
+}
+
+// addresses is every host:port a parsed config tries, comma-separated, for
+// health output: no user, no database.
+func addresses(cfg *pgconn.Config) string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(host string, port uint16) {
+		a := net.JoinHostPort(host, strconv.Itoa(int(port)))
+		if strings.HasPrefix(host, "/") {
+			a = host // a socket directory
+		}
+		if !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	add(cfg.Host, cfg.Port)
+	for _, f := range cfg.Fallbacks {
+		add(f.Host, f.Port)
+	}
+	return strings.Join(out, ",")
+}
+
+// ambiguousURL reports a URL DSN that pgx would read other than its
+// writer meant, putting a piece of the password in a host, port, database
+// or parameter: an '@' after the first '/', '?' or '#' past the scheme
+// (one of those in the password ends the user information early), or two
+// '@' before it (pgx, like libpq, ends the user information at the first
+// '@'). A scheme in capitals is one too: pgx reads it as keyword/value.
+func ambiguousURL(dsn string) bool {
+	rest, prefix, ok := cutURLScheme(dsn)
+	if !ok {
+		return false
+	}
+	if prefix != strings.ToLower(prefix) {
+		return true
+	}
+	auth := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		if strings.Contains(rest[i:], "@") {
+			return true
+		}
+		auth = rest[:i]
+	}
+	return strings.Count(auth, "@") > 1
+}
+
+// redactUnparsed shows a DSN that does not parse: for a URL, its scheme
+// and hosts when they can be told apart from its user information; for a
+// keyword/value DSN, nothing of its values.
+func redactUnparsed(dsn string) string {
+	rest, prefix, ok := cutURLScheme(dsn)
+	if !ok {
+		return "(a keyword/value DSN that does not parse)"
+	}
+	prefix = strings.ToLower(prefix)
+	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+		if strings.ContainsAny(rest[:i], "?#") {
+			// The '@' may be a parameter's: what follows it may be a
+			// piece of a password.
+			return prefix
+		}
+		rest = rest[i+1:]
+	}
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	hosts := strings.Split(rest, ",")
+	for i, h := range hosts {
+		hosts[i] = plainHostPort(h)
+	}
+	return prefix + strings.Join(hosts, ",")
+}
+
+// plainHostPort is h when it is a host name or address with an optional
+// numeric port; else as much of that as can be shown.
+func plainHostPort(h string) string {
+	host, port := h, ""
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.HasSuffix(h, "]") {
+		host, port = h[:i], h[i+1:]
+	}
+	for _, r := range host {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(".-_[]:%", r)) {
+			return "?"
+		}
+	}
+	if port == "" || !allDigits(port) {
+		if port != "" {
+			return host + ":?"
+		}
+		return host
+	}
+	return host + ":" + port
+}
+
+// maskDSN returns dsn with its passwords replaced by xxxxx and everything
+// else as written. It is not for display (see RedactDSN): it finds the
+// spans of dsn that may be a password, to scrub them from pgx's messages.
+// It handles both forms pgx accepts. A DSN that is malformed in a way that
+// could put password bytes elsewhere, such as a URL whose password holds an
+// unescaped '/' so that its '@' lands past the host, has everything up to
+// its last '@' hidden.
+func maskDSN(dsn string) string {
 	if rest, prefix, ok := cutURLScheme(dsn); ok {
 		return prefix + redactURLRest(rest)
 	}
@@ -143,7 +269,7 @@ func allDigits(s string) bool {
 			return false
 		}
 	}
-	return true
+	return s != ""
 }
 
 // isPasswordKey reports whether a connection parameter holds a secret.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -117,6 +118,7 @@ const (
 
 // target is a parsed URL.
 type target struct {
+	scheme string // lower case, as written
 	mode   string
 	tls    bool
 	single *goredis.Options // ModeSingle
@@ -131,7 +133,7 @@ type target struct {
 // Validate checks c without touching the network or the file system, and
 // names the first bad field. Error messages never contain the password.
 func (c Config) Validate() error {
-	_, err := c.parseURL()
+	t, err := c.parseURL()
 	if err != nil {
 		return err
 	}
@@ -153,7 +155,7 @@ func (c Config) Validate() error {
 		return fieldErr("tls.key_file", "required when tls.cert_file is set")
 	}
 	if c.TLS.set() && !strings.HasPrefix(strings.ToLower(c.URL), "rediss") {
-		return fieldErr("tls", "set, but url %s does not use TLS; use rediss://", RedactURL(c.URL))
+		return fieldErr("tls", "set, but url %s does not use TLS; use rediss://", t.display())
 	}
 	if _, err := c.batching(); err != nil {
 		return err
@@ -165,6 +167,19 @@ func (c Config) Validate() error {
 		return fieldErr("pipelines", "must not be negative, got %d", c.Pipelines)
 	}
 	return nil
+}
+
+// CheckFiles is Validate, then reads the TLS files as New would: it fails
+// for everything New fails for, without building a client. It is for
+// checking a configuration before serving with it.
+func (c Config) CheckFiles() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if !c.TLS.set() {
+		return nil
+	}
+	return c.TLS.apply(&tls.Config{})
 }
 
 func (c Config) batching() (bool, error) {
@@ -179,45 +194,108 @@ func (c Config) batching() (bool, error) {
 
 const urlForms = "redis://host:port, rediss://host:port, unix:///path, redis+sentinel://host:port[,host:port]/master or redis+cluster://host:port[,host:port]"
 
-// parseURL checks the URL and says which deployment it names.
+// parseURL checks the URL and says which deployment it names. Its errors
+// show the URL as redactUnparsed does: no user information, no query.
 func (c Config) parseURL() (*target, error) {
 	if c.URL == "" {
 		return nil, fieldErr("url", "required (%s)", urlForms)
 	}
 	scheme, after, ok := strings.Cut(c.URL, "://")
 	if !ok || scheme == "" {
-		return nil, fieldErr("url", "%s has no scheme; want %s", RedactURL(c.URL), urlForms)
+		return nil, fieldErr("url", "%s has no scheme; want %s", redactUnparsed(c.URL), urlForms)
+	}
+	// A '/', '?' or '#' in the user information ends it early for every
+	// parser, and the rest of the password lands in the host, path or
+	// query, where it would be shown. An '@' past the host is that case
+	// (or a raw '@' in a query value): refuse it, asking for escapes.
+	if i := strings.IndexAny(after, "/?#"); i >= 0 && strings.Contains(after[i:], "@") {
+		return nil, fieldErr("url", "%s: '@' after the host: percent-encode '/', '?', '#' and '@' in a user name, password or parameter (%%2F, %%3F, %%23, %%40)", redactUnparsed(c.URL))
 	}
 	s := strings.ToLower(scheme)
+	var (
+		t   *target
+		err error
+	)
 	switch s {
 	case "redis", "rediss", "unix":
-		return c.parseSingle()
+		t, err = c.parseSingle()
 	case "redis+sentinel", "redis-sentinel", "rediss+sentinel", "rediss-sentinel":
-		return c.parseMulti(ModeSentinel, strings.HasPrefix(s, "rediss"), after)
+		t, err = c.parseMulti(ModeSentinel, strings.HasPrefix(s, "rediss"), after)
 	case "redis+cluster", "redis-cluster", "rediss+cluster", "rediss-cluster":
-		return c.parseMulti(ModeCluster, strings.HasPrefix(s, "rediss"), after)
+		t, err = c.parseMulti(ModeCluster, strings.HasPrefix(s, "rediss"), after)
+	default:
+		if !validScheme(scheme) {
+			return nil, fieldErr("url", "%s has no scheme; want %s", redactUnparsed(c.URL), urlForms)
+		}
+		return nil, fieldErr("url", "unknown scheme %q; want %s", scheme, urlForms)
 	}
-	return nil, fieldErr("url", "unknown scheme %q; want %s", scheme, urlForms)
+	if err != nil {
+		return nil, err
+	}
+	t.scheme = s
+	return t, nil
 }
 
 func (c Config) parseSingle() (*target, error) {
 	u, err := url.Parse(c.URL)
 	if err != nil {
-		// url.Error quotes the URL; say only what is wrong.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, fieldErr("url", "cannot parse %s: %v", RedactURL(c.URL), err)
+		// url.Error quotes the URL, and its reason may quote a piece of
+		// the user information (invalid port ":pa" after host): say only
+		// what kind of problem it is.
+		return nil, fieldErr("url", "cannot parse %s: %s", redactUnparsed(c.URL), unquote(err))
 	}
 	if u.Scheme != "unix" && u.Host == "" {
-		return nil, fieldErr("url", "%s has no host", RedactURL(c.URL))
+		return nil, fieldErr("url", "%s has no host", redactUnparsed(c.URL))
+	}
+	if p := u.Port(); u.Scheme != "unix" && p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n <= 0 || n > 65535 {
+			return nil, fieldErr("url", "%s: port %s is out of range 1-65535", redactUnparsed(c.URL), p)
+		}
 	}
 	opt, err := goredis.ParseURL(c.URL)
 	if err != nil {
-		return nil, fieldErr("url", "%s: %v", RedactURL(c.URL), strings.TrimPrefix(err.Error(), "redis: "))
+		msg := strings.TrimPrefix(err.Error(), "redis: ")
+		return nil, fieldErr("url", "%s: %s", redactUnparsed(c.URL), scrub(msg, u))
 	}
 	return &target{mode: ModeSingle, single: opt, tls: opt.TLSConfig != nil}, nil
+}
+
+// unquote is err's reason without the quoted parts, which may be pieces of
+// a password: a *url.Error's reason, else the message.
+func unquote(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return quoted.ReplaceAllString(err.Error(), "(hidden)")
+}
+
+var quoted = regexp.MustCompile(`"[^"]*"`)
+
+// scrub hides in msg every value of u that may be a secret: the password,
+// as written and decoded, and the values of password query parameters.
+func scrub(msg string, u *url.URL) string {
+	var secrets []string
+	if u.User != nil {
+		if pw, ok := u.User.Password(); ok {
+			secrets = append(secrets, pw, url.PathEscape(pw), url.QueryEscape(pw))
+		}
+	}
+	for k, vs := range u.Query() {
+		if isSecretParam(k) {
+			secrets = append(secrets, vs...)
+		}
+	}
+	for _, s := range secrets {
+		if s != "" {
+			msg = strings.ReplaceAll(msg, s, "xxxxx")
+		}
+	}
+	return msg
+}
+
+func isSecretParam(k string) bool {
+	return strings.Contains(strings.ToLower(k), "password")
 }
 
 // parseMulti parses the part after "://" of a Sentinel or Cluster URL:
@@ -226,7 +304,7 @@ func (c Config) parseSingle() (*target, error) {
 func (c Config) parseMulti(mode string, useTLS bool, rest string) (*target, error) {
 	t := &target{mode: mode, tls: useTLS}
 	bad := func(format string, args ...any) error {
-		return fieldErr("url", "%s: %s", RedactURL(c.URL), fmt.Sprintf(format, args...))
+		return fieldErr("url", "%s: %s", redactUnparsed(c.URL), fmt.Sprintf(format, args...))
 	}
 	rest, query, _ := strings.Cut(rest, "?")
 	hosts, path, _ := strings.Cut(rest, "/")
@@ -243,7 +321,7 @@ func (c Config) parseMulti(mode string, useTLS bool, rest string) (*target, erro
 		}
 	}
 	if hosts == "" {
-		return nil, fieldErr("url", "%s has no host", RedactURL(c.URL))
+		return nil, fieldErr("url", "%s has no host", redactUnparsed(c.URL))
 	}
 	for _, h := range strings.Split(hosts, ",") {
 		host, port, err := net.SplitHostPort(h)
@@ -251,7 +329,7 @@ func (c Config) parseMulti(mode string, useTLS bool, rest string) (*target, erro
 			return nil, bad("%q is not host:port", h)
 		}
 		if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
-			return nil, bad("bad port in %q", h)
+			return nil, bad("bad port in %q: want 1-65535", h)
 		}
 		t.addrs = append(t.addrs, h)
 	}
@@ -438,59 +516,143 @@ func (c TLSConfig) apply(tc *tls.Config) error {
 	return nil
 }
 
-// RedactURL returns u with its passwords (in the user part, and in
-// password or sentinel_password query parameters) replaced by xxxxx, for
-// logs and health output. A URL that cannot be parsed has everything
-// before its last '@' hidden.
+// RedactURL is u for logs, errors and health output, built from the
+// parsed URL: scheme, user name, hosts, database or master, with any
+// password shown as xxxxx and no query but the Sentinel's user name. A URL
+// that does not parse shows only its scheme and hosts, when they can be
+// found, and never its user information or query.
 func RedactURL(u string) string {
-	scheme, rest, ok := strings.Cut(u, "://")
-	if ok && strings.ContainsAny(scheme, "+-") {
-		// Sentinel and cluster URLs hold several hosts, which net/url
-		// cannot parse: redact by hand.
-		end := strings.IndexAny(rest, "/?")
-		if end < 0 {
-			end = len(rest)
-		}
-		auth, tail := rest[:end], rest[end:]
-		if i := strings.LastIndexByte(auth, '@'); i >= 0 {
-			if user, _, has := strings.Cut(auth[:i], ":"); has {
-				auth = user + ":xxxxx" + auth[i:]
-			}
-		}
-		out := scheme + "://" + auth + tail
-		if p, q, has := strings.Cut(out, "?"); has {
-			vals, err := url.ParseQuery(q)
-			if err != nil {
-				return p + "?xxxxx"
-			}
-			for _, k := range []string{"password", "sentinel_password"} {
-				if vals.Has(k) {
-					vals.Set(k, "xxxxx")
-				}
-			}
-			out = p + "?" + vals.Encode()
-		}
-		return out
+	if u == "" {
+		return ""
 	}
-	p, err := url.Parse(u)
+	t, err := Config{URL: u}.parseURL()
 	if err != nil {
-		if i := strings.LastIndexByte(u, '@'); i >= 0 {
-			scheme := ""
-			if j := strings.Index(u, "://"); j >= 0 && j < i {
-				scheme = u[:j+3]
+		return redactUnparsed(u)
+	}
+	return t.display()
+}
+
+// display is the URL t was parsed from, passwords hidden.
+func (t *target) display() string {
+	var b strings.Builder
+	b.WriteString(t.scheme + "://")
+	userinfo := func(user, pw string) {
+		if user == "" && pw == "" {
+			return
+		}
+		b.WriteString(url.PathEscape(user))
+		if pw != "" {
+			b.WriteString(":xxxxx")
+		}
+		b.WriteByte('@')
+	}
+	if o := t.single; o != nil {
+		if o.Network == "unix" {
+			b.WriteString(o.Addr)
+			if o.DB != 0 {
+				fmt.Fprintf(&b, "?db=%d", o.DB)
 			}
-			return scheme + "xxxxx" + u[i:]
+			return b.String()
 		}
-		return u
+		userinfo(o.Username, o.Password)
+		fmt.Fprintf(&b, "%s/%d", o.Addr, o.DB)
+		return b.String()
 	}
-	if p.User != nil {
-		if _, has := p.User.Password(); has {
-			p.User = url.UserPassword(p.User.Username(), "xxxxx")
+	userinfo(t.user, t.password)
+	b.WriteString(strings.Join(t.addrs, ","))
+	if t.mode == ModeSentinel {
+		b.WriteString("/" + url.PathEscape(t.master))
+		if t.db != 0 {
+			fmt.Fprintf(&b, "/%d", t.db)
+		}
+		q := url.Values{}
+		if t.sentinelUser != "" {
+			q.Set("sentinel_username", t.sentinelUser)
+		}
+		if t.sentinelPw != "" {
+			q.Set("sentinel_password", "xxxxx")
+		}
+		if len(q) > 0 {
+			b.WriteString("?" + q.Encode())
 		}
 	}
-	if q := p.Query(); q.Has("password") {
-		q.Set("password", "xxxxx")
-		p.RawQuery = q.Encode()
+	return b.String()
+}
+
+// addresses is the host:port (or socket path) of every node or Sentinel
+// t names, comma-separated: what health output shows.
+func (t *target) addresses() string {
+	if t.single != nil {
+		return t.single.Addr
 	}
-	return p.String()
+	return strings.Join(t.addrs, ",")
+}
+
+// redactUnparsed shows a URL that did not parse: its scheme and hosts when
+// they can be told apart from its user information, never the user
+// information, path or query.
+func redactUnparsed(u string) string {
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok || !validScheme(scheme) {
+		return "(a URL that does not parse)"
+	}
+	scheme = strings.ToLower(scheme)
+	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+		if strings.ContainsAny(rest[:i], "?#") {
+			// The '@' may be a query value's: what follows it may be a
+			// piece of a secret.
+			return scheme + "://"
+		}
+		rest = rest[i+1:]
+	}
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	hosts := strings.Split(rest, ",")
+	for i, h := range hosts {
+		hosts[i] = plainHostPort(h)
+	}
+	return scheme + "://" + strings.Join(hosts, ",")
+}
+
+func validScheme(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '+' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// plainHostPort is h when it is a host name or address with an optional
+// numeric port; else as much of that as can be shown.
+func plainHostPort(h string) string {
+	host, port := h, ""
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.HasSuffix(h, "]") {
+		host, port = h[:i], h[i+1:]
+	}
+	for _, r := range host {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(".-_[]:%", r)) {
+			return "?"
+		}
+	}
+	if port == "" {
+		return host
+	}
+	if allDigits(port) {
+		return host + ":" + port
+	}
+	return host + ":?"
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }

@@ -64,6 +64,7 @@ type Store struct {
 	client  goredis.UniversalClient
 	mode    string
 	url     string // redacted
+	addr    string // host:port of each node or Sentinel, for health
 	guard   Guard
 	observe func(int)
 	timeout time.Duration
@@ -103,7 +104,6 @@ func newStore(cfg Config, script string, opts ...Option) (*Store, error) {
 	batching, _ := cfg.batching()
 	sum := sha1.Sum([]byte(script))
 	s := &Store{
-		url:     RedactURL(cfg.URL),
 		timeout: cfg.callTimeout(),
 		evalsha: "evalsha",
 		eval:    "eval",
@@ -123,6 +123,7 @@ func newStore(cfg Config, script string, opts ...Option) (*Store, error) {
 		return nil, err
 	}
 	s.client, s.mode = client, t.mode
+	s.url, s.addr = t.display(), t.addresses()
 	for _, o := range opts {
 		o(s)
 	}
@@ -149,8 +150,12 @@ func (s *Store) Mode() string { return s.mode }
 // Batching reports whether concurrent calls are written as pipelines.
 func (s *Store) Batching() bool { return s.b != nil }
 
-// URL is the Redis URL without its password.
+// URL is the Redis URL without its password, built from its parsed form.
 func (s *Store) URL() string { return s.url }
+
+// Addr is the host:port of every node or Sentinel the URL names, comma
+// separated (a socket's path for unix://): no user name, no password.
+func (s *Store) Addr() string { return s.addr }
 
 // Ping checks that Redis answers, within ctx. In a cluster it asks every
 // master.
@@ -164,7 +169,7 @@ func (s *Store) Ping(ctx context.Context) error {
 		err = s.client.Ping(ctx).Err()
 	}
 	if err != nil {
-		return fmt.Errorf("redis ping %s: %w", s.url, err)
+		return fmt.Errorf("redis ping %s: %w", s.addr, err)
 	}
 	return nil
 }

@@ -174,21 +174,29 @@ func TestNewReadsTLSFiles(t *testing.T) {
 func TestRedactURL(t *testing.T) {
 	cases := []struct{ in, want string }{
 		{"redis://localhost:6379/0", "redis://localhost:6379/0"},
-		{"redis://:hunter2@localhost:6379", "redis://:xxxxx@localhost:6379"},
+		{"redis://:hunter2@localhost:6379", "redis://:xxxxx@localhost:6379/0"},
 		{"rediss://app:hunter2@redis.example:6380/1", "rediss://app:xxxxx@redis.example:6380/1"},
-		{"redis://app@localhost:6379", "redis://app@localhost:6379"},
-		{"redis://localhost:6379?password=hunter2&db=1", "redis://localhost:6379?db=1&password=xxxxx"},
-		{"redis://:hun ter%zz@host:1", "redis://xxxxx@host:1"},
+		{"redis://app@localhost:6379", "redis://app@localhost:6379/0"},
+		// go-redis takes no password parameter: the URL does not parse.
+		{"redis://localhost:6379?password=hunter2&db=1", "redis://localhost:6379"},
+		{"redis://:hun ter%zz@host:1", "redis://host:1"},
 		{"redis+sentinel://:hunter2@h1:1,h2:2/m", "redis+sentinel://:xxxxx@h1:1,h2:2/m"},
 		{"redis+sentinel://h1:1/m?sentinel_password=hunter2", "redis+sentinel://h1:1/m?sentinel_password=xxxxx"},
 		{"redis-cluster://app:hunter2@h1:1,h2:2", "redis-cluster://app:xxxxx@h1:1,h2:2"},
+		// A '/' in the password: the URL does not parse, and only the
+		// host past the '@' is shown.
+		{"redis+sentinel://user:hun/ter2@127.0.0.1:26379/m", "redis+sentinel://127.0.0.1:26379"},
+		{"redis+cluster://user:hun/ter2@h1:1,h2:2", "redis+cluster://h1:1,h2:2"},
+		{"redis://user:hun/ter2@h:6379", "redis://h:6379"},
+		{"redis://user:hun?ter2@h:6379", "redis://"},
+		{"redis://user:hunter2@h:99999", "redis://h:99999"},
 		{"", ""},
 	}
 	for _, tc := range cases {
 		if got := RedactURL(tc.in); got != tc.want {
 			t.Errorf("RedactURL(%q) = %q, want %q", tc.in, got, tc.want)
 		}
-		if strings.Contains(RedactURL(tc.in), "hunter2") || strings.Contains(RedactURL(tc.in), "hun ter") {
+		if got := RedactURL(tc.in); strings.Contains(got, "hunter2") || strings.Contains(got, "hun ter") || strings.Contains(got, "ter2") {
 			t.Errorf("RedactURL(%q) leaks the password", tc.in)
 		}
 	}
@@ -196,7 +204,7 @@ func TestRedactURL(t *testing.T) {
 
 func TestModeAndURL(t *testing.T) {
 	for _, tc := range []struct{ url, mode, redacted string }{
-		{"redis://:hunter2@127.0.0.1:1", ModeSingle, "redis://:xxxxx@127.0.0.1:1"},
+		{"redis://:hunter2@127.0.0.1:1", ModeSingle, "redis://:xxxxx@127.0.0.1:1/0"},
 		{"redis+sentinel://:hunter2@127.0.0.1:1,127.0.0.1:2/mymaster", ModeSentinel, "redis+sentinel://:xxxxx@127.0.0.1:1,127.0.0.1:2/mymaster"},
 		{"redis-cluster://:hunter2@127.0.0.1:1", ModeCluster, "redis-cluster://:xxxxx@127.0.0.1:1"},
 	} {
