@@ -364,26 +364,35 @@ func TestAdminTokenTooShort(t *testing.T) {
 // TestTLSPathsRelativeToConfigFile: relative TLS files are found next to
 // the config file, as limits.path is, whatever the working directory.
 func TestTLSPathsRelativeToConfigFile(t *testing.T) {
-	p := writeConfig(t, `grpc:
-  tls: {cert_file: g.pem, key_file: g.key, client_ca_file: ca.pem}
+	dir := t.TempDir()
+	writeKeyPair(t, dir)
+	if err := os.Mkdir(filepath.Join(dir, "certs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeKeyPair(t, filepath.Join(dir, "certs"))
+	abs := filepath.Join(dir, "cert.pem")
+	p := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(p, []byte(`grpc:
+  tls: {cert_file: cert.pem, key_file: key.pem, client_ca_file: cert.pem}
 http:
-  tls: {cert_file: certs/h.pem, key_file: certs/h.key}
+  tls: {cert_file: certs/cert.pem, key_file: certs/key.pem}
   admin_addr: "127.0.0.1:8082"
-  admin_tls: {cert_file: /etc/sluice/a.pem, key_file: a.key}
-`)
+  admin_tls: {cert_file: `+abs+`, key_file: key.pem}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	c, err := loadConfig(p, env{}.get)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Dir(p)
 	for _, f := range []struct{ got, want string }{
-		{c.GRPC.TLS.CertFile, filepath.Join(dir, "g.pem")},
-		{c.GRPC.TLS.KeyFile, filepath.Join(dir, "g.key")},
-		{c.GRPC.TLS.ClientCAFile, filepath.Join(dir, "ca.pem")},
-		{c.HTTP.TLS.CertFile, filepath.Join(dir, "certs/h.pem")},
-		{c.HTTP.TLS.KeyFile, filepath.Join(dir, "certs/h.key")},
-		{c.HTTP.AdminTLS.CertFile, "/etc/sluice/a.pem"},
-		{c.HTTP.AdminTLS.KeyFile, filepath.Join(dir, "a.key")},
+		{c.GRPC.TLS.CertFile, filepath.Join(dir, "cert.pem")},
+		{c.GRPC.TLS.KeyFile, filepath.Join(dir, "key.pem")},
+		{c.GRPC.TLS.ClientCAFile, filepath.Join(dir, "cert.pem")},
+		{c.HTTP.TLS.CertFile, filepath.Join(dir, "certs/cert.pem")},
+		{c.HTTP.TLS.KeyFile, filepath.Join(dir, "certs/key.pem")},
+		{c.HTTP.AdminTLS.CertFile, abs},
+		{c.HTTP.AdminTLS.KeyFile, filepath.Join(dir, "key.pem")},
 	} {
 		if f.got != f.want {
 			t.Errorf("path %q, want %q", f.got, f.want)
