@@ -159,6 +159,25 @@ func TestJSONFloodBounded(t *testing.T) {
 	}
 }
 
+// TestUnmarshalFloodBounded: the protobuf runtime's decoding, held to the
+// bounds by scanRequest, refuses a 1 MiB flood before allocating for it
+// (proto.Unmarshal alone allocates about 70 MB).
+func TestUnmarshalFloodBounded(t *testing.T) {
+	noGC(t)
+	flood := grpcFlood(floodSize)
+	var err error
+	n := allocated(func() {
+		var in rlsv3.RateLimitRequest
+		err = unmarshalRequest(flood, &in, &limiter.DefaultBounds)
+	})
+	if err == nil || err.Error() != "descriptors: more than the bound of 64" {
+		t.Fatalf("flood: %v, want descriptors: more than the bound of 64", err)
+	}
+	if n > 64<<10 {
+		t.Errorf("a %d-byte flood allocated %d bytes", len(flood), n)
+	}
+}
+
 // TestPoolDropsOutliers raises the bounds so that a valid request grows a
 // scratch past the keep sizes: it is not put back.
 func TestPoolDropsOutliers(t *testing.T) {
