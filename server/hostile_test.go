@@ -364,3 +364,26 @@ func FuzzScanJSONRequest(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkJSONScan compares the count scanJSONRequest adds to a valid
+// /json body's decoding with protojson.Unmarshal of the same body.
+func BenchmarkJSONScan(b *testing.B) {
+	body := []byte(`{"domain":"edge","descriptors":[{"entries":[{"key":"remote_address","value":"10.0.0.1"}]},{"entries":[{"key":"tenant","value":"acme-1"},{"key":"plan","value":"free"}]}]}`)
+	b.Run("scan", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := scanJSONRequest(body, &limiter.DefaultBounds); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("protojson", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var in rlsv3.RateLimitRequest
+			if err := protojson.Unmarshal(body, &in); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
