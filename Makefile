@@ -86,8 +86,15 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	$(GO) test -run '^$$' -fuzz FuzzParseOverride -fuzztime $${FUZZTIME:-30s} ./server/
 	$(GO) test -run '^$$' -fuzz FuzzRequest -fuzztime $${FUZZTIME:-30s} ./server/
 	$(GO) test -run '^$$' -fuzz FuzzWireRequest -fuzztime $${FUZZTIME:-30s} ./server/
+	$(GO) test -run '^$$' -fuzz '^FuzzScanRequest$$' -fuzztime $${FUZZTIME:-30s} ./server/
+	$(GO) test -run '^$$' -fuzz '^FuzzScanJSONRequest$$' -fuzztime $${FUZZTIME:-30s} ./server/
 	$(GO) test -run '^$$' -fuzz FuzzVerdict -fuzztime $${FUZZTIME:-30s} ./bench/
 	$(GO) test -run '^$$' -fuzz FuzzConfig -fuzztime $${FUZZTIME:-30s} ./cmd/sluice/
+
+.PHONY: memflood
+memflood: build ## peak RSS of bin/sluice under floods of empty descriptors (gRPC, /json)
+	$(GO) run ./bench/memflood -bin $(BIN) -config config.yaml -mode grpc
+	$(GO) run ./bench/memflood -bin $(BIN) -config config.yaml -mode json
 
 .PHONY: tidy
 tidy: ## go mod tidy

@@ -60,7 +60,7 @@ var (
 // limit, 400 for a bad request, 413 for a body over http.max_body_bytes,
 // 503 when no decision can be made.
 func (s *Server) handleJSON(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.HTTP.MaxBodyBytes))
+	body, err := readBody(w, r, s.cfg.HTTP.MaxBodyBytes)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -71,13 +71,20 @@ func (s *Server) handleJSON(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "body: "+err.Error())
 		return
 	}
+	// Count descriptors and entries before protojson makes a message of
+	// each: a body of empty descriptors over the bounds costs no more than
+	// its bytes.
+	if err := scanJSONRequest(body, &s.rls.bounds); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	var req rlsv3.RateLimitRequest
 	if err := jsonIn.Unmarshal(body, &req); err != nil {
 		writeError(w, http.StatusBadRequest, "body: "+err.Error())
 		return
 	}
 	sc := s.rls.pool.Get().(*scratch)
-	defer s.rls.pool.Put(sc)
+	defer s.rls.put(sc)
 	sc.translate(&req)
 	if err := s.rls.decide(r.Context(), sc); err != nil {
 		st := status.Convert(grpcError(err))
@@ -115,6 +122,27 @@ func (s *Server) handleJSON(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(code)
 	w.Write(out)
+}
+
+// readBody reads a body of at most max bytes, into one buffer of its
+// Content-Length when it gives one.
+func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error) {
+	rd := http.MaxBytesReader(w, r.Body, max)
+	n := r.ContentLength
+	if n < 0 || n > max {
+		return io.ReadAll(rd)
+	}
+	// One byte more than announced, to read to the end.
+	b := make([]byte, n+1)
+	k, err := io.ReadFull(rd, b)
+	switch {
+	case err == io.ErrUnexpectedEOF || err == io.EOF:
+		return b[:k], nil
+	case err != nil:
+		return nil, err
+	}
+	rest, err := io.ReadAll(rd)
+	return append(b, rest...), err
 }
 
 // writeError writes {"error": msg} with the status code.

@@ -30,7 +30,8 @@ type rls struct {
 	metrics *metrics.Metrics // nil: none
 	headers HeaderConfig
 	maxMsg  int
-	pool    sync.Pool // *scratch
+	bounds  limiter.Bounds // lim's, held to while decoding
+	pool    sync.Pool      // *scratch; see put
 
 	// The gRPC method's interceptor info and handler (wire.go).
 	info        grpc.UnaryServerInfo
@@ -38,7 +39,10 @@ type rls struct {
 }
 
 func newRLS(lim *limiter.Limiter, cfg Config) *rls {
-	r := &rls{lim: lim, headers: cfg.ResponseHeaders, maxMsg: cfg.GRPC.MaxRecvMsgBytes}
+	r := &rls{lim: lim, headers: cfg.ResponseHeaders, maxMsg: cfg.GRPC.MaxRecvMsgBytes, bounds: limiter.DefaultBounds}
+	if lim != nil {
+		r.bounds = lim.Bounds()
+	}
 	r.pool.New = func() any { return new(scratch) }
 	r.info = grpc.UnaryServerInfo{Server: r, FullMethod: shouldRateLimitFullMethod}
 	r.wireHandler = func(ctx context.Context, req any) (any, error) {
@@ -62,6 +66,31 @@ type scratch struct {
 	out   []byte
 }
 
+// The largest scratch put back in the pool: a request with more
+// descriptors, entries or answer bytes (possible only with bounds raised
+// well over the defaults) leaves its scratch to the collector, so an
+// outlier's grown slices are not kept for the life of the process.
+const (
+	keepDescriptors = 256
+	keepEntries     = 4096
+	keepBytes       = 64 << 10
+)
+
+// put returns s to the pool unless it grew past the keep sizes. It drops
+// the request's strings first: on the gRPC path they point into the copy
+// of the whole message.
+func (r *rls) put(s *scratch) {
+	if cap(s.req.Descriptors) > keepDescriptors || cap(s.spans) > keepDescriptors ||
+		cap(s.ovr) > keepDescriptors || cap(s.overrides) > keepDescriptors ||
+		cap(s.resp.Statuses) > keepDescriptors || cap(s.entries) > keepEntries ||
+		cap(s.out) > keepBytes || cap(s.num) > keepBytes {
+		return
+	}
+	clear(s.entries)
+	s.req.Domain = ""
+	r.pool.Put(s)
+}
+
 // ShouldRateLimit implements rlsv3.RateLimitServiceServer.
 func (r *rls) ShouldRateLimit(ctx context.Context, in *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
 	if in == nil {
@@ -73,7 +102,7 @@ func (r *rls) ShouldRateLimit(ctx context.Context, in *rlsv3.RateLimitRequest) (
 		}
 	}
 	s := r.pool.Get().(*scratch)
-	defer r.pool.Put(s)
+	defer r.put(s)
 	s.translate(in)
 	if err := r.decide(ctx, s); err != nil {
 		return nil, grpcError(err)

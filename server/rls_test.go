@@ -449,7 +449,7 @@ func TestInvalidRequests(t *testing.T) {
 		{"descriptor without entries", req("edge", desc()), "descriptors[0].entries: must not be empty"},
 		{"empty key", req("edge", desc(kv{"user", "x"}), desc(kv{"", "x"})), "descriptors[1].entries[0].key: must not be empty"},
 		{"too many descriptors", req("edge", many(65, func(int) *ratelimitv3.RateLimitDescriptor { return desc(kv{"k", "v"}) })...), "bound of 64"},
-		{"too many entries", req("edge", manyEntries(17, 1)), "descriptors[0].entries: 17 entries, more than the bound of 16"},
+		{"too many entries", req("edge", manyEntries(17, 1)), "descriptors[0].entries: more than the bound of 16"},
 		{"key too long", req("edge", desc(kv{long(257), "x"})), "descriptors[0].entries[0].key: 257 bytes, longer than the bound of 256"},
 		{"value too long", req("edge", desc(kv{"k", long(1025)})), "descriptors[0].entries[0].value: 1025 bytes, longer than the bound of 1024"},
 		{"descriptor cost too large", req("edge", withHits(desc(kv{"k", "v"}), 1<<40)), "descriptors[0].hits_addend"},

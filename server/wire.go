@@ -9,9 +9,11 @@ import (
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/sluice-rl/sluice/limiter"
@@ -43,15 +45,20 @@ var shouldRateLimitFullMethod = rlsv3.RateLimitService_ShouldRateLimit_FullMetho
 
 // wireQuery is what the codec decodes a ShouldRateLimit request into.
 type wireQuery struct {
-	s    *scratch
-	size int // bytes of the encoded request
+	s      *scratch
+	size   int             // bytes of the encoded request
+	bounds *limiter.Bounds // held to while decoding
+	// err is the bound the request broke, found while decoding: the
+	// codec's own errors reach the client as INTERNAL, this one is
+	// answered INVALID_ARGUMENT by the handler.
+	err error
 }
 
 func shouldRateLimitWire(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 	r := srv.(*rls)
 	s := r.pool.Get().(*scratch)
-	defer r.pool.Put(s)
-	s.query.s = s
+	defer r.put(s)
+	s.query.s, s.query.bounds = s, &r.bounds
 	if err := dec(&s.query); err != nil {
 		return nil, err
 	}
@@ -65,6 +72,9 @@ func shouldRateLimitWire(srv any, ctx context.Context, dec func(any) error, inte
 func (r *rls) answerWire(ctx context.Context, q *wireQuery) (any, error) {
 	if err := r.checkSize(q.size); err != nil {
 		return nil, err
+	}
+	if q.err != nil {
+		return nil, status.Error(codes.InvalidArgument, q.err.Error())
 	}
 	s := q.s
 	if err := r.decide(ctx, s); err != nil {
@@ -100,13 +110,20 @@ func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return c.proto.Unmarshal(data, v)
 	}
-	q.size = data.Len()
+	q.size, q.err = data.Len(), nil
+	var err error
 	if len(data) == 1 {
-		return q.s.parse(data[0].ReadOnlyData())
+		err = q.s.parse(data[0].ReadOnlyData(), q.bounds)
+	} else {
+		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+		err = q.s.parse(buf.ReadOnlyData(), q.bounds)
+		buf.Free()
 	}
-	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
-	defer buf.Free()
-	return q.s.parse(buf.ReadOnlyData())
+	if inv, ok := err.(*limiter.InvalidRequestError); ok {
+		q.err = inv
+		return nil
+	}
+	return err
 }
 
 // errWire is returned for bytes that are not a RateLimitRequest; the
@@ -186,8 +203,11 @@ func (m *wireMsg) text(src string) (string, error) {
 }
 
 // parse fills s.req from an encoded RateLimitRequest, as translate does
-// from a decoded one. The request's strings share one copy of b.
-func (s *scratch) parse(b []byte) error {
+// from a decoded one. The request's strings share one copy of b. It stops
+// at the first descriptor, entry, key or value over bd, as scanRequest
+// does, with the same *limiter.InvalidRequestError, so the scratch never
+// grows past the bounds.
+func (s *scratch) parse(b []byte, bd *limiter.Bounds) error {
 	s.entries, s.overrides, s.spans, s.ovr = s.entries[:0], s.overrides[:0], s.spans[:0], s.ovr[:0]
 	s.req.Domain, s.req.HitsAddend = "", 0
 	s.req.Descriptors = s.req.Descriptors[:0]
@@ -212,8 +232,14 @@ func (s *scratch) parse(b []byte) error {
 		case num == 2 && typ == protowire.BytesType:
 			i := len(s.req.Descriptors)
 			d, err := m.bytes()
+			if err == nil && i == bd.MaxDescriptors {
+				return tooManyDescriptors(bd.MaxDescriptors)
+			}
 			if err == nil {
-				err = s.parseDescriptor(d, src)
+				err = s.parseDescriptor(d, src, bd, i)
+			}
+			if _, ok := err.(*limiter.InvalidRequestError); ok {
+				return err
 			}
 			if err != nil {
 				return wireError("descriptors["+strconv.Itoa(i)+"]", err)
@@ -242,8 +268,8 @@ func (s *scratch) parse(b []byte) error {
 	return nil
 }
 
-// parseDescriptor appends one RateLimitDescriptor.
-func (s *scratch) parseDescriptor(m wireMsg, src string) error {
+// parseDescriptor appends RateLimitDescriptor i.
+func (s *scratch) parseDescriptor(m wireMsg, src string, bd *limiter.Bounds, i int) error {
 	s.req.Descriptors = append(s.req.Descriptors, limiter.Descriptor{})
 	d := &s.req.Descriptors[len(s.req.Descriptors)-1]
 	start, ovr := len(s.entries), -1
@@ -257,8 +283,12 @@ func (s *scratch) parseDescriptor(m wireMsg, src string) error {
 		switch {
 		case num == 1 && typ == protowire.BytesType:
 			e, err := m.bytes()
+			j := len(s.entries) - start
+			if err == nil && j == bd.MaxEntries {
+				return tooManyEntries(i, bd.MaxEntries)
+			}
 			if err == nil {
-				err = s.parseEntry(e, src)
+				err = s.parseEntry(e, src, bd, i, j)
 			}
 			if err != nil {
 				return err
@@ -298,8 +328,8 @@ func (s *scratch) parseDescriptor(m wireMsg, src string) error {
 	}
 }
 
-// parseEntry appends one descriptor entry.
-func (s *scratch) parseEntry(m wireMsg, src string) error {
+// parseEntry appends entry j of descriptor i.
+func (s *scratch) parseEntry(m wireMsg, src string, bd *limiter.Bounds, i, j int) error {
 	var e limiter.Entry
 	for {
 		num, typ, ok, err := m.next()
@@ -307,6 +337,9 @@ func (s *scratch) parseEntry(m wireMsg, src string) error {
 			return err
 		}
 		if !ok {
+			if err := checkEntry(bd, i, j, len(e.Key), len(e.Value)); err != nil {
+				return err
+			}
 			s.entries = append(s.entries, e)
 			return nil
 		}

@@ -97,26 +97,47 @@ func sameRequest(a, b *limiter.Request) string {
 	return ""
 }
 
+// tightBounds are small enough for fuzzed requests to break them.
+var tightBounds = limiter.Bounds{MaxDescriptors: 3, MaxEntries: 2, MaxKeyLen: 6, MaxValueLen: 8, MaxCost: 1 << 32}
+
 // FuzzWireRequest holds the gRPC path's decoding to the protobuf runtime:
-// the same bytes are refused by both or read into the same request.
+// the same bytes are refused by both or read into the same request. A
+// request parse refuses for a bound is one Validate refuses too (or
+// proto.Unmarshal), with the bound scanRequest names.
 func FuzzWireRequest(f *testing.F) {
 	for _, b := range wireSeeds(f) {
 		f.Add(b)
 	}
 	var fast, ref scratch
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var in rlsv3.RateLimitRequest
-		perr := proto.Unmarshal(data, &in)
-		werr := fast.parse(data)
-		if (perr == nil) != (werr == nil) {
-			t.Fatalf("proto.Unmarshal: %v; parse: %v", perr, werr)
-		}
-		if perr != nil {
-			return
-		}
-		ref.translate(&in)
-		if d := sameRequest(&fast.req, &ref.req); d != "" {
-			t.Fatal(d)
+		for _, bd := range []limiter.Bounds{limiter.DefaultBounds, tightBounds} {
+			lim := limiter.New(nil, limiter.Config{Bounds: bd})
+			var in rlsv3.RateLimitRequest
+			perr := proto.Unmarshal(data, &in)
+			werr := fast.parse(data, &bd)
+			if inv, ok := werr.(*limiter.InvalidRequestError); ok {
+				if perr != nil {
+					continue
+				}
+				ref.translate(&in)
+				if lim.Validate(&ref.req) == nil {
+					t.Fatalf("parse refused %v, which Validate accepts", inv)
+				}
+				if _, _, serr := scanRequest(data, &bd); serr == nil || serr.Error() != werr.Error() {
+					t.Fatalf("parse refused %v; scanRequest: %v", werr, serr)
+				}
+				continue
+			}
+			if (perr == nil) != (werr == nil) {
+				t.Fatalf("proto.Unmarshal: %v; parse: %v", perr, werr)
+			}
+			if perr != nil {
+				continue
+			}
+			ref.translate(&in)
+			if d := sameRequest(&fast.req, &ref.req); d != "" {
+				t.Fatal(d)
+			}
 		}
 	})
 }
@@ -127,7 +148,7 @@ func TestWireSeeds(t *testing.T) {
 	var s scratch
 	var ok, bad int
 	for _, b := range wireSeeds(t) {
-		if s.parse(b) == nil {
+		if s.parse(b, &limiter.DefaultBounds) == nil {
 			ok++
 		} else {
 			bad++
@@ -138,11 +159,11 @@ func TestWireSeeds(t *testing.T) {
 	}
 	// Errors name the field: the bad key is in the first descriptor.
 	seeds := wireSeeds(t)
-	if err := s.parse(seeds[len(seeds)-4]); err == nil || !strings.Contains(err.Error(), "descriptors[0]: string field contains invalid UTF-8") {
+	if err := s.parse(seeds[len(seeds)-4], &limiter.DefaultBounds); err == nil || !strings.Contains(err.Error(), "descriptors[0]: string field contains invalid UTF-8") {
 		t.Fatalf("invalid UTF-8 in the first descriptor's key: %v", err)
 	}
 	// The merged limit and hits_addend of the hand-made seed.
-	if err := s.parse(wireSeeds(t)[3]); err != nil {
+	if err := s.parse(wireSeeds(t)[3], &limiter.DefaultBounds); err != nil {
 		t.Fatal(err)
 	}
 	d := s.req.Descriptors[0]
@@ -242,7 +263,7 @@ func BenchmarkCodec(b *testing.B) {
 				s := r.pool.Get().(*scratch)
 				s.query.s = s
 				s.query.size = len(data)
-				if err := s.parse(data); err != nil {
+				if err := s.parse(data, &r.bounds); err != nil {
 					b.Fatal(err)
 				}
 				if _, err := r.answerWire(ctx, &s.query); err != nil {

@@ -1,0 +1,370 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"strconv"
+
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sluice-rl/sluice/limiter"
+)
+
+// A request is held to the bounds while it is read, not after: the
+// decoders stop at the first descriptor, entry, key or value over its
+// bound, so a request costs memory in proportion to its size whatever it
+// holds. One megabyte of empty descriptors is half a million of them; read
+// whole before Validate refuses them, they cost a hundred times the
+// message.
+
+// tooManyDescriptors is the refusal of a request with more than bound
+// descriptors; the count stops at the first one over.
+func tooManyDescriptors(bound int) error {
+	return &limiter.InvalidRequestError{Field: "descriptors", Msg: "more than the bound of " + strconv.Itoa(bound)}
+}
+
+// tooManyEntries is the refusal of descriptor i with more than bound entries.
+func tooManyEntries(i, bound int) error {
+	return &limiter.InvalidRequestError{Field: "descriptors[" + strconv.Itoa(i) + "].entries",
+		Msg: "more than the bound of " + strconv.Itoa(bound)}
+}
+
+// tooLong is the refusal of entry j of descriptor i whose key or value
+// (what) is n bytes, over bound; the message is Validate's.
+func tooLong(i, j int, what string, n, bound int) error {
+	return &limiter.InvalidRequestError{
+		Field: "descriptors[" + strconv.Itoa(i) + "].entries[" + strconv.Itoa(j) + "]." + what,
+		Msg:   strconv.Itoa(n) + " bytes, longer than the bound of " + strconv.Itoa(bound),
+	}
+}
+
+// checkEntry refuses entry j of descriptor i when its key or value is over
+// the bounds.
+func checkEntry(b *limiter.Bounds, i, j, key, value int) error {
+	if key > b.MaxKeyLen {
+		return tooLong(i, j, "key", key, b.MaxKeyLen)
+	}
+	if value > b.MaxValueLen {
+		return tooLong(i, j, "value", value, b.MaxValueLen)
+	}
+	return nil
+}
+
+// scanRequest reads the protobuf encoding of a RateLimitRequest as far as
+// needed to count its descriptors and their entries and to measure entry
+// keys and values, without allocating. It returns the counts, or an
+// *limiter.InvalidRequestError at the first descriptor, entry, key or
+// value over b, or errWire for bytes that are not a protobuf message (it
+// does not check all proto.Unmarshal checks, UTF-8 among them). Run before
+// proto.Unmarshal, it keeps a flood of descriptors from being decoded into
+// as many messages: a request it accepts decodes into at most
+// b.MaxDescriptors descriptors of b.MaxEntries entries.
+//
+// Fields are read as the protobuf runtime reads them (FuzzScanRequest
+// holds it to proto.Unmarshal): a field of the wrong wire type is an
+// unknown field, and of a key or value given twice the last one counts.
+func scanRequest(data []byte, b *limiter.Bounds) (descriptors, entries int, err error) {
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return 0, 0, errWire
+		}
+		data = data[n:]
+		if num == 2 && typ == protowire.BytesType {
+			d, n := protowire.ConsumeBytes(data)
+			if n < 0 {
+				return 0, 0, errWire
+			}
+			data = data[n:]
+			if descriptors == b.MaxDescriptors {
+				return 0, 0, tooManyDescriptors(b.MaxDescriptors)
+			}
+			e, err := scanDescriptor(d, b, descriptors)
+			if err != nil {
+				return 0, 0, err
+			}
+			descriptors++
+			entries += e
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, data)
+		if n < 0 {
+			return 0, 0, errWire
+		}
+		data = data[n:]
+	}
+	return descriptors, entries, nil
+}
+
+// scanDescriptor counts the entries of descriptor i.
+func scanDescriptor(data []byte, b *limiter.Bounds, i int) (entries int, err error) {
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return 0, errWire
+		}
+		data = data[n:]
+		if num == 1 && typ == protowire.BytesType {
+			e, n := protowire.ConsumeBytes(data)
+			if n < 0 {
+				return 0, errWire
+			}
+			data = data[n:]
+			if entries == b.MaxEntries {
+				return 0, tooManyEntries(i, b.MaxEntries)
+			}
+			if err := scanEntry(e, b, i, entries); err != nil {
+				return 0, err
+			}
+			entries++
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, data)
+		if n < 0 {
+			return 0, errWire
+		}
+		data = data[n:]
+	}
+	return entries, nil
+}
+
+// scanEntry measures entry j of descriptor i.
+func scanEntry(data []byte, b *limiter.Bounds, i, j int) error {
+	key, value := 0, 0
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return errWire
+		}
+		data = data[n:]
+		if (num == 1 || num == 2) && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(data)
+			if n < 0 {
+				return errWire
+			}
+			data = data[n:]
+			if num == 1 {
+				key = len(v)
+			} else {
+				value = len(v)
+			}
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, data)
+		if n < 0 {
+			return errWire
+		}
+		data = data[n:]
+	}
+	return checkEntry(b, i, j, key, value)
+}
+
+// jsonMaxDepth is the deepest nesting scanJSONRequest reads. A
+// RateLimitRequest nests five deep (request, descriptors, descriptor,
+// entries, entry) and has no field of free JSON, so protojson refuses
+// anything deeper anyway.
+const jsonMaxDepth = 16
+
+// What a JSON object or array is, as far as scanJSONRequest cares.
+const (
+	jsonOther    = iota
+	jsonRequest  // the top-level object
+	jsonDescList // its "descriptors" array
+	jsonDesc     // one element of it
+	jsonEntries  // a descriptor's "entries" array
+)
+
+type jsonFrame struct {
+	array bool
+	role  uint8
+	key   bool  // in an object: the next string is a name
+	next  uint8 // in an object: the role of the value of the last name
+	n     int   // in an array: elements so far
+	index int   // of a jsonDesc: its position in the descriptors
+}
+
+// scanJSONRequest counts the descriptors of a protojson RateLimitRequest
+// and the entries of each, without allocating, and returns an
+// *limiter.InvalidRequestError at the first one over b, or an error for
+// nesting deeper than any RateLimitRequest. Run before protojson.Unmarshal,
+// it keeps a flood of descriptors from being decoded into as many messages.
+// It checks no more than that: a body it accepts may still be refused by
+// protojson, and every body protojson accepts and Validate would accept,
+// it accepts (FuzzScanJSONRequest).
+func scanJSONRequest(data []byte, b *limiter.Bounds) error {
+	var stack [jsonMaxDepth]jsonFrame
+	depth := 0
+	for i := 0; i < len(data); i++ {
+		c := data[i]
+		switch c {
+		case ' ', '\t', '\r', '\n', ':':
+			continue
+		case ',':
+			if depth > 0 && !stack[depth-1].array {
+				stack[depth-1].key = true
+			}
+			continue
+		case '}', ']':
+			if depth > 0 {
+				depth--
+			}
+			continue
+		}
+		// A string, or the start of a value.
+		role := uint8(jsonOther)
+		if depth > 0 {
+			top := &stack[depth-1]
+			if c == '"' && !top.array && top.key {
+				end := jsonStringEnd(data, i+1)
+				if end < 0 {
+					return nil // unterminated: protojson refuses it
+				}
+				top.key, top.next = false, jsonOther
+				switch {
+				case top.role == jsonRequest && jsonNameIs(data[i+1:end], "descriptors"):
+					top.next = jsonDescList
+				case top.role == jsonDesc && jsonNameIs(data[i+1:end], "entries"):
+					top.next = jsonEntries
+				}
+				i = end
+				continue
+			}
+			if top.array {
+				switch top.role {
+				case jsonDescList:
+					if top.n == b.MaxDescriptors {
+						return tooManyDescriptors(b.MaxDescriptors)
+					}
+					role = jsonDesc
+				case jsonEntries:
+					if top.n == b.MaxEntries {
+						return tooManyEntries(stack[depth-2].index, b.MaxEntries)
+					}
+				}
+				top.n++
+			} else {
+				role = top.next
+			}
+		} else if c == '{' {
+			role = jsonRequest
+		}
+		switch c {
+		case '{', '[':
+			if depth == jsonMaxDepth {
+				return errors.New("body: nested deeper than " + strconv.Itoa(jsonMaxDepth) + " levels")
+			}
+			f := jsonFrame{array: c == '[', key: c == '{'}
+			if f.array == (role == jsonDescList || role == jsonEntries) {
+				f.role = role
+			}
+			if f.role == jsonDesc {
+				f.index = stack[depth-1].n - 1
+			}
+			stack[depth] = f
+			depth++
+		case '"':
+			end := jsonStringEnd(data, i+1)
+			if end < 0 {
+				return nil
+			}
+			i = end
+		default:
+			// A number or literal: skip to its end.
+			for i+1 < len(data) && !jsonDelim(data[i+1]) {
+				i++
+			}
+		}
+	}
+	return nil
+}
+
+// jsonDelim reports whether c ends a number or literal.
+func jsonDelim(c byte) bool {
+	switch c {
+	case ' ', '\t', '\r', '\n', ',', ':', '{', '}', '[', ']', '"':
+		return true
+	}
+	return false
+}
+
+// jsonStringEnd is the index of the quote that closes the string starting
+// at data[from], or -1.
+func jsonStringEnd(data []byte, from int) int {
+	for i := from; i < len(data); {
+		q := bytes.IndexByte(data[i:], '"')
+		if q < 0 {
+			return -1
+		}
+		q += i
+		// Escaped when an odd number of backslashes precede it.
+		bs := 0
+		for k := q - 1; k >= from && data[k] == '\\'; k-- {
+			bs++
+		}
+		if bs%2 == 0 {
+			return q
+		}
+		i = q + 1
+	}
+	return -1
+}
+
+// jsonNameIs reports whether the raw JSON string raw (without quotes)
+// decodes to the ASCII name, escapes included, as protojson reads names.
+func jsonNameIs(raw []byte, name string) bool {
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw) == name
+	}
+	n := 0
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c == '\\' {
+			if i+1 >= len(raw) {
+				return false
+			}
+			i++
+			switch raw[i] {
+			case '"', '\\', '/':
+				c = raw[i]
+			case 'b':
+				c = '\b'
+			case 'f':
+				c = '\f'
+			case 'n':
+				c = '\n'
+			case 'r':
+				c = '\r'
+			case 't':
+				c = '\t'
+			case 'u':
+				if i+4 >= len(raw) {
+					return false
+				}
+				v, err := strconv.ParseUint(string(raw[i+1:i+5]), 16, 16)
+				if err != nil || v >= 0x80 {
+					return false
+				}
+				c = byte(v)
+				i += 4
+			default:
+				return false
+			}
+		}
+		if n >= len(name) || name[n] != c {
+			return false
+		}
+		n++
+	}
+	return n == len(name)
+}
+
+// unmarshalRequest is proto.Unmarshal of a RateLimitRequest held to b
+// first by scanRequest: the way to decode one with the protobuf runtime.
+func unmarshalRequest(data []byte, in *rlsv3.RateLimitRequest, b *limiter.Bounds) error {
+	if _, _, err := scanRequest(data, b); err != nil {
+		return err
+	}
+	return proto.Unmarshal(data, in)
+}

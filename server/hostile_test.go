@@ -1,0 +1,389 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"testing"
+
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/limiter/memory"
+)
+
+// floodSize is the size of the hostile requests below: the default bound
+// on a gRPC message and on a /json body.
+const floodSize = 1 << 20
+
+// grpcFlood is a RateLimitRequest of domain "edge" and size bytes of empty
+// descriptors (0x12 0x00), about size/2 of them.
+func grpcFlood(size int) []byte {
+	b := append(make([]byte, 0, size), 0x0a, 4, 'e', 'd', 'g', 'e')
+	for len(b)+2 <= size {
+		b = append(b, 0x12, 0x00)
+	}
+	return b
+}
+
+// jsonFlood is the same as a /json body: {} repeated.
+func jsonFlood(size int) []byte {
+	b := append(make([]byte, 0, size), `{"domain":"edge","descriptors":[{}`...)
+	for len(b)+5 <= size {
+		b = append(b, ",{}"...)
+	}
+	return append(b, "]}"...)
+}
+
+// noGC turns the collector off for the test: a collection empties the
+// pools the tests look into (two do it entirely).
+func noGC(t *testing.T) {
+	old := debug.SetGCPercent(-1)
+	t.Cleanup(func() { debug.SetGCPercent(old) })
+}
+
+// allocated is the bytes f allocates. TotalAlloc counts every allocation,
+// whether or not a collection frees it; the tests run one at a time.
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+func testRLS(t *testing.T, b limiter.Bounds) *rls {
+	t.Helper()
+	lims, err := limiter.Compile([]limiter.DomainConfig{{Domain: "edge", File: "t.yaml", Line: 1,
+		Descriptors: []limiter.DescriptorConfig{{Key: "k", RateLimit: &limiter.RateLimit{RequestsPerUnit: 1 << 30, Unit: limiter.Second}}}}},
+		limiter.CompileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := limiter.New(memory.New(nil), limiter.Config{Bounds: b})
+	lim.SetLimits(lims)
+	return newRLS(lim, DefaultConfig())
+}
+
+// callWire runs the gRPC handler on an encoded request, decoded by the
+// server's codec.
+func callWire(r *rls, data []byte) error {
+	dec := func(v any) error { return newWireCodec().Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, v) }
+	_, err := shouldRateLimitWire(r, context.Background(), dec, nil)
+	return err
+}
+
+// pooled takes every scratch out of r's pool and returns the largest
+// number of descriptors and entries one of them has room for (0 for an
+// empty pool). Call noGC first.
+func pooled(r *rls) (descriptors, entries int) {
+	fresh := new(scratch)
+	r.pool.New = func() any { return fresh }
+	defer func() { r.pool.New = func() any { return new(scratch) } }()
+	for i := 0; i < 1000; i++ {
+		s := r.pool.Get().(*scratch)
+		if s == fresh {
+			break
+		}
+		descriptors = max(descriptors, cap(s.req.Descriptors), cap(s.spans), cap(s.ovr))
+		entries = max(entries, cap(s.entries))
+	}
+	return descriptors, entries
+}
+
+// TestWireFloodBounded sends 1 MiB of empty descriptors to the gRPC
+// handler: it is refused at the 65th descriptor, naming the bound, having
+// allocated about the copy of the message the request's strings share,
+// and leaves no grown scratch in the pool.
+func TestWireFloodBounded(t *testing.T) {
+	noGC(t)
+	r := testRLS(t, limiter.Bounds{})
+	flood := grpcFlood(floodSize)
+	if err := callWire(r, grpcFlood(64)); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("warm-up: %v", err) // 29 descriptors without entries
+	}
+	var err error
+	n := allocated(func() { err = callWire(r, flood) })
+	if st, _ := status.FromError(err); st.Code() != codes.InvalidArgument || st.Message() != "descriptors: more than the bound of 64" {
+		t.Fatalf("flood: %v, want INVALID_ARGUMENT descriptors: more than the bound of 64", err)
+	}
+	t.Logf("a %d-byte flood allocated %d bytes", len(flood), n)
+	if n > 2*floodSize {
+		t.Errorf("decoding a %d-byte flood allocated %d bytes, more than twice its size", len(flood), n)
+	}
+	if d, e := pooled(r); d > keepDescriptors || e > keepEntries {
+		t.Errorf("the pool keeps a scratch with room for %d descriptors and %d entries", d, e)
+	}
+}
+
+// TestJSONFloodBounded is TestWireFloodBounded for POST /json.
+func TestJSONFloodBounded(t *testing.T) {
+	noGC(t)
+	lim := testRLS(t, limiter.Bounds{}).lim
+	srv, err := New(DefaultConfig(), lim, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := srv.Handler()
+	post := func(body []byte) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/json", bytes.NewReader(body)))
+		return rec
+	}
+	if rec := post([]byte(`{"domain":"edge","descriptors":[{"entries":[{"key":"k","value":"v"}]}]}`)); rec.Code != http.StatusOK {
+		t.Fatalf("valid request: %d %s", rec.Code, rec.Body)
+	}
+	flood := jsonFlood(floodSize)
+	var rec *httptest.ResponseRecorder
+	n := allocated(func() { rec = post(flood) })
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `"descriptors: more than the bound of 64"`) {
+		t.Fatalf("flood: %d %s, want 400 descriptors: more than the bound of 64", rec.Code, rec.Body)
+	}
+	t.Logf("a %d-byte flood allocated %d bytes", len(flood), n)
+	if n > 2*floodSize {
+		t.Errorf("a %d-byte flood allocated %d bytes, more than twice its size", len(flood), n)
+	}
+	if d, e := pooled(srv.rls); d > keepDescriptors || e > keepEntries {
+		t.Errorf("the pool keeps a scratch with room for %d descriptors and %d entries", d, e)
+	}
+}
+
+// TestUnmarshalFloodBounded: the protobuf runtime's decoding, held to the
+// bounds by scanRequest, refuses a 1 MiB flood before allocating for it
+// (proto.Unmarshal alone allocates about 70 MB).
+func TestUnmarshalFloodBounded(t *testing.T) {
+	noGC(t)
+	flood := grpcFlood(floodSize)
+	var err error
+	n := allocated(func() {
+		var in rlsv3.RateLimitRequest
+		err = unmarshalRequest(flood, &in, &limiter.DefaultBounds)
+	})
+	if err == nil || err.Error() != "descriptors: more than the bound of 64" {
+		t.Fatalf("flood: %v, want descriptors: more than the bound of 64", err)
+	}
+	if n > 64<<10 {
+		t.Errorf("a %d-byte flood allocated %d bytes", len(flood), n)
+	}
+}
+
+// TestPoolDropsOutliers raises the bounds so that a valid request grows a
+// scratch past the keep sizes: it is not put back.
+func TestPoolDropsOutliers(t *testing.T) {
+	noGC(t)
+	r := testRLS(t, limiter.Bounds{MaxDescriptors: 100_000})
+	in := &rlsv3.RateLimitRequest{Domain: "edge"}
+	for i := 0; i < 2*keepDescriptors; i++ {
+		in.Descriptors = append(in.Descriptors, &ratelimitv3.RateLimitDescriptor{
+			Entries: []*ratelimitv3.RateLimitDescriptor_Entry{{Key: "k", Value: fmt.Sprint(i)}}})
+	}
+	data, err := proto.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := callWire(r, data); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ShouldRateLimit(context.Background(), in); err != nil {
+		t.Fatal(err)
+	}
+	if d, e := pooled(r); d > keepDescriptors || e > keepEntries {
+		t.Errorf("the pool keeps a scratch with room for %d descriptors and %d entries", d, e)
+	}
+	// An ordinary request's scratch is kept.
+	one, err := proto.Marshal(&rlsv3.RateLimitRequest{Domain: "edge", Descriptors: in.Descriptors[:1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := callWire(r, one); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := pooled(r); d == 0 {
+		t.Error("an ordinary request's scratch was not put back")
+	}
+}
+
+// TestDecodeBounds holds the gRPC decoder and scanRequest to the bounds,
+// each stopping at the first descriptor, entry, key or value over, with
+// the same message, and the /json scan to the counts (protojson's strings
+// cost their size; Validate measures them).
+func TestDecodeBounds(t *testing.T) {
+	bd := limiter.Bounds{MaxDescriptors: 2, MaxEntries: 2, MaxKeyLen: 4, MaxValueLen: 4, MaxCost: 1 << 32}
+	type e = ratelimitv3.RateLimitDescriptor_Entry
+	d := func(es ...*e) *ratelimitv3.RateLimitDescriptor { return &ratelimitv3.RateLimitDescriptor{Entries: es} }
+	kv := &e{Key: "k", Value: "v"}
+	cases := []struct {
+		name string
+		in   *rlsv3.RateLimitRequest
+		want string // "" accepted
+	}{
+		{"at the bounds", &rlsv3.RateLimitRequest{Descriptors: []*ratelimitv3.RateLimitDescriptor{d(kv, &e{Key: "kkkk", Value: "vvvv"}), d()}}, ""},
+		{"descriptors", &rlsv3.RateLimitRequest{Descriptors: []*ratelimitv3.RateLimitDescriptor{d(kv), d(kv), d(kv)}}, "descriptors: more than the bound of 2"},
+		{"entries", &rlsv3.RateLimitRequest{Descriptors: []*ratelimitv3.RateLimitDescriptor{d(kv), d(kv, kv, kv)}}, "descriptors[1].entries: more than the bound of 2"},
+		{"key", &rlsv3.RateLimitRequest{Descriptors: []*ratelimitv3.RateLimitDescriptor{d(kv, &e{Key: "kkkkk"})}}, "descriptors[0].entries[1].key: 5 bytes, longer than the bound of 4"},
+		{"value", &rlsv3.RateLimitRequest{Descriptors: []*ratelimitv3.RateLimitDescriptor{d(kv), d(&e{Key: "k", Value: "vvvvv"})}}, "descriptors[1].entries[0].value: 5 bytes, longer than the bound of 4"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			data, err := proto.Marshal(c.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			js, err := protojson.Marshal(c.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var s scratch
+			_, _, serr := scanRequest(data, &bd)
+			for name, err := range map[string]error{"parse": s.parse(data, &bd), "scanRequest": serr, "scanJSONRequest": scanJSONRequest(js, &bd)} {
+				want := c.want
+				if name == "scanJSONRequest" && (c.name == "key" || c.name == "value") {
+					want = ""
+				}
+				if want == "" && err != nil || want != "" && (err == nil || err.Error() != want) {
+					t.Errorf("%s: %v, want %q", name, err, want)
+				}
+			}
+		})
+	}
+}
+
+// TestScanJSONNames: names with escapes are the names protojson reads, and
+// nesting deeper than any request is refused.
+func TestScanJSONNames(t *testing.T) {
+	bd := limiter.Bounds{MaxDescriptors: 1, MaxEntries: 1}
+	for _, c := range []struct {
+		body string
+		want string
+	}{
+		{`{"descriptors":[{},{}]}`, "descriptors: more than the bound of 1"},
+		{`{"d\u0065scriptors":[{},{}]}`, "descriptors: more than the bound of 1"},
+		{`{"domain":"x\"descriptors","descriptors":[{}]}`, ""},
+		{`{"descriptors":[{"entries":[{}, {}]}]}`, "descriptors[0].entries: more than the bound of 1"},
+		{`{"descriptors":[{"limit":{"entries":[1,2]}, "entries":[1]}]}`, ""},
+		{`{"descriptors":[null,null]}`, "descriptors: more than the bound of 1"},
+		{`{"x":[{"descriptors":[{},{}]}]}`, ""},
+		{strings.Repeat("[", 17), "body: nested deeper than 16 levels"},
+	} {
+		err := scanJSONRequest([]byte(c.body), &bd)
+		if c.want == "" && err != nil || c.want != "" && (err == nil || err.Error() != c.want) {
+			t.Errorf("%s: %v, want %q", c.body, err, c.want)
+		}
+	}
+}
+
+// FuzzScanRequest holds scanRequest to proto.Unmarshal: bytes it accepts
+// and Validate accepts are accepted with the same counts; bytes it refuses
+// for a bound are refused by Validate; bytes proto.Unmarshal reads are
+// never malformed to it.
+func FuzzScanRequest(f *testing.F) {
+	for _, b := range wireSeeds(f) {
+		f.Add(b)
+	}
+	f.Add(grpcFlood(64))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, bd := range []limiter.Bounds{limiter.DefaultBounds, tightBounds} {
+			var in rlsv3.RateLimitRequest
+			perr := proto.Unmarshal(data, &in)
+			var uin rlsv3.RateLimitRequest
+			uerr := unmarshalRequest(data, &uin, &bd)
+			nd, ne, serr := scanRequest(data, &bd)
+			if perr != nil {
+				if uerr == nil {
+					t.Fatalf("unmarshalRequest accepts what proto.Unmarshal refuses: %v", perr)
+				}
+				continue
+			}
+			if serr == errWire {
+				t.Fatalf("scanRequest finds malformed what proto.Unmarshal reads")
+			}
+			var s scratch
+			s.translate(&in)
+			verr := limiter.New(nil, limiter.Config{Bounds: bd}).Validate(&s.req)
+			if serr != nil {
+				if verr == nil {
+					t.Fatalf("scanRequest refuses %v; Validate accepts", serr)
+				}
+				if uerr == nil || uerr.Error() != serr.Error() {
+					t.Fatalf("unmarshalRequest: %v; scanRequest: %v", uerr, serr)
+				}
+				continue
+			}
+			if uerr != nil || !proto.Equal(&in, &uin) {
+				t.Fatalf("unmarshalRequest: %v", uerr)
+			}
+			entries := 0
+			for _, d := range in.Descriptors {
+				entries += len(d.Entries)
+			}
+			if nd != len(in.Descriptors) || ne != entries {
+				t.Fatalf("scanRequest counts %d descriptors and %d entries; proto.Unmarshal %d and %d", nd, ne, len(in.Descriptors), entries)
+			}
+		}
+	})
+}
+
+// FuzzScanJSONRequest holds scanJSONRequest to protojson: a body protojson
+// reads and Validate accepts is accepted; a body refused for a bound is
+// refused by protojson or Validate.
+func FuzzScanJSONRequest(f *testing.F) {
+	f.Add([]byte(`{"domain":"edge","descriptors":[{"entries":[{"key":"remote_address","value":"1.2.3.4"}]}]}`))
+	f.Add([]byte(`{"domain":"edge","hitsAddend":4294967295,"descriptors":[{"entries":[{"key":"weekly","value":"x"}],"limit":{"requestsPerUnit":1,"unit":"SECOND"}}]}`))
+	f.Add([]byte(`{"domain":"e","descriptors":[{"entries":[{"key":"a","value":"1"},{"key":"b"}]},{"entries":[{"key":"c"}],"hits_addend":"3"},{"entries":[{"key":"\u0064"}]},{}]}`))
+	f.Add([]byte(`{"domain":"edge","descriptors":[{},{},{},{}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, bd := range []limiter.Bounds{limiter.DefaultBounds, tightBounds} {
+			err := scanJSONRequest(data, &bd)
+			var in rlsv3.RateLimitRequest
+			if protojson.Unmarshal(data, &in) != nil {
+				continue
+			}
+			var s scratch
+			s.translate(&in)
+			verr := limiter.New(nil, limiter.Config{Bounds: bd}).Validate(&s.req)
+			if verr == nil && err != nil {
+				t.Fatalf("scanJSONRequest refuses %v; protojson and Validate accept", err)
+			}
+			if _, ok := err.(*limiter.InvalidRequestError); ok && verr == nil {
+				t.Fatalf("scanJSONRequest refuses %v; Validate accepts", err)
+			}
+			if err != nil && len(in.Descriptors) <= bd.MaxDescriptors && strings.HasPrefix(err.Error(), "descriptors:") {
+				t.Fatalf("scanJSONRequest refuses %v for %d descriptors", err, len(in.Descriptors))
+			}
+		}
+	})
+}
+
+// BenchmarkJSONScan compares the count scanJSONRequest adds to a valid
+// /json body's decoding with protojson.Unmarshal of the same body.
+func BenchmarkJSONScan(b *testing.B) {
+	body := []byte(`{"domain":"edge","descriptors":[{"entries":[{"key":"remote_address","value":"10.0.0.1"}]},{"entries":[{"key":"tenant","value":"acme-1"},{"key":"plan","value":"free"}]}]}`)
+	b.Run("scan", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := scanJSONRequest(body, &limiter.DefaultBounds); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("protojson", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var in rlsv3.RateLimitRequest
+			if err := protojson.Unmarshal(body, &in); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
