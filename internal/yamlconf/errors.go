@@ -9,6 +9,7 @@
 package yamlconf
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -90,4 +91,41 @@ func Join(path, name string) string {
 // Index is the path of item i of the list at path.
 func Index(path string, i int) string {
 	return fmt.Sprintf("%s[%d]", path, i)
+}
+
+// A FieldProblem is a package's own configuration error (redis, postgres,
+// breaker, server): the field as config.yaml spells it under the
+// package's section, and the problem. Those packages keep their own small
+// types, so as not to depend on this one; Under places them.
+type FieldProblem interface {
+	error
+	FieldProblem() (field, problem string)
+}
+
+// Under turns err, from the Validate (or constructor) of a Config that
+// config.yaml holds at section, into Errors in the one format: each
+// FieldProblem (joined errors are taken apart) with its field placed
+// under section, anything else as a problem of section itself. nil stays
+// nil.
+func Under(section string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	out := make(Errors, 0, len(errs))
+	for _, e := range errs {
+		var fp FieldProblem
+		if errors.As(e, &fp) {
+			field, problem := fp.FieldProblem()
+			out = append(out, Error{Field: Join(section, field), Msg: problem})
+			continue
+		}
+		out = append(out, Error{Field: section, Msg: e.Error()})
+	}
+	return out
 }
