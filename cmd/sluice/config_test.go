@@ -390,3 +390,37 @@ func TestCheckReportsConfigAndLimitErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestOneErrorFormat checks that config.yaml settings, its inline domains
+// and a limit file report problems the same way: file:line: path: problem,
+// the same YAML accepted (merge keys) and the same words for the same
+// mistake.
+func TestOneErrorFormat(t *testing.T) {
+	dir := t.TempDir()
+	domain := "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {<<: {unit: second}, requests_per_unit: 1, brust: 2}\n"
+	file := filepath.Join(dir, "d.yaml")
+	if err := os.WriteFile(file, []byte(domain), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	inline := "limits:\n  domains:\n    - " + strings.ReplaceAll(strings.TrimSuffix(domain, "\n"), "\n", "\n      ") + "\nlog: {<<: {level: info}, lvel: x}\n"
+	cfgPath := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, []byte(inline), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadConfig(cfgPath, env{}.get)
+	if got, want := fmt.Sprint(err), cfgPath+":7: log.lvel: unknown field; did you mean level?"; got != want {
+		t.Errorf("config error\n%s\nwant\n%s", got, want)
+	}
+	c, err := parseConfig(cfgPath, []byte(strings.ReplaceAll(inline, ", lvel: x", "")), env{}.get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.limitsSource().loadDomains()
+	if got, want := fmt.Sprint(err), cfgPath+":6: limits.domains[0].descriptors[0].rate_limit.brust: unknown field; did you mean burst?"; got != want {
+		t.Errorf("inline domain error\n%s\nwant\n%s", got, want)
+	}
+	_, err = limitsSource{path: file}.loadDomains()
+	if got, want := fmt.Sprint(err), file+":4: descriptors[0].rate_limit.brust: unknown field; did you mean burst?"; got != want {
+		t.Errorf("limit file error\n%s\nwant\n%s", got, want)
+	}
+}
