@@ -233,12 +233,6 @@ func (p *parser) unknownField(f yamlconf.Field, where string, known []string) {
 	p.Unknown(f, known)
 }
 
-// Closest returns the known name nearest to s in edit distance, if it is
-// near enough to be a likely misspelling, else "". See yamlconf.Closest.
-func Closest(s string, known []string) string {
-	return yamlconf.Closest(s, known)
-}
-
 // domain parses one domain mapping (a limit file's top level, or an item of
 // config.yaml's domains) whose path is path. ok reports whether it has a
 // usable domain name.
