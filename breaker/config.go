@@ -100,14 +100,20 @@ func DefaultConfig() Config {
 	}
 }
 
-// ConfigError is an invalid Config field.
+// ConfigError is an invalid Config field. It prints as "field: problem",
+// the field relative to the breaker's section, which the caller knows
+// (redis.breaker, postgres.breaker) and places it under.
 type ConfigError struct {
 	Field string // as spelled in config.yaml, e.g. "half_open_max_calls"
 	Err   error
 }
 
-func (e *ConfigError) Error() string { return "breaker " + e.Field + ": " + e.Err.Error() }
+func (e *ConfigError) Error() string { return e.Field + ": " + e.Err.Error() }
 func (e *ConfigError) Unwrap() error { return e.Err }
+
+// FieldProblem is the field and the problem, for placing the error in
+// config.yaml's one error format.
+func (e *ConfigError) FieldProblem() (field, problem string) { return e.Field, e.Err.Error() }
 
 func fieldErr(field, format string, args ...any) error {
 	return &ConfigError{Field: field, Err: fmt.Errorf(format, args...)}

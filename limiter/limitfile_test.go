@@ -15,7 +15,8 @@ import (
 )
 
 // want is an expected error, written in a bad limit file's leading comment
-// as "# want: LINE: SUBSTRING".
+// as "# want: LINE: SUBSTRING"; the substring is of "path.to.field:
+// problem", the error with its file and line taken off.
 type want struct {
 	line int
 	msg  string
@@ -61,10 +62,16 @@ func checkErrors(t *testing.T, file string, err error, wants []want) {
 	}
 	for i, w := range wants {
 		e := fe[i]
-		if e.File != file || e.Line != w.line || !strings.Contains(e.Msg, w.msg) {
+		if e.File != file || e.Line != w.line || !strings.Contains(fieldAndMsg(e), w.msg) {
 			t.Errorf("error %d = %q\nwant %s:%d: ...%s...", i, e.Error(), file, w.line, w.msg)
 		}
 	}
+}
+
+// fieldAndMsg is e as it prints, without the file and line.
+func fieldAndMsg(e limiter.FileError) string {
+	e.File, e.Line = "", 0
+	return e.Error()
 }
 
 func TestTestdataLimits(t *testing.T) {
@@ -264,15 +271,15 @@ func TestParseLimitFileErrors(t *testing.T) {
 		{"control character", "domain: d\ndescriptors:\n  - key: \"a\x01\"\n", []want{{3, "invalid YAML: control characters"}}},
 		{"invalid utf-8", "domain: d\n\n# \xff\n", []want{{3, "invalid YAML"}}},
 		{"tab indent", "domain: d\ndescriptors:\n\t- key: a\n", []want{{3, "invalid YAML"}}},
-		{"unknown field no suggestion", "domain: d\nfrobnicate: 1\n", []want{{2, `unknown field "frobnicate" in the top level; known fields: domain, descriptors`}}},
-		{"descriptor field at top", "domain: d\nkey: a\n", []want{{2, `unknown field "key" at the top level; it belongs on a descriptor`}}},
-		{"rate_limit field on descriptor", "domain: d\ndescriptors:\n  - key: a\n    unit: second\n", []want{{4, `unknown field "unit" in descriptor; it belongs inside rate_limit`}}},
+		{"unknown field no suggestion", "domain: d\nfrobnicate: 1\n", []want{{2, `frobnicate: unknown field; known fields: domain, descriptors`}}},
+		{"descriptor field at top", "domain: d\nkey: a\n", []want{{2, `key: unknown field at the top of a domain; it belongs on a descriptor`}}},
+		{"rate_limit field on descriptor", "domain: d\ndescriptors:\n  - key: a\n    unit: second\n", []want{{4, `descriptors[0].unit: unknown field in a descriptor; it belongs inside rate_limit`}}},
 		{"unknown in replaces", "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unlimited: true, name: x}\n  - key: b\n    rate_limit:\n      unlimited: true\n      replaces: [{nmae: x}]\n",
-			[]want{{8, `unknown field "nmae" in replaces entry; did you mean "name"?`}, {8, "replaces: entry has no name"}}},
+			[]want{{8, `descriptors[1].rate_limit.replaces[0].nmae: unknown field; did you mean name?`}, {8, "descriptors[1].rate_limit.replaces[0]: entry has no name"}}},
 		{"replaces not list", "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unlimited: true, replaces: x}\n", []want{{4, "replaces: must be a list"}}},
-		{"replaces entry scalar", "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unlimited: true, replaces: [x]}\n", []want{{4, "replaces: each entry must be a mapping {name: ...}, not \"x\""}}},
+		{"replaces entry scalar", "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unlimited: true, replaces: [x]}\n", []want{{4, "descriptors[0].rate_limit.replaces[0]: each entry must be a mapping {name: ...}, not \"x\""}}},
 		{"replaces twice", "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unlimited: true, name: x}\n  - key: b\n    rate_limit: {unlimited: true, replaces: [{name: x}, {name: x}]}\n",
-			[]want{{6, `replaces: "x" is listed twice`}}},
+			[]want{{6, `descriptors[1].rate_limit.replaces[1].name: "x" is listed twice`}}},
 		{"replaces without own name is fine", "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unlimited: true, name: x}\n  - key: b\n    rate_limit: {unit: second, requests_per_unit: 1, replaces: [{name: x}]}\n", nil},
 		{"replaces in nested tree", "domain: d\ndescriptors:\n  - key: a\n    descriptors:\n      - key: b\n        rate_limit: {unlimited: true, replaces: [{name: top}]}\n  - key: c\n    rate_limit: {unlimited: true, name: top}\n", nil},
 		{"empty name", "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unlimited: true, name: \"\"}\n", []want{{4, "name: must not be empty"}}},
@@ -295,7 +302,7 @@ func TestParseLimitFileErrors(t *testing.T) {
 		{"no descriptors", "domain: d\n", nil},
 		{"descriptors scalar", "domain: d\ndescriptors: none\n", []want{{2, "descriptors: must be a list of descriptors"}}},
 		{"domain null", "domain:\n", []want{{1, "domain: must be a string, not empty (null)"}}},
-		{"duplicate domain field", "domain: a\ndomain: b\n", []want{{2, `duplicate field "domain" (first given at line 1)`}}},
+		{"duplicate domain field", "domain: a\ndomain: b\n", []want{{2, `domain: given twice; first given on line 1`}}},
 		{"non-scalar field name", "domain: d\n? [a]\n: 1\n", []want{{2, "field names must be plain words, not a list"}}},
 		{"share_threshold false anywhere", "domain: d\ndescriptors:\n  - key: a\n    value: x\n    share_threshold: false\n", nil},
 		{"share_threshold wildcard in middle", "domain: d\ndescriptors:\n  - key: a\n    value: \"a*b\"\n    share_threshold: true\n", nil},
@@ -305,10 +312,10 @@ func TestParseLimitFileErrors(t *testing.T) {
 		{"unsupported at top", "domain: d\nmetadata: {}\n", []want{{2, "metadata: Sluice does not support"}}},
 		{"too coarse with burst", "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: year, requests_per_unit: 1, burst: 4294967295}\n", []want{{4, "rate_limit: burst 4294967295 at 1 per year"}}},
 		{"many errors in one file", "domain: \"\"\ndescriptors:\n  - key: a\n    rate_limit: {unit: sec}\n  - key: a\n    shadow_mode: 1\n  - {}\n",
-			[]want{{1, "domain: must not be empty"}, {4, `unknown unit "sec"`}, {4, "requests_per_unit is missing"},
+			[]want{{1, "domain: must not be empty"}, {4, `unknown unit "sec"`}, {4, "descriptors[0].rate_limit.requests_per_unit: missing"},
 				{5, `key "a" with no value is already given at line 3`}, {6, "shadow_mode: must be true or false, not the number 1"}, {7, "key: missing"}}},
 		{"misspelling does not cascade", "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unti: second, requests_per_unit: 1}\n",
-			[]want{{4, `unknown field "unti" in rate_limit; did you mean "unit"?`}}},
+			[]want{{4, `descriptors[0].rate_limit.unti: unknown field; did you mean unit?`}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, err := limiter.ParseLimitFile("f.yaml", []byte(tc.src))
@@ -450,9 +457,9 @@ func TestLoadLimitsDirectory(t *testing.T) {
 	_, err := limiter.LoadLimits(dir)
 	fe := fileErrors(t, err)
 	wantErrs := []string{
-		filepath.Join(dir, "b.yml") + `:4: unit: unknown unit "sec"`,
-		filepath.Join(dir, "b.yml") + ":5: key: must not be empty",
-		filepath.Join(dir, "c.yaml") + `:4: unknown field "rate_limt" in descriptor; did you mean "rate_limit"?`,
+		filepath.Join(dir, "b.yml") + `:4: descriptors[0].rate_limit.unit: unknown unit "sec"`,
+		filepath.Join(dir, "b.yml") + ":5: descriptors[1].key: must not be empty",
+		filepath.Join(dir, "c.yaml") + `:4: descriptors[0].rate_limt: unknown field; did you mean rate_limit?`,
 	}
 	if len(fe) != len(wantErrs) {
 		t.Fatalf("got %d errors, want %d:\n%v", len(fe), len(wantErrs), err)

@@ -5,12 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/sluice-rl/sluice/internal/yamlconf"
 )
 
 // Override is a limit set at run time for one descriptor path of a domain,
@@ -218,14 +219,14 @@ func ParseRateLimitJSON(data []byte) (*RateLimit, error) {
 	}
 	p := newParser("rate_limit")
 	p.names = map[string]int{}
-	p.budget = budgetFor(&doc)
-	n := p.deref(&doc)
+	p.SetBudget(&doc)
+	n := p.Deref(&doc)
 	if n == nil {
 		return nil, overrideErr("rate_limit", "required")
 	}
-	rl := p.rateLimit(field{name: "rate_limit", key: n, val: n})
-	if len(p.errs) > 0 {
-		return nil, rateLimitError(p.errs)
+	rl := p.rateLimit(yamlconf.Field{Name: "rate_limit", Path: "rate_limit", Key: n, Val: n})
+	if errs := p.Errors(); len(errs) > 0 {
+		return nil, rateLimitError(errs)
 	}
 	if rl == nil {
 		return nil, overrideErr("rate_limit", "required")
@@ -233,24 +234,20 @@ func ParseRateLimitJSON(data []byte) (*RateLimit, error) {
 	return rl, nil
 }
 
-// rateLimitError turns the parser's messages ("unit: unknown unit ...")
-// into one error naming the first field ("rate_limit.unit").
+// rateLimitError turns the parser's problems into one error naming the
+// first one's field (rate_limit.unit); the others follow with their own.
 func rateLimitError(errs FileErrors) error {
 	msgs := make([]string, 0, len(errs))
-	for _, e := range errs {
-		msgs = append(msgs, e.Msg)
-	}
-	first := errs[0].Msg
-	fieldName := "rate_limit"
-	if name, rest, ok := strings.Cut(first, ": "); ok && slices.Contains(rateLimitFields, name) {
-		fieldName = "rate_limit." + name
-		msgs[0] = rest
-	} else if ok && name == "rate_limit" {
-		msgs[0] = rest
-	} else if strings.HasPrefix(first, "unknown field ") {
-		if q := strings.Split(first, "\""); len(q) >= 2 {
-			fieldName = "rate_limit." + q[1]
+	for i, e := range errs {
+		if i > 0 && e.Field != "" {
+			msgs = append(msgs, e.Field+": "+e.Msg)
+		} else {
+			msgs = append(msgs, e.Msg)
 		}
+	}
+	fieldName := errs[0].Field
+	if fieldName == "" {
+		fieldName = "rate_limit"
 	}
 	return &OverrideError{Field: fieldName, Msg: strings.Join(msgs, "; ")}
 }

@@ -264,7 +264,7 @@ func TestParseRateLimitJSON(t *testing.T) {
 		{name: "negative", body: `{"unit":"second","requests_per_unit":-1}`, wantField: "rate_limit.requests_per_unit", wantMsg: "negative"},
 		{name: "fraction", body: `{"unit":"second","requests_per_unit":1.5}`, wantField: "rate_limit.requests_per_unit", wantMsg: "whole number"},
 		{name: "too large", body: `{"unit":"second","requests_per_unit":5000000000}`, wantField: "rate_limit.requests_per_unit", wantMsg: "too large"},
-		{name: "unknown field", body: `{"unit":"second","requests_per_unit":1,"brust":2}`, wantField: "rate_limit.brust", wantMsg: "did you mean \"burst\""},
+		{name: "unknown field", body: `{"unit":"second","requests_per_unit":1,"brust":2}`, wantField: "rate_limit.brust", wantMsg: "did you mean burst?"},
 		{name: "unlimited with unit", body: `{"unlimited":true,"unit":"second"}`, wantField: "rate_limit.unit", wantMsg: "not allowed with unlimited"},
 		{name: "burst on ban", body: `{"unit":"second","requests_per_unit":0,"burst":3}`, wantField: "rate_limit.burst", wantMsg: "ban"},
 		{name: "missing unit", body: `{"requests_per_unit":3}`, wantField: "rate_limit", wantMsg: "needs a unit"},

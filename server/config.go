@@ -136,6 +136,10 @@ type FieldError struct {
 
 func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
 
+// FieldProblem is the field and the problem, for config.yaml's one error
+// format (the field is already the full path).
+func (e *FieldError) FieldProblem() (field, problem string) { return e.Field, e.Msg }
+
 // Validate checks every setting and returns all problems, each a
 // *FieldError, joined.
 func (c *Config) Validate() error {

@@ -5,14 +5,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
-	"sort"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluice-rl/sluice/breaker"
+	"github.com/sluice-rl/sluice/internal/yamlconf"
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/memory"
 	"github.com/sluice-rl/sluice/limiter/postgres"
@@ -153,43 +152,13 @@ func (c *Config) Bounds() limiter.Bounds {
 		MaxKeyLen: r.MaxKeyBytes, MaxValueLen: r.MaxValueBytes, MaxCost: r.MaxHitsAddend}
 }
 
-// ConfigError is one problem with the configuration, with where it is.
-type ConfigError struct {
-	File  string // config file, or "" when the value came from Env or defaults
-	Line  int
-	Env   string // the environment variable that set the value
-	Field string // dotted path as config.yaml spells it
-	Msg   string
-}
-
-func (e ConfigError) Error() string {
-	var b strings.Builder
-	switch {
-	case e.Env != "":
-		b.WriteString(e.Env)
-		b.WriteString(": ")
-	case e.File != "" && e.Line > 0:
-		fmt.Fprintf(&b, "%s:%d: ", e.File, e.Line)
-	case e.File != "":
-		b.WriteString(e.File + ": ")
-	}
-	if e.Field != "" {
-		b.WriteString(e.Field + ": ")
-	}
-	b.WriteString(e.Msg)
-	return b.String()
-}
+// ConfigError is one problem with the configuration, with where it is;
+// it prints as "file:line: path.to.field: problem", or with the
+// environment variable that set the value in place of file and line.
+type ConfigError = yamlconf.Error
 
 // ConfigErrors is every problem found; each prints on its own line.
-type ConfigErrors []ConfigError
-
-func (es ConfigErrors) Error() string {
-	s := make([]string, len(es))
-	for i, e := range es {
-		s[i] = e.Error()
-	}
-	return strings.Join(s, "\n")
-}
+type ConfigErrors = yamlconf.Errors
 
 // loadConfig builds the configuration: defaults, then the file at path
 // (skipped when path is ""), then the environment, then validation. The
@@ -227,217 +196,15 @@ func parseConfig(path string, data []byte, getenv func(string) string) (*Config,
 	return &c, nil
 }
 
-// decode decodes data over c strictly: an unknown or repeated key, or a
-// value of the wrong type, is an error naming its line and field.
+// decode decodes data over c strictly (see yamlconf.Walker.Decode): an
+// unknown or repeated key, or a value of the wrong type, is an error
+// naming its line and field.
 func (c *Config) decode(file string, data []byte) ConfigErrors {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return ConfigErrors{{File: file, Line: yamlErrorLine(err), Msg: yamlErrorMsg(err)}}
+	w := yamlconf.NewWalker(file)
+	if root, _ := w.Parse(data); root != nil {
+		w.Decode(root, c, c.lines)
 	}
-	if doc.Kind == 0 || len(doc.Content) == 0 {
-		return nil // empty file: defaults
-	}
-	d := decoder{file: file, lines: c.lines}
-	d.value(doc.Content[0], reflect.ValueOf(c).Elem(), "")
-	return d.errs
-}
-
-type decoder struct {
-	file  string
-	lines map[string]int
-	errs  ConfigErrors
-}
-
-func (d *decoder) errorf(n *yaml.Node, field, format string, args ...any) {
-	d.errs = append(d.errs, ConfigError{File: d.file, Line: n.Line, Field: field, Msg: fmt.Sprintf(format, args...)})
-}
-
-var (
-	nodeType     = reflect.TypeOf(yaml.Node{})
-	durationType = reflect.TypeOf(time.Duration(0))
-)
-
-// value decodes n into v, whose field path is path.
-func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
-	if n.Kind == yaml.AliasNode {
-		n = n.Alias
-	}
-	if _, ok := d.lines[path]; !ok && path != "" {
-		d.lines[path] = n.Line
-	}
-	if v.Type() == nodeType {
-		v.Set(reflect.ValueOf(*n))
-		return
-	}
-	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
-		return // keep the default
-	}
-	if v.Kind() == reflect.Struct {
-		if n.Kind != yaml.MappingNode {
-			d.errorf(n, orTop(path), "must be a mapping of settings, not %s", kindName(n))
-			return
-		}
-		fields := structFields(v)
-		seen := map[string]int{}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, val := n.Content[i], n.Content[i+1]
-			name := k.Value
-			fp := join(path, name)
-			if k.Kind != yaml.ScalarNode {
-				d.errorf(k, orTop(path), "keys must be plain names")
-				continue
-			}
-			if line, dup := seen[name]; dup {
-				d.errorf(k, fp, "repeated; first set on line %d", line)
-				continue
-			}
-			seen[name] = k.Line
-			d.lines[fp] = k.Line
-			f, ok := fields[name]
-			if !ok {
-				d.errorf(k, fp, "unknown field%s", suggest(name, fields))
-				continue
-			}
-			d.value(val, f, fp)
-		}
-		return
-	}
-	if n.Kind != yaml.ScalarNode {
-		d.errorf(n, path, "must be %s, not %s", typeName(v.Type()), kindName(n))
-		return
-	}
-	if v.Type() == durationType {
-		dur, err := time.ParseDuration(n.Value)
-		if err != nil {
-			d.errorf(n, path, "%q is not %s", n.Value, typeName(v.Type()))
-			return
-		}
-		v.SetInt(int64(dur))
-		return
-	}
-	if v.Kind() == reflect.String && n.Tag != "!!str" && n.Style == 0 && n.Tag != "!!int" && n.Tag != "!!float" {
-		// A bare true/false where a string belongs is almost always a
-		// mistake; say so rather than storing "true".
-		if n.Tag == "!!bool" {
-			d.errorf(n, path, "must be a string, not %s (quote it)", n.Value)
-			return
-		}
-	}
-	tmp := reflect.New(v.Type())
-	if err := n.Decode(tmp.Interface()); err != nil {
-		d.errorf(n, path, "%q is not %s", n.Value, typeName(v.Type()))
-		return
-	}
-	v.Set(tmp.Elem())
-}
-
-// structFields maps the yaml names of v's fields, inline structs flattened,
-// to the settable fields.
-func structFields(v reflect.Value) map[string]reflect.Value {
-	out := map[string]reflect.Value{}
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		sf := t.Field(i)
-		tag := sf.Tag.Get("yaml")
-		if tag == "-" || !sf.IsExported() {
-			continue
-		}
-		name, opts, _ := strings.Cut(tag, ",")
-		if opts == "inline" {
-			for k, f := range structFields(v.Field(i)) {
-				out[k] = f
-			}
-			continue
-		}
-		if name == "" {
-			continue
-		}
-		out[name] = v.Field(i)
-	}
-	return out
-}
-
-func suggest(name string, fields map[string]reflect.Value) string {
-	known := make([]string, 0, len(fields))
-	for k := range fields {
-		known = append(known, k)
-	}
-	sort.Strings(known)
-	// A name inside a field's name ("ca_file" in "client_ca_file") says
-	// more than a near spelling of another field.
-	if len(name) >= 3 {
-		for _, k := range known {
-			if strings.Contains(k, name) {
-				return "; did you mean " + k + "?"
-			}
-		}
-	}
-	if best := limiter.Closest(name, known); best != "" {
-		return "; did you mean " + best + "?"
-	}
-	return " (known: " + strings.Join(known, ", ") + ")"
-}
-
-func join(path, name string) string {
-	if path == "" {
-		return name
-	}
-	return path + "." + name
-}
-
-func orTop(path string) string {
-	if path == "" {
-		return "(top level)"
-	}
-	return path
-}
-
-func kindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		return fmt.Sprintf("%q", n.Value)
-	}
-	return "an alias"
-}
-
-func typeName(t reflect.Type) string {
-	if t == durationType {
-		return "a duration such as 250ms, 1s or 2m"
-	}
-	switch t.Kind() {
-	case reflect.Bool:
-		return "true or false"
-	case reflect.Int, reflect.Int64, reflect.Int32:
-		return "an integer"
-	case reflect.Uint, reflect.Uint64, reflect.Uint32:
-		return "a non-negative integer"
-	case reflect.String:
-		return "a string"
-	}
-	return t.String()
-}
-
-func yamlErrorLine(err error) int {
-	var line int
-	msg := err.Error()
-	if i := strings.Index(msg, "line "); i >= 0 {
-		fmt.Sscanf(msg[i:], "line %d", &line)
-	}
-	return line
-}
-
-func yamlErrorMsg(err error) string {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	if i := strings.Index(msg, "line "); i == 0 {
-		if j := strings.Index(msg, ": "); j >= 0 {
-			msg = msg[j+2:]
-		}
-	}
-	return "invalid YAML: " + msg
+	return w.Errors()
 }
 
 // The environment variables read, in the order applied.

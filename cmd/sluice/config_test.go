@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -70,27 +71,27 @@ func TestStrictDecoding(t *testing.T) {
 		{"unknown top-level field", "log: {level: info}\nlimts:\n  path: x\n",
 			[]string{"config.yaml:2: limts: unknown field; did you mean limits?"}},
 		{"unknown field without a close match", "shutdown:\n  zzz: 1\n",
-			[]string{"config.yaml:2: shutdown.zzz: unknown field (known: drain_delay, timeout)"}},
+			[]string{"config.yaml:2: shutdown.zzz: unknown field; known fields: drain_delay, timeout"}},
 		{"inline struct fields are known", "redis:\n  tls:\n    server_nam: x\n",
 			[]string{"config.yaml:3: redis.tls.server_nam: unknown field; did you mean server_name?"}},
 		{"admin token is not a file setting", "admin_token: x\n",
 			[]string{"config.yaml:1: admin_token: unknown field"}},
 		{"wrong types, all reported", "grpc:\n  max_recv_msg_bytes: lots\n  keepalive_min_time: soon\nlimits:\n  watch: sometimes\n",
 			[]string{
-				`config.yaml:2: grpc.max_recv_msg_bytes: "lots" is not an integer`,
-				`config.yaml:3: grpc.keepalive_min_time: "soon" is not a duration such as 250ms, 1s or 2m`,
-				`config.yaml:5: limits.watch: "sometimes" is not true or false`,
+				`config.yaml:2: grpc.max_recv_msg_bytes: must be an integer, not "lots"`,
+				`config.yaml:3: grpc.keepalive_min_time: must be a duration such as 250ms, 1s or 2m, not "soon"`,
+				`config.yaml:5: limits.watch: must be true or false, not "sometimes"`,
 			}},
 		{"bool where a string belongs", "log:\n  format: true\n",
-			[]string{`config.yaml:2: log.format: must be a string, not true (quote it)`}},
+			[]string{`config.yaml:2: log.format: must be a string, not the boolean true; quote it`}},
 		{"repeated key", "http:\n  addr: a\n  addr: b\n",
-			[]string{"config.yaml:3: http.addr: repeated; first set on line 2"}},
+			[]string{"config.yaml:3: http.addr: given twice; first given on line 2"}},
 		{"scalar for a section", "grpc: 8081\n",
-			[]string{`config.yaml:1: grpc: must be a mapping of settings, not "8081"`}},
+			[]string{`config.yaml:1: grpc: must be a mapping of settings, not the number 8081`}},
 		{"list for a scalar", "http:\n  addr: [a, b]\n",
 			[]string{"config.yaml:2: http.addr: must be a string, not a list"}},
 		{"top level not a mapping", "- a\n- b\n",
-			[]string{"config.yaml:1: (top level): must be a mapping of settings, not a list"}},
+			[]string{"config.yaml:1: the file must be a mapping of settings, not a list"}},
 		{"decode and validation errors together", "grpc:\n  addr: \"\"\n  bogus: 1\nlog:\n  format: xml\n",
 			[]string{
 				"config.yaml:3: grpc.bogus: unknown field",
@@ -130,6 +131,68 @@ func TestStrictDecoding(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestMergeKeys checks that config.yaml takes YAML merge keys as limit
+// files do: a shared mapping merged into two sections, explicit keys
+// winning, and a list of mappings merged in order.
+func TestMergeKeys(t *testing.T) {
+	p := writeConfig(t, `breaker_defaults: &b {consecutive_failures: 7, open_duration: 3s}
+`)
+	// An unknown top-level key is still an error: anchors live inside
+	// settings that exist.
+	if _, err := loadConfig(p, env{}.get); err == nil {
+		t.Fatal("unknown top-level key accepted")
+	}
+	p = writeConfig(t, `redis:
+  breaker: &b {consecutive_failures: 7, open_duration: 3s}
+postgres:
+  breaker:
+    <<: *b
+    open_duration: 9s
+shutdown:
+  <<: [{timeout: 4s}, {timeout: 5s, drain_delay: 1s}]
+`)
+	c, err := loadConfig(p, env{}.get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Postgres.Breaker.ConsecutiveFailures != 7 || c.Postgres.Breaker.OpenDuration != 9*time.Second {
+		t.Errorf("postgres.breaker = %+v, want consecutive_failures 7 merged and open_duration 9s kept", c.Postgres.Breaker)
+	}
+	if c.Shutdown.Timeout != 4*time.Second || c.Shutdown.DrainDelay != time.Second {
+		t.Errorf("shutdown = %+v, want timeout 4s from the first merged mapping, drain_delay 1s", c.Shutdown)
+	}
+	// A merged field that is wrong is reported at its own line, under the
+	// section it was merged into.
+	p = writeConfig(t, "redis:\n  breaker: &b {consecutive_failure: 7}\npostgres:\n  breaker: {<<: *b}\n")
+	_, err = loadConfig(p, env{}.get)
+	got := strings.ReplaceAll(fmt.Sprint(err), p, "config.yaml")
+	want := "config.yaml:2: redis.breaker.consecutive_failure: unknown field; did you mean consecutive_failures?\n" +
+		"config.yaml:2: postgres.breaker.consecutive_failure: unknown field; did you mean consecutive_failures?"
+	if got != want {
+		t.Errorf("error =\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestAliasBomb checks that merge keys nested to expand exponentially are
+// refused with one clear error, not walked.
+func TestAliasBomb(t *testing.T) {
+	// Ten levels of ten merges each would visit 10^10 mappings.
+	var b strings.Builder
+	b.WriteString("log:\n  <<:\n    - &a0 {level: info}\n")
+	for i := 1; i <= 10; i++ {
+		fmt.Fprintf(&b, "    - &a%d {<<: [", i)
+		for j := 0; j < 10; j++ {
+			fmt.Fprintf(&b, "*a%d, ", i-1)
+		}
+		b.WriteString("]}\n")
+	}
+	_, err := parseConfig("config.yaml", []byte(b.String()), env{}.get)
+	var ce ConfigErrors
+	if !errors.As(err, &ce) || len(ce) != 1 || ce[0].Msg != "the file expands to too many nodes through aliases" || ce[0].Line < 3 {
+		t.Fatalf("err = %v", err)
 	}
 }
 
@@ -397,5 +460,39 @@ http:
 		if f.got != f.want {
 			t.Errorf("path %q, want %q", f.got, f.want)
 		}
+	}
+}
+
+// TestOneErrorFormat checks that config.yaml settings, its inline domains
+// and a limit file report problems the same way: file:line: path: problem,
+// the same YAML accepted (merge keys) and the same words for the same
+// mistake.
+func TestOneErrorFormat(t *testing.T) {
+	dir := t.TempDir()
+	domain := "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {<<: {unit: second}, requests_per_unit: 1, brust: 2}\n"
+	file := filepath.Join(dir, "d.yaml")
+	if err := os.WriteFile(file, []byte(domain), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	inline := "limits:\n  domains:\n    - " + strings.ReplaceAll(strings.TrimSuffix(domain, "\n"), "\n", "\n      ") + "\nlog: {<<: {level: info}, lvel: x}\n"
+	cfgPath := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, []byte(inline), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadConfig(cfgPath, env{}.get)
+	if got, want := fmt.Sprint(err), cfgPath+":7: log.lvel: unknown field; did you mean level?"; got != want {
+		t.Errorf("config error\n%s\nwant\n%s", got, want)
+	}
+	c, err := parseConfig(cfgPath, []byte(strings.ReplaceAll(inline, ", lvel: x", "")), env{}.get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.limitsSource().loadDomains()
+	if got, want := fmt.Sprint(err), cfgPath+":6: limits.domains[0].descriptors[0].rate_limit.brust: unknown field; did you mean burst?"; got != want {
+		t.Errorf("inline domain error\n%s\nwant\n%s", got, want)
+	}
+	_, err = limitsSource{path: file}.loadDomains()
+	if got, want := fmt.Sprint(err), file+":4: descriptors[0].rate_limit.brust: unknown field; did you mean burst?"; got != want {
+		t.Errorf("limit file error\n%s\nwant\n%s", got, want)
 	}
 }

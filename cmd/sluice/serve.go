@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-rl/sluice/breaker"
+	"github.com/sluice-rl/sluice/internal/yamlconf"
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/memory"
 	"github.com/sluice-rl/sluice/limiter/postgres"
@@ -195,7 +196,7 @@ func openStore(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*store, error
 	}
 	rs, err := redis.New(cfg.Redis.Config, redis.WithGuard(br), redis.WithBatchObserver(m.ObserveBatchSize))
 	if err != nil {
-		return nil, fmt.Errorf("redis: %w", err)
+		return nil, yamlconf.Under("redis", err)
 	}
 	// The deny cache sits between the failure mode and Redis: it learns
 	// only from Redis's answers.
@@ -272,7 +273,7 @@ func openPostgres(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*pgBackend
 	}
 	db, err := postgres.Open(cfg.Postgres.Config)
 	if err != nil {
-		return nil, err
+		return nil, yamlconf.Under("postgres", err)
 	}
 	log.Info("postgres", "dsn", db.DSN())
 	g := &guardedCheck{br: br, fn: db.Ping}
@@ -326,7 +327,7 @@ func newBreaker(name string, cfg breaker.Config, log *slog.Logger, m *metrics.Me
 	}
 	b, err := breaker.New(name, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("%s.breaker: %w", name, err)
+		return nil, yamlconf.Under(name+".breaker", err)
 	}
 	m.WatchBreaker(b)
 	return b, nil

@@ -59,6 +59,10 @@ type ConfigError struct {
 func (e *ConfigError) Error() string { return "postgres." + e.Field + ": " + e.Err.Error() }
 func (e *ConfigError) Unwrap() error { return e.Err }
 
+// FieldProblem is the field, relative to the postgres section, and the
+// problem, for placing the error in config.yaml's one error format.
+func (e *ConfigError) FieldProblem() (field, problem string) { return e.Field, e.Err.Error() }
+
 func fieldErr(field, format string, args ...any) error {
 	return &ConfigError{Field: field, Err: fmt.Errorf(format, args...)}
 }

@@ -102,8 +102,12 @@ type ConfigError struct {
 	Err   error
 }
 
-func (e *ConfigError) Error() string { return "redis " + e.Field + ": " + e.Err.Error() }
+func (e *ConfigError) Error() string { return "redis." + e.Field + ": " + e.Err.Error() }
 func (e *ConfigError) Unwrap() error { return e.Err }
+
+// FieldProblem is the field, relative to the redis section, and the
+// problem, for placing the error in config.yaml's one error format.
+func (e *ConfigError) FieldProblem() (field, problem string) { return e.Field, e.Err.Error() }
 
 func fieldErr(field, format string, args ...any) error {
 	return &ConfigError{Field: field, Err: fmt.Errorf(format, args...)}
