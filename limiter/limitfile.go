@@ -11,7 +11,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/sluice-rl/sluice/internal/yamlconf"
+	"github.com/sluice-rl/sluice/limiter/yamlconf"
 )
 
 // FileError is one problem in a limit file (or config.yaml's inline

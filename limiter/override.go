@@ -11,7 +11,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/sluice-rl/sluice/internal/yamlconf"
+	"github.com/sluice-rl/sluice/limiter/yamlconf"
 )
 
 // Override is a limit set at run time for one descriptor path of a domain,
