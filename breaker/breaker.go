@@ -125,8 +125,61 @@ func New(name string, cfg Config) (*Breaker, error) {
 func (b *Breaker) Name() string { return b.name }
 
 // State returns the current state. An OPEN breaker whose OpenDuration has
-// passed stays OPEN until the next call, which becomes the first probe.
-func (b *Breaker) State() State { return State(b.sg.Load() & 3) }
+// passed is HALF_OPEN, its probe due: State makes that change itself
+// rather than wait for the next call, so no reader sees OPEN after the
+// open period (the change is reported to OnStateChange as usual).
+func (b *Breaker) State() State {
+	s := b.state()
+	if s == StateOpen && b.since() >= time.Duration(b.nextProbe.Load()) {
+		now := b.since()
+		b.mu.Lock()
+		b.due(now)
+		s = b.state()
+		b.unlock()
+	}
+	return s
+}
+
+// state is the state as last set, without looking at the clock.
+func (b *Breaker) state() State { return State(b.sg.Load() & 3) }
+
+// due moves an OPEN breaker whose open period has passed to HALF_OPEN.
+// Called with b.mu held; the caller releases it with unlock.
+func (b *Breaker) due(now time.Duration) {
+	if b.state() == StateOpen && now >= time.Duration(b.nextProbe.Load()) {
+		b.setState(StateHalfOpen, now)
+	}
+}
+
+// ReportCheck counts the outcome of a health check of the backend made
+// outside Do and Allow (a background PING) as the breaker's recovery test,
+// so that a breaker recovers even when no call needs its backend. Once
+// the open period has passed (HALF_OPEN, or OPEN and due), a passing check
+// (err nil) closes the breaker at once: it tested the backend as a probe
+// would, and probes still in flight are not counted. A failing check then
+// opens it again for another OpenDuration, as a failed probe does. In any
+// other state a check changes nothing: a CLOSED breaker trips on calls
+// only, an OPEN one waits out its OpenDuration, and one forced open waits
+// for Reset. ReportCheck reports whether the state changed.
+//
+// The caller must not report a check that the breaker itself refused
+// (ErrOpen), since that says nothing about the backend.
+func (b *Breaker) ReportCheck(err error) bool {
+	now := b.since()
+	b.mu.Lock()
+	b.due(now)
+	changed := b.state() == StateHalfOpen
+	if changed {
+		if err == nil {
+			b.setState(StateClosed, now)
+		} else {
+			b.consecutive.Add(1)
+			b.setState(StateOpen, now)
+		}
+	}
+	b.unlock()
+	return changed
+}
 
 func (b *Breaker) now() time.Time {
 	if b.wall {
@@ -464,7 +517,7 @@ func (b *Breaker) ForceOpen() {
 	now := b.since()
 	b.mu.Lock()
 	b.forced = true
-	if b.State() == StateOpen {
+	if b.state() == StateOpen {
 		b.nextProbe.Store(math.MaxInt64)
 	} else {
 		b.setState(StateOpen, now)
@@ -490,7 +543,9 @@ type Snapshot struct {
 	// set in HALF_OPEN, which is part of the same outage.
 	OpenedAt time.Time
 	// NextProbeAt is when an OPEN breaker admits its first probe (the first
-	// call at or after it); zero when CLOSED, HALF_OPEN or forced open.
+	// call or ReportCheck at or after it); for a HALF_OPEN breaker, when
+	// its probes became due, now or in the past. Zero when CLOSED or forced
+	// open.
 	NextProbeAt time.Time
 	// HalfOpenProbes is the number of probes admitted in this HALF_OPEN
 	// period (in flight or succeeded), at most HalfOpenMaxCalls.
@@ -504,10 +559,11 @@ type Snapshot struct {
 func (b *Breaker) Snapshot() Snapshot {
 	now := b.since()
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	defer b.unlock()
+	b.due(now)
 	s := Snapshot{
 		Name:                b.name,
-		State:               b.State(),
+		State:               b.state(),
 		Forced:              b.forced,
 		ConsecutiveFailures: int(b.consecutive.Load()),
 		OpenedAt:            b.openedAt,
@@ -521,6 +577,9 @@ func (b *Breaker) Snapshot() Snapshot {
 			s.NextProbeAt = b.openedAt.Add(b.cfg.OpenDuration)
 		}
 	case StateHalfOpen:
+		// Probes are due: NextProbeAt is when they became due, now or
+		// in the past.
+		s.NextProbeAt = b.openedAt.Add(b.cfg.OpenDuration)
 		s.HalfOpenProbes = b.probes
 	}
 	return s

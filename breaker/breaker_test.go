@@ -227,7 +227,7 @@ func TestOpenThenHalfOpenThenClosed(t *testing.T) {
 	clk.Advance(5*time.Second - time.Nanosecond)
 	wantRejected(t, b)
 	clk.Advance(time.Nanosecond)
-	wantState(t, b, breaker.StateOpen) // the next call is the probe
+	wantState(t, b, breaker.StateHalfOpen) // the next call is the probe
 	if s := b.Snapshot(); !s.OpenedAt.Equal(openedAt) || !s.NextProbeAt.Equal(openedAt.Add(5*time.Second)) {
 		t.Fatalf("snapshot %+v: want opened_at %v, next probe %v", s, openedAt, openedAt.Add(5*time.Second))
 	}

@@ -12,8 +12,8 @@
 //	          trip                      OpenDuration passed,
 //	CLOSED ───────────▶ OPEN ─────────▶ next call is a probe ──▶ HALF_OPEN
 //	  ▲                  ▲                                          │
-//	  │                  └──────── a probe fails (or is slow) ──────┤
-//	  └──────────── HalfOpenMaxCalls probes succeed ────────────────┘
+//	  │                  └── a probe or a check fails (slow probe) ─┤
+//	  └───── HalfOpenMaxCalls probes succeed, or a check passes ────┘
 //
 // CLOSED: calls pass and are counted. The breaker trips to OPEN when
 // ConsecutiveFailures calls fail in a row, or when the sliding window
@@ -23,9 +23,10 @@
 // Rates are checked when a call fails or is slow.
 //
 // OPEN: calls get ErrOpen without reaching the backend. After
-// OpenDuration the next call turns the breaker HALF_OPEN and is its first
-// probe; the change happens on that call, not on a timer, so an idle
-// breaker reports OPEN with a NextProbeAt in the past.
+// OpenDuration the breaker is HALF_OPEN and the next call is its first
+// probe. No timer runs: the change is made by whatever looks first (a
+// call, State, Snapshot or ReportCheck), so no reader ever sees OPEN past
+// the open period.
 //
 // HALF_OPEN: up to HalfOpenMaxCalls probes are admitted (further calls get
 // ErrOpen). The breaker closes, with fresh counts, when HalfOpenMaxCalls
@@ -34,6 +35,12 @@
 // set. A probe whose caller gave up counts as neither and frees its slot.
 // A call admitted in one state and finishing after the breaker has left it
 // is not counted.
+//
+// A background health check of the backend counts too, through
+// ReportCheck, so a breaker recovers when no call needs its backend: once
+// the open period has passed, a passing check closes the breaker and a
+// failing one opens it again for another OpenDuration. Checks change
+// nothing while the breaker is CLOSED or still within its open period.
 //
 // Reset closes the breaker from any state. ForceOpen opens it and holds it
 // OPEN, without probes, until Reset.

@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/sluice-rl/sluice/breaker"
 	"github.com/sluice-rl/sluice/limiter"
@@ -97,6 +96,9 @@ func parseOverride(body []byte, b limiter.Bounds, now time.Time) (limiter.Overri
 	}
 	if dec.More() {
 		return limiter.Override{}, &limiter.OverrideError{Field: "body", Msg: "holds more than one JSON object"}
+	}
+	if err := checkOverrideText(body); err != nil {
+		return limiter.Override{}, err
 	}
 	o := limiter.Override{Domain: in.Domain, Descriptors: in.Descriptors, Reason: in.Reason}
 	if in.ExpiresAt != nil {
@@ -188,16 +190,18 @@ func actor(r *http.Request) (string, error) {
 	if len(a) > maxActorLen {
 		return "", fmt.Errorf("%s: longer than %d bytes", ActorHeader, maxActorLen)
 	}
-	for _, c := range a {
-		if !unicode.IsPrint(c) {
-			return "", fmt.Errorf("%s: holds a control character", ActorHeader)
-		}
+	if p := actorProblem(a); p != "" {
+		return "", fmt.Errorf("%s: %s", ActorHeader, p)
 	}
 	return a, nil
 }
 
 // call runs fn through the breaker. ErrNotFound is an answer, not a
-// failure of Postgres: the breaker counts it as a success.
+// failure of Postgres, and so is Postgres refusing the data it was sent
+// (postgres.CallerError: a data exception or a constraint violation): the
+// breaker counts both as a success, since Postgres answered. Only
+// connection, timeout and server-side errors count against it, so bad
+// input cannot open the breaker.
 func (a *overrideAdmin) call(ctx context.Context, fn func(ctx context.Context) error) error {
 	if a.opts.Breaker == nil {
 		return fn(ctx)
@@ -208,6 +212,9 @@ func (a *overrideAdmin) call(ctx context.Context, fn func(ctx context.Context) e
 		if errors.Is(inner, postgres.ErrNotFound) {
 			return nil
 		}
+		if _, ok := postgres.CallerError(inner); ok {
+			return nil
+		}
 		return inner
 	})
 	if inner != nil {
@@ -216,11 +223,21 @@ func (a *overrideAdmin) call(ctx context.Context, fn func(ctx context.Context) e
 	return err
 }
 
-// fail answers a store error: 404 for an unknown id, else 503 with the
-// breaker's state.
+// fail answers a store error: 404 for an unknown id, 409 or 400 for data
+// Postgres refused (the caller's error, with its SQLSTATE), else 503 with
+// the breaker's state.
 func (a *overrideAdmin) fail(w http.ResponseWriter, id int64, err error) {
 	if errors.Is(err, postgres.ErrNotFound) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("override %d: not found", id))
+		return
+	}
+	if code, ok := postgres.CallerError(err); ok {
+		status := http.StatusBadRequest
+		if postgres.IsConflict(code) {
+			status = http.StatusConflict
+		}
+		a.s.log.Info("admin: postgres refused the data", "sqlstate", code, "err", err.Error())
+		writeError(w, status, "body: postgres refused the override: "+err.Error())
 		return
 	}
 	body := struct {

@@ -50,7 +50,9 @@ type Check struct {
 	Optional bool
 	// Breaker, when set, is the circuit breaker guarding the backend; its
 	// state is shown with the check and under "breakers", and the admin API
-	// can reset it.
+	// can reset it. Each result of Fn, except the breaker's own refusal
+	// (ErrOpen), is reported to it with ReportCheck: once its open period
+	// has passed, a passing check closes it and a failing one reopens it.
 	Breaker *breaker.Breaker
 	// Mode, when set, is shown as the check's "mode" (Redis: "single").
 	Mode string
@@ -526,6 +528,11 @@ func (s *Server) runChecks(ctx context.Context) {
 				return
 			}
 			s.metrics.BackendCheck(c.Name, err, lat)
+			if c.Breaker != nil && !errors.Is(err, breaker.ErrOpen) {
+				// The check is the breaker's recovery test, so it
+				// recovers when no request needs the backend.
+				c.Breaker.ReportCheck(err)
+			}
 			prev := s.results[i].Swap(&checkResult{err: err, at: time.Now(), latency: lat})
 			switch {
 			case err != nil && (prev == nil || prev.err == nil):

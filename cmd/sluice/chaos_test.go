@@ -522,3 +522,51 @@ func TestChaosSecretsHidden(t *testing.T) {
 		t.Errorf("no redacted URL anywhere; the test is not looking at the right output:\n%s", all)
 	}
 }
+
+// TestChaosRedisRecoversWithoutTraffic opens the Redis breaker, restarts
+// Redis, and then sends only requests that need no Redis (an unknown
+// domain): the background check must close the breaker and health must
+// pass again, within the open period and a check interval or so.
+func TestChaosRedisRecoversWithoutTraffic(t *testing.T) {
+	rs := limitertest.NewRedisServer(t)
+	r := startChaos(t, "redis://"+rs.Addr, "local", nil)
+	r.waitHealth("all pass", func(d server.DetailedHealth) bool { return d.Status == server.StatusPass })
+
+	rs.Stop()
+	for i := 0; i < 3; i++ { // consecutive_failures: 3
+		if _, _, err := r.take("trip"); err != nil {
+			t.Fatalf("take while Redis is down: %v", err)
+		}
+	}
+	r.waitHealth("redis breaker open", func(d server.DetailedHealth) bool { return d.Breakers["redis"].State == "open" })
+
+	rs.Start()
+	back := time.Now()
+	idle := &rlsv3.RateLimitRequest{Domain: "unconfigured", Descriptors: []*ratelimitv3.RateLimitDescriptor{
+		{Entries: []*ratelimitv3.RateLimitDescriptor_Entry{{Key: "client", Value: "x"}}},
+	}}
+	var last string
+	for deadline := back.Add(10 * time.Second); ; {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := r.client.ShouldRateLimit(ctx, idle)
+		cancel()
+		if err != nil {
+			t.Fatalf("request to an unconfigured domain: %v", err)
+		}
+		_, d, body := r.detailed()
+		last = body
+		if d.Status == server.StatusPass && d.Breakers["redis"].State == "closed" {
+			break
+		}
+		if s := d.Breakers["redis"]; s.State == "open" && s.NextProbeAt != nil && time.Since(*s.NextProbeAt) > time.Second {
+			t.Fatalf("breaker reports open a second after its next_probe_at:\n%s", body)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery 10s after Redis came back with only unconfigured-domain traffic; last:\n%s\nlog:\n%s", last, r.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// open_duration 300ms plus a 50ms check interval bound the wait after
+	// Redis is back; logged, not asserted, on a shared machine.
+	t.Logf("health pass and breaker closed %v after Redis came back", time.Since(back).Round(time.Millisecond))
+}

@@ -278,3 +278,59 @@ func testHungRedisShortDeadlines(t *testing.T, batching string, cancelled bool) 
 		t.Fatalf("call with the breaker open: %v after %v", err, time.Since(start))
 	}
 }
+
+// TestCallerInputNotABreakerFailure: nothing a caller controls counts
+// against the Redis breaker. A caller that has gone away (its context
+// cancelled, before or during the call) counts as neither success nor
+// failure, and the widest numbers a request can carry (the largest rate,
+// capacity and cost, refunds included) are answered by the script, not
+// refused with a script error.
+func TestCallerInputNotABreakerFailure(t *testing.T) { bothModes(t, testCallerInputNotABreakerFailure) }
+
+func testCallerInputNotABreakerFailure(t *testing.T, batching string) {
+	addr := limitertest.StartRedis(t)
+	cfg := DefaultConfig()
+	cfg.Batching = batching
+	cfg.URL = "redis://" + addr
+	bcfg := breaker.DefaultConfig()
+	bcfg.ConsecutiveFailures = 1
+	br, err := breaker.New("redis", bcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, WithGuard(br))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	res := make([]limiter.BucketResult, 2)
+
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := 0; i < 5; i++ {
+		reqs := []limiter.BucketRequest{{Key: uniqueKey("gone"), Rate: mustRate(t, 5, limiter.Hour, 5), Cost: 1}}
+		if _, err := s.Apply(gone, reqs, res); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Apply with a cancelled context = %v, want context.Canceled", err)
+		}
+	}
+
+	wide := mustRate(t, ^uint32(0), limiter.Second, ^uint32(0))
+	narrow := mustRate(t, 1, limiter.Year, 1)
+	for _, c := range []limiter.BucketRequest{
+		{Rate: wide, Cost: uint64(^uint32(0))},
+		{Rate: wide, Cost: uint64(^uint32(0)), Op: limiter.OpRefund},
+		{Rate: narrow, Cost: uint64(^uint32(0))},
+		{Rate: narrow, Cost: 0},
+		{Rate: wide, Cost: ^uint64(0)}, // a descriptor's hits_addend is 64 bits
+		{Rate: narrow, Cost: ^uint64(0), Op: limiter.OpRefund},
+	} {
+		c.Key = uniqueKey("wide")
+		reqs := []limiter.BucketRequest{c, {Key: uniqueKey("wide2"), Rate: wide, Cost: 1}}
+		if _, err := s.Apply(context.Background(), reqs, res); err != nil {
+			t.Fatalf("Apply %+v: %v", c, err)
+		}
+	}
+	if sn := br.Snapshot(); sn.State != breaker.StateClosed || sn.WindowFailures != 0 || sn.ConsecutiveFailures != 0 {
+		t.Fatalf("breaker after caller-side input: %+v", sn)
+	}
+}
