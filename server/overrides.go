@@ -15,17 +15,17 @@ import (
 
 	"github.com/sluice-rl/sluice/breaker"
 	"github.com/sluice-rl/sluice/limiter"
-	"github.com/sluice-rl/sluice/limiter/postgres"
 )
 
-// OverrideStore keeps the overrides; *postgres.DB is one. A missing id is
-// postgres.ErrNotFound.
+// OverrideStore keeps the overrides; limiter/postgres.DB is one. A
+// missing id is limiter.ErrOverrideNotFound; data the store refuses is a
+// *limiter.OverrideRefused.
 type OverrideStore interface {
 	PutOverride(ctx context.Context, o limiter.Override, actor string) (limiter.Override, bool, error)
 	GetOverride(ctx context.Context, id int64) (limiter.Override, error)
 	ListOverrides(ctx context.Context) ([]limiter.Override, error)
 	DeleteOverride(ctx context.Context, id int64, actor string) (limiter.Override, error)
-	OverrideHistory(ctx context.Context, id int64) ([]postgres.HistoryEntry, error)
+	OverrideHistory(ctx context.Context, id int64) ([]limiter.OverrideChange, error)
 }
 
 // OverridesOptions are what the override routes of the admin API use.
@@ -198,7 +198,7 @@ func actor(r *http.Request) (string, error) {
 
 // call runs fn through the breaker. ErrNotFound is an answer, not a
 // failure of Postgres, and so is Postgres refusing the data it was sent
-// (postgres.CallerError: a data exception or a constraint violation): the
+// (*limiter.OverrideRefused: a data exception or a constraint violation): the
 // breaker counts both as a success, since Postgres answered. Only
 // connection, timeout and server-side errors count against it, so bad
 // input cannot open the breaker.
@@ -209,10 +209,10 @@ func (a *overrideAdmin) call(ctx context.Context, fn func(ctx context.Context) e
 	var inner error
 	err := a.opts.Breaker.Do(ctx, func(ctx context.Context) error {
 		inner = fn(ctx)
-		if errors.Is(inner, postgres.ErrNotFound) {
+		if errors.Is(inner, limiter.ErrOverrideNotFound) {
 			return nil
 		}
-		if _, ok := postgres.CallerError(inner); ok {
+		if refused := (*limiter.OverrideRefused)(nil); errors.As(inner, &refused) {
 			return nil
 		}
 		return inner
@@ -227,16 +227,16 @@ func (a *overrideAdmin) call(ctx context.Context, fn func(ctx context.Context) e
 // Postgres refused (the caller's error, with its SQLSTATE), else 503 with
 // the breaker's state.
 func (a *overrideAdmin) fail(w http.ResponseWriter, id int64, err error) {
-	if errors.Is(err, postgres.ErrNotFound) {
+	if errors.Is(err, limiter.ErrOverrideNotFound) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("override %d: not found", id))
 		return
 	}
-	if code, ok := postgres.CallerError(err); ok {
+	if refused := (*limiter.OverrideRefused)(nil); errors.As(err, &refused) {
 		status := http.StatusBadRequest
-		if postgres.IsConflict(code) {
+		if refused.Conflict {
 			status = http.StatusConflict
 		}
-		a.s.log.Info("admin: postgres refused the data", "sqlstate", code, "err", err.Error())
+		a.s.log.Info("admin: postgres refused the data", "sqlstate", refused.Code, "err", err.Error())
 		writeError(w, status, "body: postgres refused the override: "+err.Error())
 		return
 	}
@@ -333,9 +333,9 @@ func (a *overrideAdmin) put(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, 0, err)
 		return
 	}
-	action := postgres.ActionUpdate
+	action := limiter.OverrideUpdate
 	if created {
-		action = postgres.ActionCreate
+		action = limiter.OverrideCreate
 	}
 	a.s.log.Info("admin: override stored", "action", action, "id", stored.ID, "domain", stored.Domain,
 		"path", stored.PathString(), "actor", who)
@@ -408,7 +408,7 @@ func (a *overrideAdmin) history(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var h []postgres.HistoryEntry
+	var h []limiter.OverrideChange
 	if err := a.call(r.Context(), func(ctx context.Context) (err error) {
 		h, err = a.opts.Store.OverrideHistory(ctx, id)
 		return err
@@ -417,7 +417,7 @@ func (a *overrideAdmin) history(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, struct {
-		History []postgres.HistoryEntry `json:"history"`
+		History []limiter.OverrideChange `json:"history"`
 	}{h})
 }
 

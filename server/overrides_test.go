@@ -128,7 +128,7 @@ func TestAdminOverridesCRUD(t *testing.T) {
 		t.Fatalf("history = %d %s", code, out)
 	}
 	var hist struct {
-		History []postgres.HistoryEntry `json:"history"`
+		History []limiter.OverrideChange `json:"history"`
 	}
 	if err := json.Unmarshal([]byte(out), &hist); err != nil {
 		t.Fatal(err)
@@ -167,7 +167,7 @@ func (s refusingStore) DeleteOverride(context.Context, int64, string) (limiter.O
 	s.fail()
 	return limiter.Override{}, errors.New("no")
 }
-func (s refusingStore) OverrideHistory(context.Context, int64) ([]postgres.HistoryEntry, error) {
+func (s refusingStore) OverrideHistory(context.Context, int64) ([]limiter.OverrideChange, error) {
 	s.fail()
 	return nil, errors.New("no")
 }

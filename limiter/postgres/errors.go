@@ -5,7 +5,20 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/sluice-rl/sluice/limiter"
 )
+
+// refused wraps a caller-class error (see CallerError) as the domain's
+// *limiter.OverrideRefused, so callers classify it without knowing
+// Postgres; any other error is returned as it is.
+func refused(err error) error {
+	code, ok := CallerError(err)
+	if !ok {
+		return err
+	}
+	return &limiter.OverrideRefused{Code: code, Conflict: IsConflict(code), Err: err}
+}
 
 // CallerError reports whether err is Postgres refusing a statement for
 // the data it was given: SQLSTATE class 22 (data exception, such as a NUL

@@ -22,27 +22,19 @@ const NotifyChannel = "sluice_overrides"
 const ExpireActor = "sluice"
 
 // ErrNotFound is returned for an override id that does not exist (or,
-// from OverrideHistory, never existed).
-var ErrNotFound = errors.New("override not found")
+// from OverrideHistory, never existed): limiter.ErrOverrideNotFound.
+var ErrNotFound = limiter.ErrOverrideNotFound
 
-// History actions.
+// History actions, as the domain names them.
 const (
-	ActionCreate = "create"
-	ActionUpdate = "update"
-	ActionDelete = "delete"
-	ActionExpire = "expire"
+	ActionCreate = limiter.OverrideCreate
+	ActionUpdate = limiter.OverrideUpdate
+	ActionDelete = limiter.OverrideDelete
+	ActionExpire = limiter.OverrideExpire
 )
 
-// HistoryEntry is one change to an override: Old is nil for a create, New
-// nil for a delete or an expiry.
-type HistoryEntry struct {
-	OverrideID int64             `json:"override_id"`
-	Action     string            `json:"action"`
-	Old        *limiter.Override `json:"old"`
-	New        *limiter.Override `json:"new"`
-	Actor      string            `json:"actor"`
-	At         time.Time         `json:"at"`
-}
+// HistoryEntry is one change to an override.
+type HistoryEntry = limiter.OverrideChange
 
 const overrideColumns = `id, domain, path, unit, unit_multiplier, requests_per_unit, burst, unlimited,
 	name, replaces, reason, updated_by, created_at, updated_at, expires_at`
@@ -181,7 +173,7 @@ func (db *DB) PutOverride(ctx context.Context, o limiter.Override, actor string)
 		return fmt.Errorf("override for %s %s keeps changing under this write; try again", o.Domain, o.PathString())
 	})
 	if err != nil {
-		return limiter.Override{}, false, fmt.Errorf("put override: %w", err)
+		return limiter.Override{}, false, refused(fmt.Errorf("put override: %w", err))
 	}
 	return stored, created, nil
 }
@@ -270,7 +262,7 @@ func (db *DB) DeleteOverride(ctx context.Context, id int64, actor string) (limit
 		return old, ErrNotFound
 	}
 	if err != nil {
-		return old, fmt.Errorf("delete override %d: %w", id, err)
+		return old, refused(fmt.Errorf("delete override %d: %w", id, err))
 	}
 	return old, nil
 }
