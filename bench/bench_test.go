@@ -258,7 +258,10 @@ func TestEndToEndOverAdmittingServerIsCaught(t *testing.T) {
 			if code != bench.ExitFail || rep.Pass {
 				t.Errorf("exit %d, pass %v; want 1, false", code, rep.Pass)
 			}
-			if rep.Accuracy == nil || rep.Accuracy.OverAdmission < 50 || rep.Accuracy.OverAdmission > 181 {
+			// A loaded machine sends fewer requests in the half second, so
+			// how far over the fake goes varies; that it is over, within
+			// what its capacity allows, is what matters.
+			if rep.Accuracy == nil || rep.Accuracy.OverAdmission < 1 || rep.Accuracy.OverAdmission > 181 {
 				t.Fatalf("accuracy %+v: want up to 180 tokens over (capacity 200 where 20 was promised)", rep.Accuracy)
 			}
 			// The error-rate target is checked by default, and holds.

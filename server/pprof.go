@@ -63,6 +63,5 @@ func (s *Server) handleProfile(w http.ResponseWriter, r *http.Request) {
 	// net/http/pprof refuses a recording at least as long as the server's
 	// WriteTimeout; the deadline was moved past this one above, so it is
 	// shown a server without one.
-	ctx = context.WithValue(ctx, http.ServerContextKey, &http.Server{})
-	handler.ServeHTTP(w, r.WithContext(ctx))
+	handler.ServeHTTP(w, r.WithContext(context.WithValue(ctx, http.ServerContextKey, &http.Server{})))
 }
