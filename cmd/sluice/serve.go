@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-rl/sluice/breaker"
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/gcfloor"
 	"github.com/sluice-rl/sluice/limiter/yamlconf"
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/memory"
@@ -48,7 +49,9 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 		log.Info("config loaded", "file", path)
 	}
 	if os.Getenv("GOGC") == "" { // the runtime reads the real environment
-		defer startHeapFloor(cfg.Runtime.GCPercent, cfg.Runtime.MinHeapMB)()
+		gc := gcfloor.New(cfg.Runtime.GCPercent, cfg.Runtime.MinHeapMB)
+		gc.Open(context.WithoutCancel(ctx))
+		defer gc.Close()
 	}
 
 	// One registry for every metric; the parts count into m.
