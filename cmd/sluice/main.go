@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/sluice-rl/sluice/bench"
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/adminclient"
 )
 
 // Set with -ldflags "-X main.version=... -X main.revision=...".
@@ -88,7 +89,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	case "overrides":
-		return overridesCmd(ctx, args[1:], os.Getenv, stdout, stderr)
+		if code := adminclient.Main(ctx, args[1:], os.Getenv, stdout, stderr); code != 0 {
+			return exitError{code}
+		}
+		return nil
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "sluice %s (revision %s, %s)\n", version, buildRevision(), runtime.Version())
 		return nil

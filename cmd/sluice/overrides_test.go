@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/adminclient"
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/limitertest"
 	"github.com/sluice-rl/sluice/limiter/postgres"
@@ -340,7 +341,10 @@ func TestOverridesCLI(t *testing.T) {
 	e := env{"SLUICE_ADMIN_TOKEN": testAdminToken, "SLUICE_ADMIN_URL": r.admin, "USER": "operator"}
 	cli := func(getenv env, args ...string) (string, string, error) {
 		var stdout, stderr bytes.Buffer
-		err := overridesCmd(context.Background(), args, getenv.get, &stdout, &stderr)
+		var err error
+		if code := adminclient.Main(context.Background(), args, getenv.get, &stdout, &stderr); code != 0 {
+			err = exitError{code}
+		}
 		return stdout.String(), stderr.String(), err
 	}
 	var stdout, stderr bytes.Buffer
