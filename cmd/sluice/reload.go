@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/server"
 	"github.com/sluice-rl/sluice/server/metrics"
@@ -69,21 +70,21 @@ func newReloader(path string, getenv func(string) string, lim *limiter.Limiter, 
 
 // loadInitial loads the limits cfg names; serving does not start without
 // them.
-func (r *reloader) loadInitial(cfg *Config) error {
+func (r *reloader) loadInitial(cfg *config.Config) error {
 	r.loadMu.Lock()
 	defer r.loadMu.Unlock()
-	r.watched = cfg.watched()
+	r.watched = cfg.Watched()
 	r.stat, r.sum = fingerprint(r.watched)
-	src := cfg.limitsSource()
-	domains, err := src.loadDomains()
+	src := cfg.LimitsSource()
+	domains, err := src.LoadDomains()
 	if err != nil {
 		return err
 	}
-	lims, err := r.compile(domains, src.shadow, r.overrides)
+	lims, err := r.compile(domains, src.Shadow, r.overrides)
 	if err != nil {
 		return err
 	}
-	r.domains, r.shadow = domains, src.shadow
+	r.domains, r.shadow = domains, src.Shadow
 	r.lim.SetLimits(lims)
 	r.record(lims.Version(), nil)
 	r.log.Info("limits loaded", "version", lims.Version(), "domains", len(lims.Domains()), "rules", lims.Rules())
@@ -198,22 +199,22 @@ func (r *reloader) reload(reason string) {
 	defer r.loadMu.Unlock()
 	stat, sum := fingerprint(r.watched)
 	r.stat, r.sum = stat, sum
-	cfg, err := loadConfig(r.path, r.getenv)
+	cfg, err := config.Load(r.path, r.getenv)
 	if err != nil {
 		r.record("", err)
 		r.metrics.ConfigReload(err)
 		r.log.Error("reload failed; keeping the running limits", "reason", reason, "err", err.Error())
 		return
 	}
-	if w := cfg.watched(); !slices.Equal(w, r.watched) {
+	if w := cfg.Watched(); !slices.Equal(w, r.watched) {
 		r.watched = w
 		r.stat, r.sum = fingerprint(w)
 	}
-	src := cfg.limitsSource()
-	domains, err := src.loadDomains()
+	src := cfg.LimitsSource()
+	domains, err := src.LoadDomains()
 	var lims *limiter.Limits
 	if err == nil {
-		lims, err = r.compile(domains, src.shadow, r.overrides)
+		lims, err = r.compile(domains, src.Shadow, r.overrides)
 	}
 	if err != nil {
 		r.record("", err)
@@ -221,7 +222,7 @@ func (r *reloader) reload(reason string) {
 		r.log.Error("reload failed; keeping the running limits", "reason", reason, "err", err.Error())
 		return
 	}
-	r.domains, r.shadow = domains, src.shadow
+	r.domains, r.shadow = domains, src.Shadow
 	old := r.lim.Limits()
 	r.lim.SetLimits(lims)
 	r.record(lims.Version(), nil)

@@ -17,12 +17,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-rl/sluice/breaker"
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
 	"github.com/sluice-rl/sluice/cmd/sluice/internal/gcfloor"
-	"github.com/sluice-rl/sluice/limiter/yamlconf"
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/memory"
 	"github.com/sluice-rl/sluice/limiter/postgres"
 	"github.com/sluice-rl/sluice/limiter/redis"
+	"github.com/sluice-rl/sluice/limiter/yamlconf"
 	"github.com/sluice-rl/sluice/server"
 	"github.com/sluice-rl/sluice/server/metrics"
 )
@@ -37,7 +38,7 @@ type adminHookKey struct{}
 // serve runs the service until ctx ends, then shuts down in order: the
 // server drains and stops, the reloader stops, the store closes.
 func serve(ctx context.Context, path string, getenv func(string) string, stderr io.Writer) error {
-	cfg, err := loadConfig(path, getenv)
+	cfg, err := config.Load(path, getenv)
 	if err != nil {
 		printErrors(stderr, err)
 		return exitError{1}
@@ -47,6 +48,9 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 		log.Info("no config file; using built-in defaults")
 	} else {
 		log.Info("config loaded", "file", path)
+	}
+	for _, w := range cfg.Warnings() {
+		log.Warn("deprecated setting", "warning", w.Error())
 	}
 	if os.Getenv("GOGC") == "" { // the runtime reads the real environment
 		gc := gcfloor.New(cfg.Runtime.GCPercent, cfg.Runtime.MinHeapMB)
@@ -179,7 +183,7 @@ type store struct {
 // openStore builds the store: the embedded memory store without a Redis
 // URL; otherwise Redis behind its breaker, wrapped in the failure mode. It
 // does not connect, so Sluice starts while Redis is down.
-func openStore(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*store, error) {
+func openStore(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*store, error) {
 	if cfg.Redis.URL == "" {
 		ms, err := newMemoryStore("memory", cfg, m)
 		if err != nil {
@@ -246,7 +250,7 @@ func openStore(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*store, error
 
 // newMemoryStore builds a memory store bounded by memory.max_buckets and
 // exports its bucket count, evictions and forgotten debt under name.
-func newMemoryStore(name string, cfg *Config, m *metrics.Metrics) (*memory.Store, error) {
+func newMemoryStore(name string, cfg *config.Config, m *metrics.Metrics) (*memory.Store, error) {
 	ms, err := memory.NewWithConfig(nil, cfg.Memory)
 	if err != nil {
 		return nil, fmt.Errorf("memory.%w", err)
@@ -269,7 +273,7 @@ type pgBackend struct {
 // openPostgres prepares the Postgres pool (without connecting) and its
 // health check, SELECT 1 through the Postgres breaker. Postgres is never on
 // the request path, so its check is optional: down, it makes health warn.
-func openPostgres(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*pgBackend, error) {
+func openPostgres(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*pgBackend, error) {
 	br, err := newBreaker("postgres", cfg.Postgres.Breaker, log, m)
 	if err != nil {
 		return nil, err
@@ -336,7 +340,7 @@ func newBreaker(name string, cfg breaker.Config, log *slog.Logger, m *metrics.Me
 	return b, nil
 }
 
-func newLogger(c LogConfig, w io.Writer) *slog.Logger {
+func newLogger(c config.LogConfig, w io.Writer) *slog.Logger {
 	var level slog.Level
 	switch strings.ToLower(c.Level) {
 	case "debug":
