@@ -8,10 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +16,7 @@ import (
 	"github.com/sluice-rl/sluice/breaker"
 	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
 	"github.com/sluice-rl/sluice/cmd/sluice/internal/gcfloor"
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/reload"
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/memory"
 	"github.com/sluice-rl/sluice/limiter/postgres"
@@ -72,9 +70,9 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 		}
 	}()
 	lim := limiter.New(st.store, limiter.Config{KeyPrefix: cfg.Redis.KeyPrefix, Bounds: cfg.Bounds()})
-	rl := newReloader(path, getenv, lim, log)
-	rl.metrics = m
-	if err := rl.loadInitial(cfg); err != nil {
+	rl := reload.New(reload.Options{Path: path, Getenv: getenv, Limiter: lim, Logger: log, Metrics: m,
+		Watch: cfg.Limits.Watch, WatchInterval: cfg.Limits.WatchInterval})
+	if err := rl.LoadInitial(cfg); err != nil {
 		printErrors(stderr, err)
 		return exitError{1}
 	}
@@ -95,7 +93,7 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 		syncer = postgres.NewSyncer(pg.db, postgres.SyncConfig{
 			Interval:   cfg.Postgres.SyncInterval,
 			Logger:     log,
-			OnSnapshot: func(s *postgres.Snapshot) { rl.setOverrides(s.Overrides) },
+			OnSnapshot: func(s *postgres.Snapshot) { rl.SetOverrides(s.Overrides) },
 		})
 		syncer.Start(context.WithoutCancel(ctx))
 		defer func() {
@@ -115,7 +113,7 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 		Checks:       checks,
 		Version:      version,
 		FailureMode:  st.failureMode,
-		ConfigStatus: rl.status,
+		ConfigStatus: rl.Status,
 		AdminToken:   cfg.AdminToken,
 		Metrics:      m,
 	})
@@ -135,12 +133,12 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 		srv.HandleOverrides(server.OverridesOptions{Store: pg.db, Breaker: pg.breaker, Changed: applyOverrides})
 	}
 	srv.HandleConfig(server.ConfigOptions{
-		Effective: rl.effective,
+		Effective: rl.Effective,
 		Reload: func() (string, error) {
 			if syncer != nil {
 				applyOverrides(context.Background())
 			}
-			return rl.reloadNow()
+			return rl.ReloadNow()
 		},
 	})
 	if err := srv.Listen(); err != nil {
@@ -153,20 +151,12 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 		hook(srv.AdminAddr())
 	}
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	rctx, stopReloader := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		rl.run(rctx, hup, cfg.Limits.Watch, cfg.Limits.WatchInterval)
-	}()
-	defer func() {
-		stopReloader()
-		wg.Wait()
-	}()
+	// Reloads start once serving can: SIGHUP and file changes until the
+	// server has stopped.
+	if err := rl.Open(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
+	defer rl.Close(context.WithoutCancel(ctx))
 
 	return srv.Run(ctx)
 }
