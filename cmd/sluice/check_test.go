@@ -315,7 +315,7 @@ func TestAdminTokenTooShort(t *testing.T) {
 		t.Errorf("check output %q: want the variable named and the token not shown", msg)
 	}
 	var stderr syncBuffer
-	if err := serve(context.Background(), "", e.get, &stderr); err == nil {
+	if err := serve(context.Background(), "", options{getenv: e.get, stderr: &stderr}); err == nil {
 		t.Fatal("serve started with a short admin token")
 	}
 	if msg := stderr.String(); !strings.Contains(msg, "SLUICE_ADMIN_TOKEN") || strings.Contains(msg, short) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"time"
@@ -26,16 +25,10 @@ import (
 	"github.com/sluice-rl/sluice/server/metrics"
 )
 
-// listenHookKey carries, in serve's context, a func told the bound
-// addresses; tests use it to find :0 ports.
-type listenHookKey struct{}
-
-// adminHookKey carries a func told the admin API's bound address.
-type adminHookKey struct{}
-
 // serve runs the service until ctx ends, then shuts down in order: the
 // server drains and stops, the reloader stops, the store closes.
-func serve(ctx context.Context, path string, getenv func(string) string, stderr io.Writer) error {
+func serve(ctx context.Context, path string, o options) error {
+	getenv, stderr := o.getenv, o.stderr
 	cfg, err := config.Load(path, getenv)
 	if err != nil {
 		printErrors(stderr, err)
@@ -144,11 +137,8 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 	if err := srv.Listen(); err != nil {
 		return err
 	}
-	if hook, ok := ctx.Value(listenHookKey{}).(func(grpc, http net.Addr)); ok {
-		hook(srv.GRPCAddr(), srv.HTTPAddr())
-	}
-	if hook, ok := ctx.Value(adminHookKey{}).(func(admin net.Addr)); ok {
-		hook(srv.AdminAddr())
+	if o.onListen != nil {
+		o.onListen(srv.GRPCAddr(), srv.HTTPAddr(), srv.AdminAddr())
 	}
 
 	// Reloads start once serving can: SIGHUP and file changes until the
