@@ -89,7 +89,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	$(GO) test -run '^$$' -fuzz '^FuzzScanRequest$$' -fuzztime $${FUZZTIME:-30s} ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzScanJSONRequest$$' -fuzztime $${FUZZTIME:-30s} ./server/
 	$(GO) test -run '^$$' -fuzz FuzzVerdict -fuzztime $${FUZZTIME:-30s} ./bench/
-	$(GO) test -run '^$$' -fuzz FuzzConfig -fuzztime $${FUZZTIME:-30s} ./cmd/sluice/
+	$(GO) test -run '^$$' -fuzz FuzzConfig -fuzztime $${FUZZTIME:-30s} ./cmd/sluice/internal/config/
 
 .PHONY: memflood
 memflood: build ## peak RSS of bin/sluice under floods of empty descriptors (gRPC, /json)
