@@ -89,7 +89,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	$(GO) test -run '^$$' -fuzz '^FuzzScanRequest$$' -fuzztime $${FUZZTIME:-30s} ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzScanJSONRequest$$' -fuzztime $${FUZZTIME:-30s} ./server/
 	$(GO) test -run '^$$' -fuzz FuzzVerdict -fuzztime $${FUZZTIME:-30s} ./bench/
-	$(GO) test -run '^$$' -fuzz FuzzConfig -fuzztime $${FUZZTIME:-30s} ./cmd/sluice/
+	$(GO) test -run '^$$' -fuzz FuzzConfig -fuzztime $${FUZZTIME:-30s} ./cmd/sluice/internal/config/
 	$(GO) test -run '^$$' -fuzz '^FuzzSecretsNeverShown$$' -fuzztime $${FUZZTIME:-30s} ./cmd/sluice/
 	$(GO) test -run '^$$' -fuzz FuzzWalk -fuzztime $${FUZZTIME:-30s} ./limiter/yamlconf/
 

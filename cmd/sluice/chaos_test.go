@@ -54,9 +54,7 @@ postgres:
 	for k, v := range extraEnv {
 		e[k] = v
 	}
-	return startServe(t, func(ctx context.Context, stderr io.Writer) error {
-		return serve(ctx, cfg, e.get, stderr)
-	})
+	return startServe(t, serveWith(cfg, e.get))
 }
 
 func chaosRequest(client string) *rlsv3.RateLimitRequest {

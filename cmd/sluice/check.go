@@ -3,31 +3,35 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
-	"strings"
+
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
 )
 
 // check validates the configuration and every limit file it names,
 // printing every problem (one per line, with file and line) to stderr, or
-// a one-line summary to stdout.
+// a one-line summary to stdout. Deprecated settings are warnings: printed,
+// not failing.
 func check(path string, getenv func(string) string, stdout, stderr io.Writer) error {
 	name := path
 	if name == "" {
 		name = "built-in defaults"
 	}
-	cfg, err := loadConfig(path, getenv)
+	cfg, err := config.Load(path, getenv)
 	if err != nil {
 		printErrors(stderr, err)
 		// The limits may still be checkable, so report them too.
-		if cfg = limitsOnlyConfig(path, getenv); cfg == nil {
+		if cfg = config.LimitsOnly(path, getenv); cfg == nil {
 			return exitError{1}
 		}
-		if _, lerr := cfg.limitsSource().load(); lerr != nil {
+		if _, lerr := cfg.LimitsSource().Load(); lerr != nil {
 			printErrors(stderr, lerr)
 		}
 		return exitError{1}
 	}
-	lims, err := cfg.limitsSource().load()
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "warning: %v\n", w)
+	}
+	lims, err := cfg.LimitsSource().Load()
 	if err != nil {
 		printErrors(stderr, err)
 		return exitError{1}
@@ -36,29 +40,6 @@ func check(path string, getenv func(string) string, stdout, stderr io.Writer) er
 		len(lims.Domains()), plural(len(lims.Domains()), "domain"),
 		lims.Rules(), plural(lims.Rules(), "rule"), lims.Version())
 	return nil
-}
-
-// limitsOnlyConfig decodes what it can of a config with errors, so check
-// can report the limit files too; nil when even that fails.
-func limitsOnlyConfig(path string, getenv func(string) string) *Config {
-	c := defaultConfig()
-	c.lines, c.envs = map[string]int{}, map[string]string{}
-	if path != "" {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return nil
-		}
-		c.file = path
-		if errs := c.decode(path, data); len(errs) > 0 {
-			for _, e := range errs {
-				if strings.HasPrefix(e.Field, "limits") || e.Field == "" {
-					return nil
-				}
-			}
-		}
-	}
-	c.applyEnv(getenv)
-	return &c
 }
 
 // printErrors prints err: every error type here prints one problem per

@@ -2,18 +2,39 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
+	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
 )
+
+// env is a fake environment for getenv.
+type env map[string]string
+
+func (e env) get(k string) string { return e[k] }
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
 
 // writeKeyPair writes a self-signed certificate and its key as cert.pem
 // and key.pem in dir.
@@ -121,7 +142,7 @@ func TestTLSPathsRelativeToConfig(t *testing.T) {
 	if err := check(path, env{}.get, &stdout, &stderr); err != nil {
 		t.Fatalf("check: %v\n%s", err, stderr.String())
 	}
-	c, err := loadConfig(path, env{}.get)
+	c, err := config.Load(path, env{}.get)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,5 +160,171 @@ func TestTLSPathsRelativeToConfig(t *testing.T) {
 		if got != want {
 			t.Errorf("%s = %q, want %q", name, got, want)
 		}
+	}
+}
+
+var wantRe = regexp.MustCompile(`(?m)^# want: (\d+): (.*)$`)
+
+type wantLine struct {
+	line int
+	msg  string
+}
+
+func readWants(t *testing.T, file string) []wantLine {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []wantLine
+	for _, m := range wantRe.FindAllStringSubmatch(string(data), -1) {
+		n, _ := strconv.Atoi(m[1])
+		out = append(out, wantLine{n, strings.TrimSpace(m[2])})
+	}
+	if len(out) == 0 {
+		t.Fatalf("%s has no # want: line", file)
+	}
+	return out
+}
+
+// assertReported checks that output has a line for file:line holding msg
+// (line 0: any line holding msg).
+func assertReported(t *testing.T, output, file string, w wantLine) {
+	t.Helper()
+	for _, l := range strings.Split(output, "\n") {
+		if !strings.Contains(l, w.msg) {
+			continue
+		}
+		if w.line == 0 || strings.HasPrefix(l, file+":"+strconv.Itoa(w.line)+":") {
+			return
+		}
+	}
+	t.Errorf("output does not report %s:%d: ...%s...; got:\n%s", file, w.line, w.msg, output)
+}
+
+func TestCheckConfigTestdata(t *testing.T) {
+	good, _ := filepath.Glob("testdata/good/*.yaml")
+	bad, _ := filepath.Glob("testdata/bad/*.yaml")
+	if len(good) < 4 || len(bad) < 15 {
+		t.Fatalf("found %d good and %d bad config files", len(good), len(bad))
+	}
+	for _, f := range good {
+		t.Run("good/"+filepath.Base(f), func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if err := check(f, env{}.get, &out, &errb); err != nil {
+				t.Fatalf("check: %v\n%s", err, errb.String())
+			}
+			if !regexp.MustCompile(`^.*: ok: \d+ domains?, \d+ rules?, version sha256:[0-9a-f]{64}\n$`).MatchString(out.String()) {
+				t.Errorf("summary = %q", out.String())
+			}
+		})
+	}
+	for _, f := range bad {
+		t.Run("bad/"+filepath.Base(f), func(t *testing.T) {
+			var out, errb bytes.Buffer
+			err := check(f, env{}.get, &out, &errb)
+			var ee exitError
+			if !errors.As(err, &ee) || ee.code != 1 {
+				t.Fatalf("check = %v, want exit 1; stdout %q", err, out.String())
+			}
+			for _, w := range readWants(t, f) {
+				assertReported(t, errb.String(), f, w)
+			}
+		})
+	}
+}
+
+func TestCheckWithPathSummary(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := check("testdata/good/with-path.yaml", env{}.get, &out, &errb); err != nil {
+		t.Fatalf("check: %v\n%s", err, errb.String())
+	}
+	if !strings.Contains(out.String(), ": ok: 3 domains, 4 rules, version sha256:") {
+		t.Errorf("summary = %q", out.String())
+	}
+}
+
+// TestCheckLimitTestdata runs check over the limit files of the limiter's
+// test suite, one at a time through SLUICE_LIMITS.
+func TestCheckLimitTestdata(t *testing.T) {
+	good, _ := filepath.Glob("../../limiter/testdata/limits/good/*.yaml")
+	bad, _ := filepath.Glob("../../limiter/testdata/limits/bad/*.yaml")
+	if len(good) == 0 || len(bad) == 0 {
+		t.Fatalf("found %d good and %d bad limit files", len(good), len(bad))
+	}
+	for _, f := range good {
+		t.Run("good/"+filepath.Base(f), func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if err := check("", env{"SLUICE_LIMITS": f}.get, &out, &errb); err != nil {
+				t.Fatalf("check: %v\n%s", err, errb.String())
+			}
+			if !strings.Contains(out.String(), "ok: 1 domain, ") {
+				t.Errorf("summary = %q", out.String())
+			}
+		})
+	}
+	for _, f := range bad {
+		t.Run("bad/"+filepath.Base(f), func(t *testing.T) {
+			var out, errb bytes.Buffer
+			err := check("", env{"SLUICE_LIMITS": f}.get, &out, &errb)
+			if err == nil {
+				t.Fatalf("check passed; stdout %q", out.String())
+			}
+			for _, w := range readWants(t, f) {
+				assertReported(t, errb.String(), f, w)
+			}
+		})
+	}
+	// The whole bad directory: every file's problems in one run.
+	var out, errb bytes.Buffer
+	if err := check("", env{"SLUICE_LIMITS": "../../limiter/testdata/limits/bad"}.get, &out, &errb); err == nil {
+		t.Fatal("check of the bad directory passed")
+	}
+	for _, f := range bad {
+		if !strings.Contains(errb.String(), f+":") {
+			t.Errorf("no error reported for %s", f)
+		}
+	}
+}
+
+func TestCheckReportsConfigAndLimitErrors(t *testing.T) {
+	p := writeConfig(t, "grpc:\n  adr: x\nlimits:\n  domains:\n    - domain: a\n      descriptors:\n        - key: k\n          rate_limit: {unit: eon, requests_per_unit: 1}\n")
+	var out, errb bytes.Buffer
+	if err := check(p, env{}.get, &out, &errb); err == nil {
+		t.Fatal("check passed")
+	}
+	got := strings.ReplaceAll(errb.String(), p, "config.yaml")
+	for _, w := range []string{"config.yaml:2: grpc.adr: unknown field", "config.yaml:8: "} {
+		if !strings.Contains(got, w) {
+			t.Errorf("output lacks %q:\n%s", w, got)
+		}
+	}
+}
+
+// TestAdminTokenTooShort: a token under 32 characters stops check and
+// serve with an error that names the variable and never shows the token.
+func TestAdminTokenTooShort(t *testing.T) {
+	const short = "only-twenty-six-characters"
+	e := env{"SLUICE_ADMIN_TOKEN": short}
+	var out, errb bytes.Buffer
+	if err := check("", e.get, &out, &errb); err == nil {
+		t.Fatalf("check passed with a %d-character admin token: %s", len(short), out.String())
+	}
+	if msg := errb.String(); !strings.Contains(msg, "SLUICE_ADMIN_TOKEN: admin_token: too short: 26 characters, want at least 32") ||
+		strings.Contains(msg, short) {
+		t.Errorf("check output %q: want the variable named and the token not shown", msg)
+	}
+	var stderr syncBuffer
+	if err := serve(context.Background(), "", options{getenv: e.get, stderr: &stderr}); err == nil {
+		t.Fatal("serve started with a short admin token")
+	}
+	if msg := stderr.String(); !strings.Contains(msg, "SLUICE_ADMIN_TOKEN") || strings.Contains(msg, short) {
+		t.Errorf("serve output %q: want the variable named and the token not shown", msg)
+	}
+	if _, err := config.Load("", env{"SLUICE_ADMIN_TOKEN": strings.Repeat("x", 32)}.get); err != nil {
+		t.Errorf("a 32-character token: %v", err)
+	}
+	if _, err := config.Load("", env{}.get); err != nil {
+		t.Errorf("no token (admin API off): %v", err)
 	}
 }

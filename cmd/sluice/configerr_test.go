@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
 	"github.com/sluice-rl/sluice/server/metrics"
 )
 
@@ -21,28 +22,28 @@ func TestStartupErrorsInOneFormat(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "missing.pem")
 	for _, tc := range []struct {
 		name   string
-		mutate func(*Config)
-		open   func(*Config, *slog.Logger, *metrics.Metrics) error
+		mutate func(*config.Config)
+		open   func(*config.Config, *slog.Logger, *metrics.Metrics) error
 		want   string
 	}{
-		{"redis tls file", func(c *Config) {
+		{"redis tls file", func(c *config.Config) {
 			c.Redis.URL = "rediss://127.0.0.1:1"
 			c.Redis.TLS.CertFile, c.Redis.TLS.KeyFile = missing, missing
 		}, openStoreErr, "redis.tls.cert_file: load key pair: open " + missing},
-		{"redis breaker", func(c *Config) {
+		{"redis breaker", func(c *config.Config) {
 			c.Redis.URL = "redis://127.0.0.1:1"
 			c.Redis.Breaker.OpenDuration = 0
 		}, openStoreErr, "redis.breaker.open_duration: must be positive, got 0s"},
-		{"postgres breaker", func(c *Config) {
+		{"postgres breaker", func(c *config.Config) {
 			c.Postgres.DSN = "postgres://u@127.0.0.1:1/db"
 			c.Postgres.Breaker.HalfOpenMaxCalls = 0
 		}, openPostgresErr, "postgres.breaker.half_open_max_calls: must be at least 1, got 0"},
-		{"postgres dsn", func(c *Config) {
+		{"postgres dsn", func(c *config.Config) {
 			c.Postgres.DSN = "postgres://u@127.0.0.1:1/db?sslmode=nonsense"
 		}, openPostgresErr, "postgres.dsn: cannot parse"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := defaultConfig()
+			c := config.Default()
 			tc.mutate(&c)
 			m := metrics.New(prometheus.NewRegistry(), metrics.Options{})
 			err := tc.open(&c, log, m)
@@ -53,7 +54,7 @@ func TestStartupErrorsInOneFormat(t *testing.T) {
 	}
 }
 
-func openStoreErr(c *Config, log *slog.Logger, m *metrics.Metrics) error {
+func openStoreErr(c *config.Config, log *slog.Logger, m *metrics.Metrics) error {
 	st, err := openStore(c, log, m)
 	if err == nil {
 		st.close()
@@ -61,7 +62,7 @@ func openStoreErr(c *Config, log *slog.Logger, m *metrics.Metrics) error {
 	return err
 }
 
-func openPostgresErr(c *Config, log *slog.Logger, m *metrics.Metrics) error {
+func openPostgresErr(c *config.Config, log *slog.Logger, m *metrics.Metrics) error {
 	pg, err := openPostgres(c, log, m)
 	if err == nil {
 		pg.close()

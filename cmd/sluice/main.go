@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"runtime"
@@ -19,6 +20,7 @@ import (
 	"syscall"
 
 	"github.com/sluice-rl/sluice/bench"
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/adminclient"
 )
 
 // Set with -ldflags "-X main.version=... -X main.revision=...".
@@ -29,7 +31,7 @@ var (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	err := run(ctx, os.Args[1:], options{getenv: os.Getenv, stdout: os.Stdout, stderr: os.Stderr})
 	stop()
 	if err != nil {
 		var ee exitError
@@ -39,6 +41,17 @@ func main() {
 		fmt.Fprintln(os.Stderr, "sluice:", err)
 		os.Exit(1)
 	}
+}
+
+// options is what run is given by the process: its environment and
+// output, and, for tests, a hook.
+type options struct {
+	getenv         func(string) string
+	stdout, stderr io.Writer
+	// onListen, when set, is told the addresses serve bound, before it
+	// serves: tests listen on :0. admin is http's without a separate admin
+	// listener.
+	onListen func(grpc, http, admin net.Addr)
 }
 
 // exitError ends the process with code, its message already printed.
@@ -64,7 +77,8 @@ SLUICE_LOG_LEVEL.
 `
 
 // run is the whole program; main only adds the process: signals, exit code.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, o options) error {
+	stdout, stderr := o.stdout, o.stderr
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return exitError{2}
@@ -75,20 +89,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		return serve(ctx, path, os.Getenv, stderr)
+		return serve(ctx, path, o)
 	case "check":
 		path, err := parseConfigFlag("check", args[1:], stderr)
 		if err != nil {
 			return err
 		}
-		return check(path, os.Getenv, stdout, stderr)
+		return check(path, o.getenv, stdout, stderr)
 	case "bench":
 		if code := bench.Main(ctx, args[1:], stdout, stderr); code != 0 {
 			return exitError{code}
 		}
 		return nil
 	case "overrides":
-		return overridesCmd(ctx, args[1:], os.Getenv, stdout, stderr)
+		if code := adminclient.Main(ctx, args[1:], o.getenv, stdout, stderr); code != 0 {
+			return exitError{code}
+		}
+		return nil
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "sluice %s (revision %s, %s)\n", version, buildRevision(), runtime.Version())
 		return nil

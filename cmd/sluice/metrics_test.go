@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"io"
 	"net"
 	"net/http"
@@ -45,9 +44,7 @@ func (r *running) waitMetric(name string, want float64, labels ...string) metric
 
 func TestServeMetrics(t *testing.T) {
 	cfg, limits := testConfigFile(t, "")
-	r := startServe(t, func(ctx context.Context, stderr io.Writer) error {
-		return serve(ctx, cfg, env{}.get, stderr)
-	})
+	r := startServe(t, serveWith(cfg, env{}.get))
 	for range 3 {
 		r.limitOf("api", "tenant", "t1")
 	}
@@ -88,9 +85,7 @@ func TestServeMetricsRedisDown(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	cfg, _ := testConfigFile(t, "health: {check_interval: 50ms, check_timeout: 100ms}\nredis: {failure_mode: local}\n")
-	r := startServe(t, func(ctx context.Context, stderr io.Writer) error {
-		return serve(ctx, cfg, env{"SLUICE_REDIS_URL": "redis://:pw-hidden@" + addr}.get, stderr)
-	})
+	r := startServe(t, serveWith(cfg, env{"SLUICE_REDIS_URL": "redis://:pw-hidden@" + addr}.get))
 	const n = 8
 	for range n {
 		if got := r.limitOf("api", "tenant", "t1"); got != 10 {

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/adminclient"
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/limitertest"
 	"github.com/sluice-rl/sluice/limiter/postgres"
@@ -46,12 +46,8 @@ postgres:
 `)
 	e := env{"SLUICE_REDIS_URL": redisURL, "SLUICE_POSTGRES_DSN": dsn, "SLUICE_ADMIN_TOKEN": testAdminToken,
 		"SLUICE_ADMIN_ADDR": "127.0.0.1:0"}
-	admin := make(chan string, 1)
-	r := startServe(t, func(ctx context.Context, stderr io.Writer) error {
-		ctx = context.WithValue(ctx, adminHookKey{}, func(a net.Addr) { admin <- "http://" + a.String() })
-		return serve(ctx, cfg, e.get, stderr)
-	})
-	rep := &replica{running: r, admin: <-admin}
+	r := startServe(t, serveWith(cfg, e.get))
+	rep := &replica{running: r, admin: "http://" + r.adminAddr}
 	r.waitLog("override listener connected")
 	return rep
 }
@@ -340,11 +336,14 @@ func TestOverridesCLI(t *testing.T) {
 	e := env{"SLUICE_ADMIN_TOKEN": testAdminToken, "SLUICE_ADMIN_URL": r.admin, "USER": "operator"}
 	cli := func(getenv env, args ...string) (string, string, error) {
 		var stdout, stderr bytes.Buffer
-		err := overridesCmd(context.Background(), args, getenv.get, &stdout, &stderr)
+		var err error
+		if code := adminclient.Main(context.Background(), args, getenv.get, &stdout, &stderr); code != 0 {
+			err = exitError{code}
+		}
 		return stdout.String(), stderr.String(), err
 	}
 	var stdout, stderr bytes.Buffer
-	if err := run(context.Background(), []string{"overrides"}, &stdout, &stderr); err != (exitError{2}) || !strings.Contains(stderr.String(), "sluice overrides <command>") {
+	if err := run(context.Background(), []string{"overrides"}, options{getenv: env{}.get, stdout: &stdout, stderr: &stderr}); err != (exitError{2}) || !strings.Contains(stderr.String(), "sluice overrides <command>") {
 		t.Fatalf("sluice overrides with no command: %v %s", err, stderr.String())
 	}
 

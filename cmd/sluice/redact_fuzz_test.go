@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
 	"github.com/sluice-rl/sluice/server"
 	"github.com/sluice-rl/sluice/server/metrics"
 
@@ -18,21 +19,21 @@ import (
 // secretForms are the places a password can sit in a Redis URL or a
 // Postgres DSN; %s is the password as written (raw or percent-encoded).
 var secretForms = []struct{ env, form string }{
-	{envRedisURL, "redis://app:%s@127.0.0.1:6379/0"},
-	{envRedisURL, "rediss://app:%s@127.0.0.1:6380/1"},
-	{envRedisURL, "redis://:%s@127.0.0.1:6379"},
-	{envRedisURL, "redis://127.0.0.1:6379?password=%s"},
-	{envRedisURL, "redis+sentinel://app:%s@127.0.0.1:26379,127.0.0.1:26380/mymaster/2"},
-	{envRedisURL, "redis+sentinel://127.0.0.1:26379/mymaster?sentinel_password=%s"},
-	{envRedisURL, "redis-sentinel://127.0.0.1:26379/mymaster?sentinel_username=s&sentinel_password=%s"},
-	{envRedisURL, "redis+cluster://app:%s@127.0.0.1:7000,127.0.0.1:7001"},
-	{envRedisURL, "rediss+cluster://app:%s@127.0.0.1:7000"},
-	{envRedisURL, "redis://app:%s@127.0.0.1:99999"},
-	{envPostgresDSN, "postgres://app:%s@127.0.0.1:5432/sluice?sslmode=disable"},
-	{envPostgresDSN, "postgresql://app:%s@127.0.0.1,127.0.0.2:5433/sluice?sslmode=disable"},
-	{envPostgresDSN, "postgres://app@127.0.0.1/sluice?sslmode=disable&password=%s"},
-	{envPostgresDSN, "host=127.0.0.1 user=app password=%s dbname=sluice sslmode=disable"},
-	{envPostgresDSN, "host=127.0.0.1 user=app password='%s' dbname=sluice sslmode=disable"},
+	{config.EnvRedisURL, "redis://app:%s@127.0.0.1:6379/0"},
+	{config.EnvRedisURL, "rediss://app:%s@127.0.0.1:6380/1"},
+	{config.EnvRedisURL, "redis://:%s@127.0.0.1:6379"},
+	{config.EnvRedisURL, "redis://127.0.0.1:6379?password=%s"},
+	{config.EnvRedisURL, "redis+sentinel://app:%s@127.0.0.1:26379,127.0.0.1:26380/mymaster/2"},
+	{config.EnvRedisURL, "redis+sentinel://127.0.0.1:26379/mymaster?sentinel_password=%s"},
+	{config.EnvRedisURL, "redis-sentinel://127.0.0.1:26379/mymaster?sentinel_username=s&sentinel_password=%s"},
+	{config.EnvRedisURL, "redis+cluster://app:%s@127.0.0.1:7000,127.0.0.1:7001"},
+	{config.EnvRedisURL, "rediss+cluster://app:%s@127.0.0.1:7000"},
+	{config.EnvRedisURL, "redis://app:%s@127.0.0.1:99999"},
+	{config.EnvPostgresDSN, "postgres://app:%s@127.0.0.1:5432/sluice?sslmode=disable"},
+	{config.EnvPostgresDSN, "postgresql://app:%s@127.0.0.1,127.0.0.2:5433/sluice?sslmode=disable"},
+	{config.EnvPostgresDSN, "postgres://app@127.0.0.1/sluice?sslmode=disable&password=%s"},
+	{config.EnvPostgresDSN, "host=127.0.0.1 user=app password=%s dbname=sluice sslmode=disable"},
+	{config.EnvPostgresDSN, "host=127.0.0.1 user=app password='%s' dbname=sluice sslmode=disable"},
 }
 
 // FuzzSecretsNeverShown: a password in any form of Redis URL or Postgres
@@ -80,7 +81,7 @@ func FuzzSecretsNeverShown(f *testing.F) {
 		// What serve logs and shows while the backends are down, without
 		// binding: the store and the Postgres pool are built as serve
 		// builds them, their checks run once with a cancelled context.
-		c, err := loadConfig(cfg, e.get)
+		c, err := config.Load(cfg, e.get)
 		if err == nil {
 			var logs bytes.Buffer
 			log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

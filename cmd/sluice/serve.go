@@ -6,17 +6,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"os/signal"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-rl/sluice/breaker"
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/gcfloor"
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/reload"
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/memory"
 	"github.com/sluice-rl/sluice/limiter/postgres"
@@ -26,17 +25,11 @@ import (
 	"github.com/sluice-rl/sluice/server/metrics"
 )
 
-// listenHookKey carries, in serve's context, a func told the bound
-// addresses; tests use it to find :0 ports.
-type listenHookKey struct{}
-
-// adminHookKey carries a func told the admin API's bound address.
-type adminHookKey struct{}
-
 // serve runs the service until ctx ends, then shuts down in order: the
 // server drains and stops, the reloader stops, the store closes.
-func serve(ctx context.Context, path string, getenv func(string) string, stderr io.Writer) error {
-	cfg, err := loadConfig(path, getenv)
+func serve(ctx context.Context, path string, o options) error {
+	getenv, stderr := o.getenv, o.stderr
+	cfg, err := config.Load(path, getenv)
 	if err != nil {
 		printErrors(stderr, err)
 		return exitError{1}
@@ -47,8 +40,13 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 	} else {
 		log.Info("config loaded", "file", path)
 	}
+	for _, w := range cfg.Warnings() {
+		log.Warn("deprecated setting", "warning", w.Error())
+	}
 	if os.Getenv("GOGC") == "" { // the runtime reads the real environment
-		defer startHeapFloor(cfg.Runtime.GCPercent, cfg.Runtime.MinHeapMB)()
+		gc := gcfloor.New(cfg.Runtime.GCPercent, cfg.Runtime.MinHeapMB)
+		gc.Open(context.WithoutCancel(ctx))
+		defer gc.Close()
 	}
 
 	// One registry for every metric; the parts count into m.
@@ -65,9 +63,9 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 		}
 	}()
 	lim := limiter.New(st.store, limiter.Config{KeyPrefix: cfg.Redis.KeyPrefix, Bounds: cfg.Bounds()})
-	rl := newReloader(path, getenv, lim, log)
-	rl.metrics = m
-	if err := rl.loadInitial(cfg); err != nil {
+	rl := reload.New(reload.Options{Path: path, Getenv: getenv, Limiter: lim, Logger: log, Metrics: m,
+		Watch: cfg.Limits.Watch, WatchInterval: cfg.Limits.WatchInterval})
+	if err := rl.LoadInitial(cfg); err != nil {
 		printErrors(stderr, err)
 		return exitError{1}
 	}
@@ -88,7 +86,7 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 		syncer = postgres.NewSyncer(pg.db, postgres.SyncConfig{
 			Interval:   cfg.Postgres.SyncInterval,
 			Logger:     log,
-			OnSnapshot: func(s *postgres.Snapshot) { rl.setOverrides(s.Overrides) },
+			OnSnapshot: func(s *postgres.Snapshot) { rl.SetOverrides(s.Overrides) },
 		})
 		syncer.Start(context.WithoutCancel(ctx))
 		defer func() {
@@ -108,7 +106,7 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 		Checks:       checks,
 		Version:      version,
 		FailureMode:  st.failureMode,
-		ConfigStatus: rl.status,
+		ConfigStatus: rl.Status,
 		AdminToken:   cfg.AdminToken,
 		Metrics:      m,
 	})
@@ -128,38 +126,27 @@ func serve(ctx context.Context, path string, getenv func(string) string, stderr 
 		srv.HandleOverrides(server.OverridesOptions{Store: pg.db, Breaker: pg.breaker, Changed: applyOverrides})
 	}
 	srv.HandleConfig(server.ConfigOptions{
-		Effective: rl.effective,
+		Effective: rl.Effective,
 		Reload: func() (string, error) {
 			if syncer != nil {
 				applyOverrides(context.Background())
 			}
-			return rl.reloadNow()
+			return rl.ReloadNow()
 		},
 	})
 	if err := srv.Listen(); err != nil {
 		return err
 	}
-	if hook, ok := ctx.Value(listenHookKey{}).(func(grpc, http net.Addr)); ok {
-		hook(srv.GRPCAddr(), srv.HTTPAddr())
-	}
-	if hook, ok := ctx.Value(adminHookKey{}).(func(admin net.Addr)); ok {
-		hook(srv.AdminAddr())
+	if o.onListen != nil {
+		o.onListen(srv.GRPCAddr(), srv.HTTPAddr(), srv.AdminAddr())
 	}
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	rctx, stopReloader := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		rl.run(rctx, hup, cfg.Limits.Watch, cfg.Limits.WatchInterval)
-	}()
-	defer func() {
-		stopReloader()
-		wg.Wait()
-	}()
+	// Reloads start once serving can: SIGHUP and file changes until the
+	// server has stopped.
+	if err := rl.Open(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
+	defer rl.Close(context.WithoutCancel(ctx))
 
 	return srv.Run(ctx)
 }
@@ -176,7 +163,7 @@ type store struct {
 // openStore builds the store: the embedded memory store without a Redis
 // URL; otherwise Redis behind its breaker, wrapped in the failure mode. It
 // does not connect, so Sluice starts while Redis is down.
-func openStore(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*store, error) {
+func openStore(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*store, error) {
 	if cfg.Redis.URL == "" {
 		ms, err := newMemoryStore("memory", cfg, m)
 		if err != nil {
@@ -243,7 +230,7 @@ func openStore(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*store, error
 
 // newMemoryStore builds a memory store bounded by memory.max_buckets and
 // exports its bucket count, evictions and forgotten debt under name.
-func newMemoryStore(name string, cfg *Config, m *metrics.Metrics) (*memory.Store, error) {
+func newMemoryStore(name string, cfg *config.Config, m *metrics.Metrics) (*memory.Store, error) {
 	ms, err := memory.NewWithConfig(nil, cfg.Memory)
 	if err != nil {
 		return nil, fmt.Errorf("memory.%w", err)
@@ -266,7 +253,7 @@ type pgBackend struct {
 // openPostgres prepares the Postgres pool (without connecting) and its
 // health check, SELECT 1 through the Postgres breaker. Postgres is never on
 // the request path, so its check is optional: down, it makes health warn.
-func openPostgres(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*pgBackend, error) {
+func openPostgres(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*pgBackend, error) {
 	br, err := newBreaker("postgres", cfg.Postgres.Breaker, log, m)
 	if err != nil {
 		return nil, err
@@ -333,7 +320,7 @@ func newBreaker(name string, cfg breaker.Config, log *slog.Logger, m *metrics.Me
 	return b, nil
 }
 
-func newLogger(c LogConfig, w io.Writer) *slog.Logger {
+func newLogger(c config.LogConfig, w io.Writer) *slog.Logger {
 	var level slog.Level
 	switch strings.ToLower(c.Level) {
 	case "debug":

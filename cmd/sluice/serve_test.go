@@ -45,29 +45,32 @@ func (s *syncBuffer) String() string {
 
 // running is a `sluice serve` started by a test.
 type running struct {
-	t      *testing.T
-	grpc   string
-	http   string
-	logs   *syncBuffer
-	cancel context.CancelFunc
-	done   chan error
-	conn   *grpc.ClientConn
-	client rlsv3.RateLimitServiceClient
+	t         *testing.T
+	grpc      string
+	http      string
+	adminAddr string // the admin API's address: http's unless separate
+	logs      *syncBuffer
+	cancel    context.CancelFunc
+	done      chan error
+	conn      *grpc.ClientConn
+	client    rlsv3.RateLimitServiceClient
 }
 
-// startServe runs fn (serve or run) with a listen hook and waits for the
-// addresses.
-func startServe(t *testing.T, fn func(ctx context.Context, stderr io.Writer) error) *running {
+// startServe runs fn (serve or run) with options whose listen hook tells
+// the addresses, and waits for them; fn sets getenv.
+func startServe(t *testing.T, fn func(ctx context.Context, o options) error) *running {
 	t.Helper()
 	r := &running{t: t, logs: &syncBuffer{}, done: make(chan error, 1)}
-	addrs := make(chan [2]string, 1)
+	addrs := make(chan [3]string, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
-	ctx = context.WithValue(ctx, listenHookKey{}, func(g, h net.Addr) { addrs <- [2]string{g.String(), h.String()} })
-	go func() { r.done <- fn(ctx, r.logs) }()
+	o := options{stdout: io.Discard, stderr: r.logs, onListen: func(g, h, a net.Addr) {
+		addrs <- [3]string{g.String(), h.String(), a.String()}
+	}}
+	go func() { r.done <- fn(ctx, o) }()
 	select {
 	case a := <-addrs:
-		r.grpc, r.http = a[0], a[1]
+		r.grpc, r.http, r.adminAddr = a[0], a[1], a[2]
 	case err := <-r.done:
 		cancel()
 		t.Fatalf("serve returned before listening: %v\n%s", err, r.logs.String())
@@ -83,6 +86,15 @@ func startServe(t *testing.T, fn func(ctx context.Context, stderr io.Writer) err
 	r.client = rlsv3.NewRateLimitServiceClient(conn)
 	t.Cleanup(func() { r.stop() })
 	return r
+}
+
+// serveWith is a startServe fn: `sluice serve -config cfg` with the
+// environment getenv.
+func serveWith(cfg string, getenv func(string) string) func(context.Context, options) error {
+	return func(ctx context.Context, o options) error {
+		o.getenv = getenv
+		return serve(ctx, cfg, o)
+	}
 }
 
 func (r *running) stop() error {
@@ -194,8 +206,9 @@ func TestRunServe(t *testing.T) {
 	signal.Stop(warm)
 	before := runtime.NumGoroutine()
 
-	r := startServe(t, func(ctx context.Context, stderr io.Writer) error {
-		return run(ctx, []string{"serve", "-config", "../../config.yaml"}, io.Discard, stderr)
+	r := startServe(t, func(ctx context.Context, o options) error {
+		o.getenv = os.Getenv
+		return run(ctx, []string{"serve", "-config", "../../config.yaml"}, o)
 	})
 	if got := r.limitOf("edge", "remote_address", "1.2.3.4"); got != 10 {
 		t.Errorf("edge remote_address limit = %d, want 10", got)
@@ -238,9 +251,7 @@ func TestRunServe(t *testing.T) {
 
 func TestReloadOnFileChange(t *testing.T) {
 	cfg, limits := testConfigFile(t, "")
-	r := startServe(t, func(ctx context.Context, stderr io.Writer) error {
-		return serve(ctx, cfg, env{}.get, stderr)
-	})
+	r := startServe(t, serveWith(cfg, env{}.get))
 	if got := r.limitOf("api", "tenant", "t1"); got != 10 {
 		t.Fatalf("limit = %d, want 10", got)
 	}
@@ -278,9 +289,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	// Watching off: only the signal reloads.
 	data, _ := os.ReadFile(cfg)
 	writeFile(t, cfg, strings.Replace(string(data), "watch_interval: 20ms", "watch: false", 1))
-	r := startServe(t, func(ctx context.Context, stderr io.Writer) error {
-		return serve(ctx, cfg, env{}.get, stderr)
-	})
+	r := startServe(t, serveWith(cfg, env{}.get))
 	writeFile(t, filepath.Join(limits, "api.yaml"), limitFile("40"))
 	time.Sleep(100 * time.Millisecond)
 	if got := r.limitOf("api", "tenant", "t"); got != 10 {
@@ -306,7 +315,7 @@ func TestServeRefusesBadLimits(t *testing.T) {
 	cfg, limits := testConfigFile(t, "")
 	writeFile(t, filepath.Join(limits, "api.yaml"), limitFile("-1"))
 	var stderr syncBuffer
-	err := serve(context.Background(), cfg, env{}.get, &stderr)
+	err := serve(context.Background(), cfg, options{getenv: env{}.get, stderr: &stderr})
 	if err == nil {
 		t.Fatal("serve started with a bad limit file")
 	}
@@ -330,9 +339,7 @@ func TestServeRedisUnreachable(t *testing.T) {
 	}{{"local", 200}, {"error", 503}} {
 		t.Run(c.mode, func(t *testing.T) {
 			cfg, _ := testConfigFile(t, "health: {check_interval: 50ms, check_timeout: 100ms}\nredis: {failure_mode: "+c.mode+"}\n")
-			r := startServe(t, func(ctx context.Context, stderr io.Writer) error {
-				return serve(ctx, cfg, env{"SLUICE_REDIS_URL": "redis://:pw-hidden@" + addr}.get, stderr)
-			})
+			r := startServe(t, serveWith(cfg, env{"SLUICE_REDIS_URL": "redis://:pw-hidden@" + addr}.get))
 			r.waitLog("backend check failing")
 			client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 			for _, p := range []struct {
@@ -357,7 +364,7 @@ func TestServeRedisUnreachable(t *testing.T) {
 
 func TestVersionAndUsage(t *testing.T) {
 	var out, errb bytes.Buffer
-	if err := run(context.Background(), []string{"version"}, &out, &errb); err != nil {
+	if err := run(context.Background(), []string{"version"}, options{getenv: env{}.get, stdout: &out, stderr: &errb}); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(out.String(), "sluice dev (revision ") {
@@ -366,13 +373,13 @@ func TestVersionAndUsage(t *testing.T) {
 	version, revision = "v1.2.3", "abc123"
 	defer func() { version, revision = "dev", "" }()
 	out.Reset()
-	run(context.Background(), []string{"version"}, &out, &errb)
+	run(context.Background(), []string{"version"}, options{getenv: env{}.get, stdout: &out, stderr: &errb})
 	if !strings.HasPrefix(out.String(), "sluice v1.2.3 (revision abc123, go") {
 		t.Errorf("version = %q", out.String())
 	}
 	for _, args := range [][]string{nil, {"frobnicate"}, {"serve", "-bogus"}, {"check", "extra"}} {
 		errb.Reset()
-		err := run(context.Background(), args, &out, &errb)
+		err := run(context.Background(), args, options{getenv: env{}.get, stdout: &out, stderr: &errb})
 		if ee, ok := err.(exitError); !ok || ee.code != 2 {
 			t.Errorf("run(%q) = %v, want exit 2", args, err)
 		}
@@ -384,7 +391,7 @@ func TestVersionAndUsage(t *testing.T) {
 
 func TestRunCheck(t *testing.T) {
 	var out, errb bytes.Buffer
-	if err := run(context.Background(), []string{"check", "-config", "../../config.yaml"}, &out, &errb); err != nil {
+	if err := run(context.Background(), []string{"check", "-config", "../../config.yaml"}, options{getenv: env{}.get, stdout: &out, stderr: &errb}); err != nil {
 		t.Fatalf("check config.yaml: %v\n%s", err, errb.String())
 	}
 	if !strings.HasPrefix(out.String(), "../../config.yaml: ok: 1 domain, 4 rules, version sha256:") {
@@ -410,7 +417,7 @@ func TestServeHealthShowsNoCredentials(t *testing.T) {
 		"SLUICE_REDIS_URL":    "redis://redis-user:pw%2Fhidden%3A1@" + addrs[0] + "/0",
 		"SLUICE_POSTGRES_DSN": "postgres://pg-user:pg%2Fsecret%40@" + addrs[1] + "/sluice?sslmode=disable",
 	}
-	r := startServe(t, func(ctx context.Context, stderr io.Writer) error { return serve(ctx, cfg, e.get, stderr) })
+	r := startServe(t, serveWith(cfg, e.get))
 	r.waitHealth("both checks failing", func(d server.DetailedHealth) bool {
 		return d.Checks["redis"].Status == "fail" && d.Checks["postgres"].Status == "fail"
 	})

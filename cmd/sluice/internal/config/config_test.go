@@ -1,15 +1,11 @@
-package main
+package config
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -30,7 +26,7 @@ func writeConfig(t *testing.T, body string) string {
 }
 
 func TestDefaultsAreValid(t *testing.T) {
-	c, err := loadConfig("", env{}.get)
+	c, err := Load("", env{}.get)
 	if err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
@@ -42,17 +38,17 @@ func TestDefaultsAreValid(t *testing.T) {
 }
 
 func TestShippedConfig(t *testing.T) {
-	c, err := loadConfig("../../config.yaml", env{}.get)
+	c, err := Load("../../../../config.yaml", env{}.get)
 	if err != nil {
 		t.Fatalf("config.yaml: %v", err)
 	}
 	// The shipped file states every default.
-	d := defaultConfig()
+	d := Default()
 	if c.Config != d.Config || !reflect.DeepEqual(c.Redis, d.Redis) || c.Memory != d.Memory || !reflect.DeepEqual(c.Postgres, d.Postgres) || c.Request != d.Request || c.Log != d.Log || c.Runtime != d.Runtime ||
 		c.Limits.Watch != d.Limits.Watch || c.Limits.WatchInterval != d.Limits.WatchInterval {
 		t.Errorf("config.yaml differs from the defaults:\n%+v\n%+v", c, d)
 	}
-	lims, err := c.limitsSource().load()
+	lims, err := c.LimitsSource().Load()
 	if err != nil {
 		t.Fatalf("limits: %v", err)
 	}
@@ -112,13 +108,13 @@ func TestStrictDecoding(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			p := writeConfig(t, c.body)
-			_, err := loadConfig(p, env{}.get)
+			_, err := Load(p, env{}.get)
 			if err == nil {
 				t.Fatal("no error")
 			}
-			var ce ConfigErrors
+			var ce Errors
 			if !errors.As(err, &ce) {
-				t.Fatalf("error %T, want ConfigErrors", err)
+				t.Fatalf("error %T, want Errors", err)
 			}
 			got := strings.ReplaceAll(err.Error(), p, "config.yaml")
 			lines := strings.Split(got, "\n")
@@ -142,7 +138,7 @@ func TestMergeKeys(t *testing.T) {
 `)
 	// An unknown top-level key is still an error: anchors live inside
 	// settings that exist.
-	if _, err := loadConfig(p, env{}.get); err == nil {
+	if _, err := Load(p, env{}.get); err == nil {
 		t.Fatal("unknown top-level key accepted")
 	}
 	p = writeConfig(t, `redis:
@@ -154,7 +150,7 @@ postgres:
 shutdown:
   <<: [{timeout: 4s}, {timeout: 5s, drain_delay: 1s}]
 `)
-	c, err := loadConfig(p, env{}.get)
+	c, err := Load(p, env{}.get)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +163,7 @@ shutdown:
 	// A merged field that is wrong is reported at its own line, under the
 	// section it was merged into.
 	p = writeConfig(t, "redis:\n  breaker: &b {consecutive_failure: 7}\npostgres:\n  breaker: {<<: *b}\n")
-	_, err = loadConfig(p, env{}.get)
+	_, err = Load(p, env{}.get)
 	got := strings.ReplaceAll(fmt.Sprint(err), p, "config.yaml")
 	want := "config.yaml:2: redis.breaker.consecutive_failure: unknown field; did you mean consecutive_failures?\n" +
 		"config.yaml:2: postgres.breaker.consecutive_failure: unknown field; did you mean consecutive_failures?"
@@ -189,8 +185,8 @@ func TestAliasBomb(t *testing.T) {
 		}
 		b.WriteString("]}\n")
 	}
-	_, err := parseConfig("config.yaml", []byte(b.String()), env{}.get)
-	var ce ConfigErrors
+	_, err := Parse("config.yaml", []byte(b.String()), env{}.get)
+	var ce Errors
 	if !errors.As(err, &ce) || len(ce) != 1 || ce[0].Msg != "the file expands to too many nodes through aliases" || ce[0].Line < 3 {
 		t.Fatalf("err = %v", err)
 	}
@@ -198,7 +194,7 @@ func TestAliasBomb(t *testing.T) {
 
 func TestNullKeepsDefault(t *testing.T) {
 	p := writeConfig(t, "grpc:\n  addr:\nhttp:\n")
-	c, err := loadConfig(p, env{}.get)
+	c, err := Load(p, env{}.get)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +214,7 @@ func TestEnvOverrides(t *testing.T) {
 		"SLUICE_LIMITS":       "/etc/sluice/limits",
 		"SLUICE_LOG_LEVEL":    "debug",
 	}
-	c, err := loadConfig(p, e.get)
+	c, err := Load(p, e.get)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,24 +222,24 @@ func TestEnvOverrides(t *testing.T) {
 		c.Postgres.DSN != e["SLUICE_POSTGRES_DSN"] || c.AdminToken != e["SLUICE_ADMIN_TOKEN"] || c.Log.Level != "debug" {
 		t.Errorf("overrides not applied: %+v", c)
 	}
-	src := c.limitsSource()
-	if src.path != "/etc/sluice/limits" || src.inline != nil {
+	src := c.LimitsSource()
+	if src.Path != "/etc/sluice/limits" || src.Inline != nil {
 		t.Errorf("SLUICE_LIMITS should replace both path and inline domains: %+v", src)
 	}
 
 	// Without the env, the path is relative to the config file.
-	c, err = loadConfig(p, env{}.get)
+	c, err = Load(p, env{}.get)
 	if err != nil {
 		t.Fatal(err)
 	}
-	src = c.limitsSource()
-	if src.path != filepath.Join(filepath.Dir(p), "file.yaml") || src.inline == nil {
+	src = c.LimitsSource()
+	if src.Path != filepath.Join(filepath.Dir(p), "file.yaml") || src.Inline == nil {
 		t.Errorf("limits source = %+v", src)
 	}
 }
 
 func TestEnvErrorsNameTheVariable(t *testing.T) {
-	_, err := loadConfig("", env{"SLUICE_LOG_LEVEL": "chatty", "SLUICE_REDIS_URL": "mysql://x", "SLUICE_ADMIN_TOKEN": "tok-123"}.get)
+	_, err := Load("", env{"SLUICE_LOG_LEVEL": "chatty", "SLUICE_REDIS_URL": "mysql://x", "SLUICE_ADMIN_TOKEN": "tok-123"}.get)
 	if err == nil {
 		t.Fatal("no error")
 	}
@@ -255,172 +251,6 @@ func TestEnvErrorsNameTheVariable(t *testing.T) {
 	}
 	if strings.Contains(msg, "tok-123") {
 		t.Errorf("error shows the admin token: %q", msg)
-	}
-}
-
-var wantRe = regexp.MustCompile(`(?m)^# want: (\d+): (.*)$`)
-
-type wantLine struct {
-	line int
-	msg  string
-}
-
-func readWants(t *testing.T, file string) []wantLine {
-	t.Helper()
-	data, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []wantLine
-	for _, m := range wantRe.FindAllStringSubmatch(string(data), -1) {
-		n, _ := strconv.Atoi(m[1])
-		out = append(out, wantLine{n, strings.TrimSpace(m[2])})
-	}
-	if len(out) == 0 {
-		t.Fatalf("%s has no # want: line", file)
-	}
-	return out
-}
-
-// assertReported checks that output has a line for file:line holding msg
-// (line 0: any line holding msg).
-func assertReported(t *testing.T, output, file string, w wantLine) {
-	t.Helper()
-	for _, l := range strings.Split(output, "\n") {
-		if !strings.Contains(l, w.msg) {
-			continue
-		}
-		if w.line == 0 || strings.HasPrefix(l, file+":"+strconv.Itoa(w.line)+":") {
-			return
-		}
-	}
-	t.Errorf("output does not report %s:%d: ...%s...; got:\n%s", file, w.line, w.msg, output)
-}
-
-func TestCheckConfigTestdata(t *testing.T) {
-	good, _ := filepath.Glob("testdata/good/*.yaml")
-	bad, _ := filepath.Glob("testdata/bad/*.yaml")
-	if len(good) < 4 || len(bad) < 15 {
-		t.Fatalf("found %d good and %d bad config files", len(good), len(bad))
-	}
-	for _, f := range good {
-		t.Run("good/"+filepath.Base(f), func(t *testing.T) {
-			var out, errb bytes.Buffer
-			if err := check(f, env{}.get, &out, &errb); err != nil {
-				t.Fatalf("check: %v\n%s", err, errb.String())
-			}
-			if !regexp.MustCompile(`^.*: ok: \d+ domains?, \d+ rules?, version sha256:[0-9a-f]{64}\n$`).MatchString(out.String()) {
-				t.Errorf("summary = %q", out.String())
-			}
-		})
-	}
-	for _, f := range bad {
-		t.Run("bad/"+filepath.Base(f), func(t *testing.T) {
-			var out, errb bytes.Buffer
-			err := check(f, env{}.get, &out, &errb)
-			var ee exitError
-			if !errors.As(err, &ee) || ee.code != 1 {
-				t.Fatalf("check = %v, want exit 1; stdout %q", err, out.String())
-			}
-			for _, w := range readWants(t, f) {
-				assertReported(t, errb.String(), f, w)
-			}
-		})
-	}
-}
-
-func TestCheckWithPathSummary(t *testing.T) {
-	var out, errb bytes.Buffer
-	if err := check("testdata/good/with-path.yaml", env{}.get, &out, &errb); err != nil {
-		t.Fatalf("check: %v\n%s", err, errb.String())
-	}
-	if !strings.Contains(out.String(), ": ok: 3 domains, 4 rules, version sha256:") {
-		t.Errorf("summary = %q", out.String())
-	}
-}
-
-// TestCheckLimitTestdata runs check over the limit files of the limiter's
-// test suite, one at a time through SLUICE_LIMITS.
-func TestCheckLimitTestdata(t *testing.T) {
-	good, _ := filepath.Glob("../../limiter/testdata/limits/good/*.yaml")
-	bad, _ := filepath.Glob("../../limiter/testdata/limits/bad/*.yaml")
-	if len(good) == 0 || len(bad) == 0 {
-		t.Fatalf("found %d good and %d bad limit files", len(good), len(bad))
-	}
-	for _, f := range good {
-		t.Run("good/"+filepath.Base(f), func(t *testing.T) {
-			var out, errb bytes.Buffer
-			if err := check("", env{"SLUICE_LIMITS": f}.get, &out, &errb); err != nil {
-				t.Fatalf("check: %v\n%s", err, errb.String())
-			}
-			if !strings.Contains(out.String(), "ok: 1 domain, ") {
-				t.Errorf("summary = %q", out.String())
-			}
-		})
-	}
-	for _, f := range bad {
-		t.Run("bad/"+filepath.Base(f), func(t *testing.T) {
-			var out, errb bytes.Buffer
-			err := check("", env{"SLUICE_LIMITS": f}.get, &out, &errb)
-			if err == nil {
-				t.Fatalf("check passed; stdout %q", out.String())
-			}
-			for _, w := range readWants(t, f) {
-				assertReported(t, errb.String(), f, w)
-			}
-		})
-	}
-	// The whole bad directory: every file's problems in one run.
-	var out, errb bytes.Buffer
-	if err := check("", env{"SLUICE_LIMITS": "../../limiter/testdata/limits/bad"}.get, &out, &errb); err == nil {
-		t.Fatal("check of the bad directory passed")
-	}
-	for _, f := range bad {
-		if !strings.Contains(errb.String(), f+":") {
-			t.Errorf("no error reported for %s", f)
-		}
-	}
-}
-
-func TestCheckReportsConfigAndLimitErrors(t *testing.T) {
-	p := writeConfig(t, "grpc:\n  adr: x\nlimits:\n  domains:\n    - domain: a\n      descriptors:\n        - key: k\n          rate_limit: {unit: eon, requests_per_unit: 1}\n")
-	var out, errb bytes.Buffer
-	if err := check(p, env{}.get, &out, &errb); err == nil {
-		t.Fatal("check passed")
-	}
-	got := strings.ReplaceAll(errb.String(), p, "config.yaml")
-	for _, w := range []string{"config.yaml:2: grpc.adr: unknown field", "config.yaml:8: "} {
-		if !strings.Contains(got, w) {
-			t.Errorf("output lacks %q:\n%s", w, got)
-		}
-	}
-}
-
-// TestAdminTokenTooShort: a token under 32 characters stops check and
-// serve with an error that names the variable and never shows the token.
-func TestAdminTokenTooShort(t *testing.T) {
-	const short = "only-twenty-six-characters"
-	e := env{"SLUICE_ADMIN_TOKEN": short}
-	var out, errb bytes.Buffer
-	if err := check("", e.get, &out, &errb); err == nil {
-		t.Fatalf("check passed with a %d-character admin token: %s", len(short), out.String())
-	}
-	if msg := errb.String(); !strings.Contains(msg, "SLUICE_ADMIN_TOKEN: admin_token: too short: 26 characters, want at least 32") ||
-		strings.Contains(msg, short) {
-		t.Errorf("check output %q: want the variable named and the token not shown", msg)
-	}
-	var stderr syncBuffer
-	if err := serve(context.Background(), "", e.get, &stderr); err == nil {
-		t.Fatal("serve started with a short admin token")
-	}
-	if msg := stderr.String(); !strings.Contains(msg, "SLUICE_ADMIN_TOKEN") || strings.Contains(msg, short) {
-		t.Errorf("serve output %q: want the variable named and the token not shown", msg)
-	}
-	if _, err := loadConfig("", env{"SLUICE_ADMIN_TOKEN": strings.Repeat("x", 32)}.get); err != nil {
-		t.Errorf("a 32-character token: %v", err)
-	}
-	if _, err := loadConfig("", env{}.get); err != nil {
-		t.Errorf("no token (admin API off): %v", err)
 	}
 }
 
@@ -444,7 +274,7 @@ http:
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c, err := loadConfig(p, env{}.get)
+	c, err := Load(p, env{}.get)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,19 +309,19 @@ func TestOneErrorFormat(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(inline), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := loadConfig(cfgPath, env{}.get)
+	_, err := Load(cfgPath, env{}.get)
 	if got, want := fmt.Sprint(err), cfgPath+":7: log.lvel: unknown field; did you mean level?"; got != want {
 		t.Errorf("config error\n%s\nwant\n%s", got, want)
 	}
-	c, err := parseConfig(cfgPath, []byte(strings.ReplaceAll(inline, ", lvel: x", "")), env{}.get)
+	c, err := Parse(cfgPath, []byte(strings.ReplaceAll(inline, ", lvel: x", "")), env{}.get)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.limitsSource().loadDomains()
+	_, err = c.LimitsSource().LoadDomains()
 	if got, want := fmt.Sprint(err), cfgPath+":6: limits.domains[0].descriptors[0].rate_limit.brust: unknown field; did you mean burst?"; got != want {
 		t.Errorf("inline domain error\n%s\nwant\n%s", got, want)
 	}
-	_, err = limitsSource{path: file}.loadDomains()
+	_, err = Source{Path: file}.LoadDomains()
 	if got, want := fmt.Sprint(err), file+":4: descriptors[0].rate_limit.brust: unknown field; did you mean burst?"; got != want {
 		t.Errorf("limit file error\n%s\nwant\n%s", got, want)
 	}

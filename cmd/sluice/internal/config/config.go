@@ -1,4 +1,11 @@
-package main
+// Package config is config.yaml: each part's own Config, composed, with
+// the SLUICE_* environment on top. Start from Default, decode strictly,
+// apply the environment, then validate; Load does all four and reports
+// every problem in the one format, "file:line: path.to.field: problem".
+//
+// It also says where the limits come from (Source) and which files a
+// change of means a reload (Watched). It builds nothing: serve does.
+package config
 
 import (
 	"errors"
@@ -20,7 +27,7 @@ import (
 )
 
 // Config is config.yaml: each part's own Config, composed. Start from
-// defaultConfig, decode strictly, apply the environment, then validate.
+// Default, decode strictly, apply the environment, then validate.
 type Config struct {
 	server.Config `yaml:",inline"` // grpc, http, response_headers, health, shutdown
 
@@ -40,7 +47,16 @@ type Config struct {
 	file  string            // config file path; "" for built-in defaults
 	lines map[string]int    // field path -> line in file
 	envs  map[string]string // field path -> environment variable that set it
+
+	warnings Errors // one per deprecated setting the file gives
 }
+
+// File is the config file read; "" for built-in defaults.
+func (c *Config) File() string { return c.file }
+
+// Warnings are the deprecated settings the file gives, one per setting,
+// each naming it and what to do; the caller logs or prints them.
+func (c *Config) Warnings() Errors { return c.warnings }
 
 // RedisConfig selects the store: with an empty URL the embedded memory
 // store decides, otherwise Redis, guarded by a breaker and backed by a
@@ -120,7 +136,9 @@ const DefaultGCPercent = 400
 // DefaultMinHeapMB is runtime.min_heap_mb unless configured.
 const DefaultMinHeapMB = 64
 
-func defaultConfig() Config {
+// Default is the configuration before any file or environment: the
+// shipped config.yaml states the same values.
+func Default() Config {
 	rc := redis.DefaultConfig()
 	rc.URL = "" // no Redis unless asked for: the embedded store
 	b := limiter.DefaultBounds
@@ -152,38 +170,43 @@ func (c *Config) Bounds() limiter.Bounds {
 		MaxKeyLen: r.MaxKeyBytes, MaxValueLen: r.MaxValueBytes, MaxCost: r.MaxHitsAddend}
 }
 
-// ConfigError is one problem with the configuration, with where it is;
-// it prints as "file:line: path.to.field: problem", or with the
-// environment variable that set the value in place of file and line.
-type ConfigError = yamlconf.Error
+// Error is one problem with the configuration, with where it is; it
+// prints as "file:line: path.to.field: problem", or with the environment
+// variable that set the value in place of file and line.
+type Error = yamlconf.Error
 
-// ConfigErrors is every problem found; each prints on its own line.
-type ConfigErrors = yamlconf.Errors
+// Errors is every problem found; each prints on its own line.
+type Errors = yamlconf.Errors
 
-// loadConfig builds the configuration: defaults, then the file at path
+// Load builds the configuration: defaults, then the file at path
 // (skipped when path is ""), then the environment, then validation. The
-// error, if any, is a ConfigErrors.
-func loadConfig(path string, getenv func(string) string) (*Config, error) {
+// error, if any, is an Errors.
+func Load(path string, getenv func(string) string) (*Config, error) {
 	if path == "" {
-		return parseConfig("", nil, getenv)
+		return Parse("", nil, getenv)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, ConfigErrors{{File: path, Msg: err.Error()}}
+		return nil, Errors{{File: path, Msg: err.Error()}}
 	}
-	return parseConfig(path, data, getenv)
+	return Parse(path, data, getenv)
 }
 
-// parseConfig is loadConfig with the file's contents given: data read
-// from path, or no file when path is "".
-func parseConfig(path string, data []byte, getenv func(string) string) (*Config, error) {
-	c := defaultConfig()
+// Parse is Load with the file's contents given: data read from path, or
+// no file when path is "".
+func Parse(path string, data []byte, getenv func(string) string) (*Config, error) {
+	return parse(path, data, getenv, deprecated)
+}
+
+// parse is Parse with the table of deprecated settings given.
+func parse(path string, data []byte, getenv func(string) string, table []Deprecated) (*Config, error) {
+	c := Default()
 	c.lines = map[string]int{}
 	c.envs = map[string]string{}
-	var errs ConfigErrors
+	var errs Errors
 	if path != "" {
 		c.file = path
-		errs = c.decode(path, data)
+		errs = c.decode(path, data, table)
 		c.resolvePaths()
 	}
 	c.applyEnv(getenv)
@@ -198,25 +221,48 @@ func parseConfig(path string, data []byte, getenv func(string) string) (*Config,
 
 // decode decodes data over c strictly (see yamlconf.Walker.Decode): an
 // unknown or repeated key, or a value of the wrong type, is an error
-// naming its line and field.
-func (c *Config) decode(file string, data []byte) ConfigErrors {
+// naming its line and field. The deprecated settings in table are taken
+// out first, each with a warning.
+func (c *Config) decode(file string, data []byte, table []Deprecated) Errors {
 	w := yamlconf.NewWalker(file)
 	if root, _ := w.Parse(data); root != nil {
+		c.warnings = dropDeprecated(file, root, table)
 		w.Decode(root, c, c.lines)
 	}
 	return w.Errors()
 }
 
+// LimitsOnly decodes what it can of a config with errors, so check can
+// report the limit files too; nil when even that fails.
+func LimitsOnly(path string, getenv func(string) string) *Config {
+	c := Default()
+	c.lines, c.envs = map[string]int{}, map[string]string{}
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		c.file = path
+		for _, e := range c.decode(path, data, deprecated) {
+			if strings.HasPrefix(e.Field, "limits") || e.Field == "" {
+				return nil
+			}
+		}
+	}
+	c.applyEnv(getenv)
+	return &c
+}
+
 // The environment variables read, in the order applied.
 const (
-	envGRPCAddr    = "SLUICE_GRPC_ADDR"
-	envHTTPAddr    = "SLUICE_HTTP_ADDR"
-	envRedisURL    = "SLUICE_REDIS_URL"
-	envPostgresDSN = "SLUICE_POSTGRES_DSN"
-	envAdminToken  = "SLUICE_ADMIN_TOKEN"
-	envAdminAddr   = "SLUICE_ADMIN_ADDR"
-	envLimits      = "SLUICE_LIMITS"
-	envLogLevel    = "SLUICE_LOG_LEVEL"
+	EnvGRPCAddr    = "SLUICE_GRPC_ADDR"
+	EnvHTTPAddr    = "SLUICE_HTTP_ADDR"
+	EnvRedisURL    = "SLUICE_REDIS_URL"
+	EnvPostgresDSN = "SLUICE_POSTGRES_DSN"
+	EnvAdminToken  = "SLUICE_ADMIN_TOKEN"
+	EnvAdminAddr   = "SLUICE_ADMIN_ADDR"
+	EnvLimits      = "SLUICE_LIMITS"
+	EnvLogLevel    = "SLUICE_LOG_LEVEL"
 )
 
 // applyEnv applies the SLUICE_* overrides. Setting SLUICE_REDIS_URL
@@ -229,14 +275,14 @@ func (c *Config) applyEnv(getenv func(string) string) {
 			c.envs[field] = env
 		}
 	}
-	set(envGRPCAddr, "grpc.addr", &c.GRPC.Addr)
-	set(envHTTPAddr, "http.addr", &c.HTTP.Addr)
-	set(envRedisURL, "redis.url", &c.Redis.URL)
-	set(envPostgresDSN, "postgres.dsn", &c.Postgres.DSN)
-	set(envAdminToken, "admin_token", &c.AdminToken)
-	set(envAdminAddr, "http.admin_addr", &c.HTTP.AdminAddr)
-	set(envLimits, "limits.path", &c.Limits.envPath)
-	set(envLogLevel, "log.level", &c.Log.Level)
+	set(EnvGRPCAddr, "grpc.addr", &c.GRPC.Addr)
+	set(EnvHTTPAddr, "http.addr", &c.HTTP.Addr)
+	set(EnvRedisURL, "redis.url", &c.Redis.URL)
+	set(EnvPostgresDSN, "postgres.dsn", &c.Postgres.DSN)
+	set(EnvAdminToken, "admin_token", &c.AdminToken)
+	set(EnvAdminAddr, "http.admin_addr", &c.HTTP.AdminAddr)
+	set(EnvLimits, "limits.path", &c.Limits.envPath)
+	set(EnvLogLevel, "log.level", &c.Log.Level)
 }
 
 // resolvePaths makes the file paths set in the config file relative to
@@ -262,37 +308,31 @@ func (c *Config) resolvePaths() {
 // validate checks every setting, naming the field and where it was set.
 // It refuses everything serve would refuse before binding: it reads the
 // TLS files and parses the Redis URL and Postgres DSN as serve does.
-func (c *Config) validate() ConfigErrors {
-	var errs ConfigErrors
+func (c *Config) validate() Errors {
+	var errs Errors
 	add := func(field, msg string) {
-		e := ConfigError{Field: field, Msg: msg}
-		if env, ok := c.envs[field]; ok {
-			e.Env = env
-		} else if c.file != "" {
-			e.File = c.file
-			e.Line = c.lineOf(field)
-		}
-		errs = append(errs, e)
+		errs = append(errs, c.at(Error{Field: field, Msg: msg}))
 	}
-	serverErrs := unjoin(c.Config.Validate())
-	if len(serverErrs) == 0 {
+	// under adds a part's own config error, its fields placed under
+	// section (see yamlconf.Under).
+	under := func(section string, err error) {
+		if es, ok := yamlconf.Under(section, err).(Errors); ok {
+			for _, e := range es {
+				errs = append(errs, c.at(e))
+			}
+		}
+	}
+	if err := c.Config.Validate(); err != nil {
+		under("", err)
+	} else {
 		for _, t := range []struct {
 			field string
 			cfg   server.TLSConfig
 		}{{"grpc.tls", c.GRPC.TLS}, {"http.tls", c.HTTP.TLS}, {"http.admin_tls", c.HTTP.AdminTLS}} {
 			if t.cfg.Enabled() {
-				if _, err := t.cfg.Load(t.field); err != nil {
-					serverErrs = append(serverErrs, err)
-				}
+				_, err := t.cfg.Load(t.field)
+				under("", err)
 			}
-		}
-	}
-	for _, err := range serverErrs {
-		var fe *server.FieldError
-		if errors.As(err, &fe) {
-			add(fe.Field, fe.Msg)
-		} else {
-			add("", err.Error())
 		}
 	}
 	if n := len(c.AdminToken); n > 0 && n < server.MinAdminTokenLen {
@@ -301,14 +341,7 @@ func (c *Config) validate() ConfigErrors {
 			n, server.MinAdminTokenLen))
 	}
 	if c.Redis.URL != "" {
-		if err := c.Redis.Config.CheckFiles(); err != nil {
-			var re *redis.ConfigError
-			if errors.As(err, &re) {
-				add("redis."+re.Field, re.Err.Error())
-			} else {
-				add("redis", err.Error())
-			}
-		}
+		under("redis", c.Redis.Config.CheckFiles())
 	}
 	if g := c.Runtime.GCPercent; g < 25 || g > 10000 {
 		add("runtime.gc_percent", fmt.Sprintf("%d: must be between 25 and 10000", g))
@@ -337,27 +370,13 @@ func (c *Config) validate() ConfigErrors {
 		field string
 		cfg   breaker.Config
 	}{{"redis.breaker", c.Redis.Breaker}, {"postgres.breaker", c.Postgres.Breaker}} {
-		if err := b.cfg.Validate(); err != nil {
-			var be *breaker.ConfigError
-			if errors.As(err, &be) {
-				add(b.field+"."+be.Field, be.Err.Error())
-			} else {
-				add(b.field, err.Error())
-			}
-		}
+		under(b.field, b.cfg.Validate())
 	}
 	if c.Postgres.SyncInterval <= 0 {
 		add("postgres.sync_interval", "must be positive")
 	}
 	if c.Postgres.Enabled() {
-		if err := c.Postgres.Config.Validate(); err != nil {
-			var pe *postgres.ConfigError
-			if errors.As(err, &pe) {
-				add("postgres."+pe.Field, pe.Err.Error())
-			} else {
-				add("postgres", err.Error())
-			}
-		}
+		under("postgres", c.Postgres.Config.Validate())
 	}
 	if c.Limits.Watch && c.Limits.WatchInterval <= 0 {
 		add("limits.watch_interval", "must be positive when limits.watch is on")
@@ -391,6 +410,18 @@ func (c *Config) validate() ConfigErrors {
 	return errs
 }
 
+// at places e where its field was set: the environment variable, or the
+// file and line.
+func (c *Config) at(e Error) Error {
+	if env, ok := c.envs[e.Field]; ok {
+		e.Env = env
+	} else if c.file != "" {
+		e.File = c.file
+		e.Line = c.lineOf(e.Field)
+	}
+	return e
+}
+
 // lineOf is the line that set field, or of its nearest parent.
 func (c *Config) lineOf(field string) int {
 	for f := field; f != ""; {
@@ -406,72 +437,64 @@ func (c *Config) lineOf(field string) int {
 	return 0
 }
 
-func unjoin(err error) []error {
-	if err == nil {
-		return nil
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
+// Source is where the limits come from, for loading and watching.
+type Source struct {
+	ConfigFile string     // config.yaml, when it holds inline domains
+	Inline     *yaml.Node // config.yaml's domains, or nil
+	Path       string     // a limit file or directory, or ""
+	Shadow     bool       // limits.shadow_mode
 }
 
-// limitsSource is where the limits come from, for loading and watching.
-type limitsSource struct {
-	configFile string     // config.yaml, when it holds inline domains
-	inline     *yaml.Node // config.yaml's domains, or nil
-	path       string     // a limit file or directory, or ""
-	shadow     bool
-}
-
-func (c *Config) limitsSource() limitsSource {
-	s := limitsSource{shadow: c.Limits.ShadowMode}
+// LimitsSource is where c's limits come from: SLUICE_LIMITS, else the
+// inline domains and limits.path (relative to the config file).
+func (c *Config) LimitsSource() Source {
+	s := Source{Shadow: c.Limits.ShadowMode}
 	if c.Limits.envPath != "" {
-		s.path = c.Limits.envPath
+		s.Path = c.Limits.envPath
 		return s
 	}
 	if c.Limits.Domains.Kind != 0 {
-		s.configFile, s.inline = c.file, &c.Limits.Domains
+		s.ConfigFile, s.Inline = c.file, &c.Limits.Domains
 	}
 	if p := c.Limits.Path; p != "" {
 		if !filepath.IsAbs(p) && c.file != "" {
 			p = filepath.Join(filepath.Dir(c.file), p)
 		}
-		s.path = p
+		s.Path = p
 	}
 	return s
 }
 
-// load reads and compiles the limits. The error lists every problem, one
+// Load reads and compiles the limits. The error lists every problem, one
 // per line, each with file and line.
-func (s limitsSource) load() (*limiter.Limits, error) {
-	domains, err := s.loadDomains()
+func (s Source) Load() (*limiter.Limits, error) {
+	domains, err := s.LoadDomains()
 	if err != nil {
 		return nil, err
 	}
-	lims, err := limiter.Compile(domains, limiter.CompileOptions{ShadowMode: s.shadow})
+	lims, err := limiter.Compile(domains, limiter.CompileOptions{ShadowMode: s.Shadow})
 	if err != nil {
 		return nil, err
 	}
 	return lims, nil
 }
 
-// loadDomains reads the limits without compiling them. The error lists
+// LoadDomains reads the limits without compiling them. The error lists
 // every problem, one per line, each with file and line.
-func (s limitsSource) loadDomains() ([]limiter.DomainConfig, error) {
+func (s Source) LoadDomains() ([]limiter.DomainConfig, error) {
 	var (
 		domains []limiter.DomainConfig
 		errs    []error
 	)
-	if s.inline != nil {
-		ds, err := limiter.DecodeDomains(s.configFile, s.inline)
+	if s.Inline != nil {
+		ds, err := limiter.DecodeDomains(s.ConfigFile, s.Inline)
 		if err != nil {
 			errs = append(errs, err)
 		}
 		domains = append(domains, ds...)
 	}
-	if s.path != "" {
-		ds, err := limiter.LoadLimits(s.path)
+	if s.Path != "" {
+		ds, err := limiter.LoadLimits(s.Path)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -483,15 +506,15 @@ func (s limitsSource) loadDomains() ([]limiter.DomainConfig, error) {
 	return domains, nil
 }
 
-// watched lists the files and directories whose change means a reload:
+// Watched lists the files and directories whose change means a reload:
 // the config file (it may hold domains or name the limits) and the limits
 // path.
-func (c *Config) watched() []string {
+func (c *Config) Watched() []string {
 	var out []string
 	if c.file != "" {
 		out = append(out, c.file)
 	}
-	if p := c.limitsSource().path; p != "" {
+	if p := c.LimitsSource().Path; p != "" {
 		out = append(out, p)
 	}
 	return out

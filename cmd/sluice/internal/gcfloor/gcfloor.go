@@ -1,9 +1,16 @@
-package main
+// Package gcfloor tunes the Go garbage collector of the serving process:
+// it sets the GC percent (runtime.gc_percent) and, with a heap floor
+// (runtime.min_heap_mb), raises it while the live heap is small, so a small
+// heap is not collected many times a second.
+//
+// It imports nothing of Sluice.
+package gcfloor
 
 import (
 	"context"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
 	"time"
 )
 
@@ -64,22 +71,48 @@ func heapFloor(ctx context.Context, base int, floor uint64, every time.Duration,
 	}
 }
 
-// startHeapFloor runs heapFloor for the serving process and returns the
-// function that stops it and puts back the GC percent found at start.
-func startHeapFloor(base int, floorMB int) (stop func()) {
-	prev := debug.SetGCPercent(base)
-	if floorMB == 0 {
-		return func() { debug.SetGCPercent(prev) }
+// Floor keeps the process's GC percent at gcPercentFor(GCPercent, floor,
+// live heap) between Open and Close. Open and Close are called once each,
+// from one goroutine.
+type Floor struct {
+	base   int
+	floor  uint64 // bytes; 0: no goroutine, only the base percent
+	every  time.Duration
+	set    func(int) int
+	live   func() uint64
+	prev   int // the GC percent found at Open, put back by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New returns a Floor for a base GC percent and a heap floor of floorMB
+// MiB (0: off, the base percent only). It changes nothing until Open.
+func New(gcPercent, floorMB int) *Floor {
+	return &Floor{base: gcPercent, floor: uint64(floorMB) << 20, every: time.Second,
+		set: debug.SetGCPercent, live: liveHeap}
+}
+
+// Open sets the base GC percent and, with a floor, starts the goroutine
+// that follows the live heap; it runs until Close (or until ctx ends).
+func (f *Floor) Open(ctx context.Context) {
+	f.prev = f.set(f.base)
+	if f.floor == 0 {
+		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
+	ctx, f.cancel = context.WithCancel(ctx)
+	f.wg.Add(1)
 	go func() {
-		defer close(done)
-		heapFloor(ctx, base, uint64(floorMB)<<20, time.Second, debug.SetGCPercent, liveHeap)
+		defer f.wg.Done()
+		heapFloor(ctx, f.base, f.floor, f.every, f.set, f.live)
 	}()
-	return func() {
-		cancel()
-		<-done
-		debug.SetGCPercent(prev)
+}
+
+// Close stops the goroutine, waits for it, and puts back the GC percent
+// found at Open.
+func (f *Floor) Close() {
+	if f.cancel != nil {
+		f.cancel()
 	}
+	f.wg.Wait()
+	f.set(f.prev)
 }

@@ -1,33 +1,70 @@
-package main
+// Package reload keeps the limiter's limits in step with their sources:
+// the config file and limit files (on SIGHUP, and when a watched file
+// changes), the admin API's reload, and the overrides from Postgres,
+// merged over the configured limits.
+//
+// A Reloader is built with New, loads the first limits with LoadInitial,
+// and between Open and Close runs the one goroutine that watches for
+// SIGHUP and file changes.
+package reload
 
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/server"
 	"github.com/sluice-rl/sluice/server/metrics"
 )
 
-// reloader keeps the limiter's limits in step with the files: on SIGHUP,
+// Options configure a Reloader.
+type Options struct {
+	// Path is the config file; "" for built-in defaults.
+	Path string
+	// Getenv reads the SLUICE_* environment on each reload.
+	Getenv func(string) string
+	// Limiter is given the limits.
+	Limiter *limiter.Limiter
+	// Logger logs each load; it is scoped with component=limits.
+	Logger *slog.Logger
+	// Metrics counts reloads by result; nil counts nothing.
+	Metrics *metrics.Metrics
+	// Watch turns on reloading when a watched file changes, checked every
+	// WatchInterval (limits.watch, limits.watch_interval).
+	Watch         bool
+	WatchInterval time.Duration
+}
+
+// Reloader keeps the limiter's limits in step with the files: on SIGHUP,
 // and when a watched file changes. A bad reload keeps the running limits.
-type reloader struct {
+type Reloader struct {
 	path   string // config file; "" for built-in defaults
 	getenv func(string) string
 	lim    *limiter.Limiter
 	log    *slog.Logger
 	// metrics counts reloads by result; nil counts nothing.
-	metrics *metrics.Metrics
+	metrics  *metrics.Metrics
+	watch    bool
+	interval time.Duration
+
+	// Between Open and Close: the goroutine's stop and its wait.
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
 	watched []string // files and directories of the last load
 	stat    string   // their names, sizes and mtimes at the last look
@@ -46,15 +83,15 @@ type reloader struct {
 	lastErr  error     // of the last reload, nil when it worked
 }
 
-// status is the configuration's state, for /health/detailed.
-func (r *reloader) status() server.ConfigStatus {
+// Status is the configuration's state, for /health/detailed.
+func (r *Reloader) Status() server.ConfigStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return server.ConfigStatus{Version: r.version, LoadedAt: r.loadedAt, LastError: r.lastErr}
 }
 
 // record notes a load's outcome: the new limits' version, or the error.
-func (r *reloader) record(version string, err error) {
+func (r *Reloader) record(version string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.lastErr = err
@@ -63,27 +100,30 @@ func (r *reloader) record(version string, err error) {
 	}
 }
 
-func newReloader(path string, getenv func(string) string, lim *limiter.Limiter, log *slog.Logger) *reloader {
-	return &reloader{path: path, getenv: getenv, lim: lim, log: log.With("component", "limits")}
+// New returns a Reloader; it loads nothing until LoadInitial and watches
+// nothing until Open.
+func New(o Options) *Reloader {
+	return &Reloader{path: o.Path, getenv: o.Getenv, lim: o.Limiter, log: o.Logger.With("component", "limits"),
+		metrics: o.Metrics, watch: o.Watch, interval: o.WatchInterval}
 }
 
-// loadInitial loads the limits cfg names; serving does not start without
+// LoadInitial loads the limits cfg names; serving does not start without
 // them.
-func (r *reloader) loadInitial(cfg *Config) error {
+func (r *Reloader) LoadInitial(cfg *config.Config) error {
 	r.loadMu.Lock()
 	defer r.loadMu.Unlock()
-	r.watched = cfg.watched()
+	r.watched = cfg.Watched()
 	r.stat, r.sum = fingerprint(r.watched)
-	src := cfg.limitsSource()
-	domains, err := src.loadDomains()
+	src := cfg.LimitsSource()
+	domains, err := src.LoadDomains()
 	if err != nil {
 		return err
 	}
-	lims, err := r.compile(domains, src.shadow, r.overrides)
+	lims, err := r.compile(domains, src.Shadow, r.overrides)
 	if err != nil {
 		return err
 	}
-	r.domains, r.shadow = domains, src.shadow
+	r.domains, r.shadow = domains, src.Shadow
 	r.lim.SetLimits(lims)
 	r.record(lims.Version(), nil)
 	r.log.Info("limits loaded", "version", lims.Version(), "domains", len(lims.Domains()), "rules", lims.Rules())
@@ -94,7 +134,7 @@ func (r *reloader) loadInitial(cfg *Config) error {
 // overrides merged in. Overrides are checked when stored, so they cannot
 // break a config that compiles; should one do so anyway, the config is
 // compiled without the overrides rather than not at all.
-func (r *reloader) compile(domains []limiter.DomainConfig, shadow bool, overrides []limiter.Override) (*limiter.Limits, error) {
+func (r *Reloader) compile(domains []limiter.DomainConfig, shadow bool, overrides []limiter.Override) (*limiter.Limits, error) {
 	opts := limiter.CompileOptions{ShadowMode: shadow}
 	if len(overrides) == 0 {
 		return limiter.Compile(domains, opts)
@@ -107,8 +147,8 @@ func (r *reloader) compile(domains []limiter.DomainConfig, shadow bool, override
 	return limiter.Compile(domains, opts)
 }
 
-// setOverrides applies a new set of overrides to the running limits.
-func (r *reloader) setOverrides(overrides []limiter.Override) {
+// SetOverrides applies a new set of overrides to the running limits.
+func (r *Reloader) SetOverrides(overrides []limiter.Override) {
 	r.loadMu.Lock()
 	defer r.loadMu.Unlock()
 	r.overrides = overrides
@@ -128,9 +168,9 @@ func (r *reloader) setOverrides(overrides []limiter.Override) {
 	r.log.Info("overrides applied", "overrides", len(overrides), "version", lims.Version(), "rules", lims.Rules())
 }
 
-// effective returns the domains in force, overrides merged, and their
+// Effective returns the domains in force, overrides merged, and their
 // version.
-func (r *reloader) effective() ([]limiter.DomainConfig, string) {
+func (r *Reloader) Effective() ([]limiter.DomainConfig, string) {
 	r.loadMu.Lock()
 	defer r.loadMu.Unlock()
 	version := ""
@@ -140,19 +180,63 @@ func (r *reloader) effective() ([]limiter.DomainConfig, string) {
 	return limiter.MergeOverrides(r.domains, r.overrides), version
 }
 
-// reloadNow reloads for the admin API and reports the outcome.
-func (r *reloader) reloadNow() (string, error) {
+// ReloadNow reloads for the admin API and reports the outcome.
+func (r *Reloader) ReloadNow() (string, error) {
 	r.reload("admin")
-	st := r.status()
+	st := r.Status()
 	return st.Version, st.LastError
+}
+
+// Open starts watching: the goroutine that reloads on SIGHUP and, with
+// Watch on, when the watched files change. It runs until Close (or until
+// ctx ends). Open is called once, after LoadInitial.
+func (r *Reloader) Open(ctx context.Context) error {
+	if r.cancel != nil {
+		return errors.New("reload: already open")
+	}
+	if r.watch && r.interval <= 0 {
+		return errors.New("reload: watch interval must be positive")
+	}
+	// SIGHUP is caught from here on; before Open it ends the process, as
+	// it would any program that does not reload.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	ctx, r.cancel = context.WithCancel(ctx)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer signal.Stop(hup)
+		r.run(ctx, hup)
+	}()
+	return nil
+}
+
+// Close stops watching and waits for the goroutine to end; a reload under
+// way finishes first. It does nothing before Open. ctx bounds the wait.
+func (r *Reloader) Close(ctx context.Context) error {
+	if r.cancel == nil {
+		return nil
+	}
+	r.cancel()
+	done := make(chan struct{})
+	go func() {
+		r.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("reload: close: %w", ctx.Err())
+	}
 }
 
 // run reloads on each hup and, when watch is on, when the watched files
 // change (checked every interval), until ctx ends.
-func (r *reloader) run(ctx context.Context, hup <-chan os.Signal, watch bool, interval time.Duration) {
+func (r *Reloader) run(ctx context.Context, hup <-chan os.Signal) {
 	var tick <-chan time.Time
-	if watch {
-		t := time.NewTicker(interval)
+	if r.watch {
+		t := time.NewTicker(r.interval)
 		defer t.Stop()
 		tick = t.C
 	}
@@ -169,7 +253,7 @@ func (r *reloader) run(ctx context.Context, hup <-chan os.Signal, watch bool, in
 }
 
 // reloadIfChanged reloads when the watched files changed.
-func (r *reloader) reloadIfChanged() {
+func (r *Reloader) reloadIfChanged() {
 	r.loadMu.Lock()
 	changed := r.changed()
 	r.loadMu.Unlock()
@@ -180,7 +264,7 @@ func (r *reloader) reloadIfChanged() {
 
 // changed reports whether the watched files' content differs from the last
 // load attempt. Content is read only when names, sizes or mtimes moved.
-func (r *reloader) changed() bool {
+func (r *Reloader) changed() bool {
 	stat := statPrint(r.watched)
 	if stat == r.stat {
 		return false
@@ -193,27 +277,27 @@ func (r *reloader) changed() bool {
 // reload reads the config file and the limits again and swaps them in. A
 // failure keeps the running limits and is logged. Settings other than the
 // limits need a restart.
-func (r *reloader) reload(reason string) {
+func (r *Reloader) reload(reason string) {
 	r.loadMu.Lock()
 	defer r.loadMu.Unlock()
 	stat, sum := fingerprint(r.watched)
 	r.stat, r.sum = stat, sum
-	cfg, err := loadConfig(r.path, r.getenv)
+	cfg, err := config.Load(r.path, r.getenv)
 	if err != nil {
 		r.record("", err)
 		r.metrics.ConfigReload(err)
 		r.log.Error("reload failed; keeping the running limits", "reason", reason, "err", err.Error())
 		return
 	}
-	if w := cfg.watched(); !slices.Equal(w, r.watched) {
+	if w := cfg.Watched(); !slices.Equal(w, r.watched) {
 		r.watched = w
 		r.stat, r.sum = fingerprint(w)
 	}
-	src := cfg.limitsSource()
-	domains, err := src.loadDomains()
+	src := cfg.LimitsSource()
+	domains, err := src.LoadDomains()
 	var lims *limiter.Limits
 	if err == nil {
-		lims, err = r.compile(domains, src.shadow, r.overrides)
+		lims, err = r.compile(domains, src.Shadow, r.overrides)
 	}
 	if err != nil {
 		r.record("", err)
@@ -221,7 +305,7 @@ func (r *reloader) reload(reason string) {
 		r.log.Error("reload failed; keeping the running limits", "reason", reason, "err", err.Error())
 		return
 	}
-	r.domains, r.shadow = domains, src.shadow
+	r.domains, r.shadow = domains, src.Shadow
 	old := r.lim.Limits()
 	r.lim.SetLimits(lims)
 	r.record(lims.Version(), nil)

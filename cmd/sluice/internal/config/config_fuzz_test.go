@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"errors"
@@ -11,7 +11,7 @@ import (
 // problem names the file, what it accepts decodes the same way again, and
 // inline limits reach the limit-file parser without a panic.
 func FuzzConfig(f *testing.F) {
-	shipped, err := os.ReadFile("../../config.yaml")
+	shipped, err := os.ReadFile("../../../../config.yaml")
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -26,11 +26,11 @@ func FuzzConfig(f *testing.F) {
 	}
 	const name = "config.yaml"
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := parseConfig(name, data, env{}.get)
+		c, err := Parse(name, data, env{}.get)
 		if err != nil {
-			var es ConfigErrors
+			var es Errors
 			if !errors.As(err, &es) || len(es) == 0 {
-				t.Fatalf("error is not a non-empty ConfigErrors: %#v", err)
+				t.Fatalf("error is not a non-empty Errors: %#v", err)
 			}
 			for _, e := range es {
 				if e.File != name || e.Msg == "" {
@@ -42,14 +42,14 @@ func FuzzConfig(f *testing.F) {
 			}
 			return
 		}
-		again, err := parseConfig(name, data, env{}.get)
+		again, err := Parse(name, data, env{}.get)
 		if err != nil || !reflect.DeepEqual(c, again) {
 			t.Fatalf("decodes differently the second time: %v", err)
 		}
 		// Inline limits go to the limit-file parser; a limits.path is not
 		// followed (the fuzzer would name files such as /dev/zero).
 		if c.Limits.Path == "" {
-			if _, err := c.limitsSource().load(); err != nil && err.Error() == "" {
+			if _, err := c.LimitsSource().Load(); err != nil && err.Error() == "" {
 				t.Fatalf("inline limits refused without a message")
 			}
 		}

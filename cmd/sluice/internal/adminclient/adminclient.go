@@ -1,4 +1,9 @@
-package main
+// Package adminclient is `sluice overrides`: a command-line client of the
+// admin API of a running Sluice, for the overrides it stores in Postgres.
+//
+// It speaks HTTP and JSON only; it imports nothing of Sluice, so the
+// server's checks stay the one place that judges an override.
+package adminclient
 
 import (
 	"bytes"
@@ -37,8 +42,12 @@ Every command takes -addr URL and -actor NAME (recorded with changes;
 default $USER).
 `
 
-// envAdminURL is the admin API address the overrides commands call.
-const envAdminURL = "SLUICE_ADMIN_URL"
+// The environment variables read: the admin API address the commands
+// call, and the token (the one serve reads, SLUICE_ADMIN_TOKEN).
+const (
+	envAdminURL   = "SLUICE_ADMIN_URL"
+	envAdminToken = "SLUICE_ADMIN_TOKEN"
+)
 
 // descriptorFlags collects repeated -descriptor KEY=VALUE flags.
 type descriptorFlags []map[string]string
@@ -54,14 +63,16 @@ func (d *descriptorFlags) Set(s string) error {
 	return nil
 }
 
-// overridesCmd is `sluice overrides ...`.
-func overridesCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// Main is `sluice overrides ARGS...`. It returns the process's exit code:
+// 0 done, 1 the call failed or the server refused it, 2 a usage error;
+// the reason is already printed on stderr.
+func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "help" || args[0] == "-help" || args[0] == "--help" {
 		fmt.Fprint(stderr, overridesUsage)
 		if len(args) == 0 {
-			return exitError{2}
+			return 2
 		}
-		return nil
+		return 0
 	}
 	cmd := args[0]
 	fs := flag.NewFlagSet("sluice overrides "+cmd, flag.ContinueOnError)
@@ -97,33 +108,33 @@ func overridesCmd(ctx context.Context, args []string, getenv func(string) string
 		jsonFile = fs.String("json", "", "send this `file` as the body instead (- for stdin)")
 	default:
 		fmt.Fprintf(stderr, "sluice overrides: unknown command %q\n\n%s", cmd, overridesUsage)
-		return exitError{2}
+		return 2
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return nil
+			return 0
 		}
-		return exitError{2}
+		return 2
 	}
 	var id string
 	if wantID {
 		if fs.NArg() != 1 {
 			fmt.Fprintf(stderr, "sluice overrides %s: want one override ID\n", cmd)
-			return exitError{2}
+			return 2
 		}
 		id = fs.Arg(0)
 		if n, err := strconv.ParseInt(id, 10, 64); err != nil || n <= 0 {
 			fmt.Fprintf(stderr, "sluice overrides %s: ID must be a positive whole number, not %q\n", cmd, id)
-			return exitError{2}
+			return 2
 		}
 	} else if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "sluice overrides %s: unexpected argument %q\n", cmd, fs.Arg(0))
-		return exitError{2}
+		return 2
 	}
 	token := getenv(envAdminToken)
 	if token == "" {
 		fmt.Fprintf(stderr, "sluice overrides: set %s to the admin token\n", envAdminToken)
-		return exitError{2}
+		return 2
 	}
 	base := *addr
 	if !strings.Contains(base, "://") {
@@ -131,7 +142,7 @@ func overridesCmd(ctx context.Context, args []string, getenv func(string) string
 	}
 	if _, err := url.Parse(base); err != nil {
 		fmt.Fprintf(stderr, "sluice overrides: -addr: %v\n", err)
-		return exitError{2}
+		return 2
 	}
 	base = strings.TrimRight(base, "/")
 
@@ -157,13 +168,14 @@ func overridesCmd(ctx context.Context, args []string, getenv func(string) string
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "sluice overrides set: %v\n", err)
-			return exitError{2}
+			return 2
 		}
 	}
 
 	req, err := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(body))
 	if err != nil {
-		return err
+		fmt.Fprintf(stderr, "sluice overrides %s: %v\n", cmd, err)
+		return 1
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	if body != nil {
@@ -176,13 +188,13 @@ func overridesCmd(ctx context.Context, args []string, getenv func(string) string
 	resp, err := client.Do(req)
 	if err != nil {
 		fmt.Fprintf(stderr, "sluice overrides %s: %v\n", cmd, err)
-		return exitError{1}
+		return 1
 	}
 	defer resp.Body.Close()
 	out, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		fmt.Fprintf(stderr, "sluice overrides %s: read the answer: %v\n", cmd, err)
-		return exitError{1}
+		return 1
 	}
 	if resp.StatusCode >= 300 {
 		msg := strings.TrimSpace(string(out))
@@ -193,21 +205,21 @@ func overridesCmd(ctx context.Context, args []string, getenv func(string) string
 			msg = e.Error
 		}
 		fmt.Fprintf(stderr, "sluice overrides %s: %s: %s\n", cmd, resp.Status, msg)
-		return exitError{1}
+		return 1
 	}
 	if resp.StatusCode == http.StatusNoContent {
 		fmt.Fprintf(stdout, "override %s deleted\n", id)
-		return nil
+		return 0
 	}
 	var pretty bytes.Buffer
 	if json.Indent(&pretty, out, "", "  ") != nil {
 		stdout.Write(out)
-		return nil
+		return 0
 	}
 	pretty.WriteByte('\n')
 	stdout.Write(bytes.TrimRight(pretty.Bytes(), "\n"))
 	io.WriteString(stdout, "\n")
-	return nil
+	return 0
 }
 
 func readBody(file string) ([]byte, error) {

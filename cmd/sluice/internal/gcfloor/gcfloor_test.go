@@ -1,9 +1,10 @@
-package main
+package gcfloor
 
 import (
 	"context"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -71,5 +72,56 @@ func TestHeapFloorFollowsLiveHeap(t *testing.T) {
 	}
 	if len(sets) != 2 || sets[0] != 1600 || sets[1] != 400 {
 		t.Fatalf("percents set %v, want [1600 400]", sets)
+	}
+}
+
+// TestFloorOpenClose: Open sets the percent for the live heap and follows
+// it; Close stops the goroutine (no percent set after it) and puts back
+// the percent found at Open. With no floor, no goroutine runs.
+func TestFloorOpenClose(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		floorMB int
+		want    int // the percent while open
+	}{
+		{"floor", 64, 1600},
+		{"no floor", 0, 400},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var mu sync.Mutex
+				percent, sets := 100, 0
+				f := New(400, c.floorMB)
+				f.set = func(p int) int {
+					mu.Lock()
+					defer mu.Unlock()
+					old := percent
+					percent, sets = p, sets+1
+					return old
+				}
+				f.live = func() uint64 { return 2 << 20 }
+				read := func() (int, int) {
+					mu.Lock()
+					defer mu.Unlock()
+					return percent, sets
+				}
+				f.Open(context.Background())
+				time.Sleep(3 * time.Second)
+				synctest.Wait()
+				if p, _ := read(); p != c.want {
+					t.Fatalf("percent while open = %d, want %d", p, c.want)
+				}
+				f.Close()
+				p, n := read()
+				if p != 100 {
+					t.Fatalf("percent after Close = %d, want 100 put back", p)
+				}
+				time.Sleep(time.Minute)
+				synctest.Wait()
+				if _, again := read(); again != n {
+					t.Fatalf("percent set %d times after Close", again-n)
+				}
+			})
+		})
 	}
 }

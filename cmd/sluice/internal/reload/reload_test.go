@@ -1,0 +1,169 @@
+package reload
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
+	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/limiter/memory"
+)
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func writeLimits(t *testing.T, path, rpu string) {
+	t.Helper()
+	body := "domain: api\ndescriptors:\n  - key: tenant\n    rate_limit: {unit: second, requests_per_unit: " + rpu + "}\n"
+	if err := os.WriteFile(path+".tmp", []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// setup writes a config naming one limit file and returns a loaded
+// Reloader over a limiter, the limit file, and the log.
+func setup(t *testing.T, watch bool) (*Reloader, *limiter.Limiter, string, *syncBuffer) {
+	t.Helper()
+	dir := t.TempDir()
+	limits := filepath.Join(dir, "api.yaml")
+	writeLimits(t, limits, "10")
+	cfgPath := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, []byte("limits: {path: api.yaml}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	getenv := func(string) string { return "" }
+	cfg, err := config.Load(cfgPath, getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := limiter.New(memory.New(nil), limiter.Config{KeyPrefix: "t:"})
+	logs := &syncBuffer{}
+	r := New(Options{Path: cfgPath, Getenv: getenv, Limiter: lim, Logger: slog.New(slog.NewTextHandler(logs, nil)),
+		Watch: watch, WatchInterval: 5 * time.Millisecond})
+	if err := r.LoadInitial(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return r, lim, limits, logs
+}
+
+// waitVersion waits until the limiter's limits are no longer at version.
+func waitVersion(t *testing.T, lim *limiter.Limiter, version string, logs *syncBuffer) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for lim.Limits().Version() == version {
+		if time.Now().After(deadline) {
+			t.Fatalf("limits not reloaded; log:\n%s", logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return lim.Limits().Version()
+}
+
+// TestOpenCloseWatch: between Open and Close a changed file is reloaded;
+// Close ends the goroutine, after which a change is not.
+func TestOpenCloseWatch(t *testing.T) {
+	// os/signal starts one goroutine for the process on first use; start
+	// it before counting.
+	warm := make(chan os.Signal, 1)
+	signal.Notify(warm, syscall.SIGUSR2)
+	signal.Stop(warm)
+	before := runtime.NumGoroutine()
+	r, lim, limits, logs := setup(t, true)
+	v0 := lim.Limits().Version()
+	if err := r.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Open(context.Background()); err == nil {
+		t.Error("a second Open succeeded")
+	}
+	writeLimits(t, limits, "20")
+	v1 := waitVersion(t, lim, v0, logs)
+	if err := r.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		// The goroutine has returned when Close does; give the runtime's
+		// own bookkeeping a moment before naming a leak.
+		deadline := time.Now().Add(5 * time.Second)
+		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if n := runtime.NumGoroutine(); n > before {
+			t.Errorf("%d goroutines before Open, %d after Close", before, n)
+		}
+	}
+	writeLimits(t, limits, "30")
+	// Many watch intervals: a goroutine left running would reload.
+	time.Sleep(200 * time.Millisecond)
+	if v := lim.Limits().Version(); v != v1 {
+		t.Errorf("limits reloaded after Close; log:\n%s", logs.String())
+	}
+	// The admin API's reload still works without the goroutine.
+	if v, err := r.ReloadNow(); err != nil || v == v1 || r.Status().Version != v {
+		t.Errorf("ReloadNow = %q, %v; status %+v", v, err, r.Status())
+	}
+}
+
+// TestOpenCloseSignal: with watching off, SIGHUP reloads between Open and
+// Close; a file change alone does not.
+func TestOpenCloseSignal(t *testing.T) {
+	r, lim, limits, logs := setup(t, false)
+	v0 := lim.Limits().Version()
+	if err := r.Close(context.Background()); err != nil {
+		t.Fatalf("Close before Open: %v", err)
+	}
+	if err := r.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(context.Background())
+	writeLimits(t, limits, "40")
+	time.Sleep(100 * time.Millisecond)
+	if lim.Limits().Version() != v0 {
+		t.Fatal("reloaded without a signal while watching is off")
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitVersion(t, lim, v0, logs)
+	if err := r.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOpenRefusesBadInterval: watching with no interval is an error, not
+// a ticker panic.
+func TestOpenRefusesBadInterval(t *testing.T) {
+	r, _, _, _ := setup(t, true)
+	r.interval = 0
+	if err := r.Open(context.Background()); err == nil {
+		r.Close(context.Background())
+		t.Fatal("Open with a zero watch interval succeeded")
+	}
+}
