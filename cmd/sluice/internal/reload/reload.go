@@ -263,10 +263,12 @@ func (r *Reloader) reloadIfChanged() {
 }
 
 // changed reports whether the watched files' content differs from the last
-// load attempt. Content is read only when names, sizes or mtimes moved.
+// load attempt. Content is read only when names, sizes or mtimes moved, or
+// while a file's mtime is recent: file systems keep mtimes in coarse ticks,
+// so a file rewritten within one tick at the same size looks unchanged.
 func (r *Reloader) changed() bool {
-	stat := statPrint(r.watched)
-	if stat == r.stat {
+	stat, newest := statPrint(r.watched)
+	if stat == r.stat && time.Since(newest) > racyMtime {
 		return false
 	}
 	r.stat = stat
@@ -343,12 +345,23 @@ func files(paths []string) []string {
 	return out
 }
 
-// statPrint describes the files' names, sizes and modification times.
-func statPrint(paths []string) string {
-	var b strings.Builder
+// racyMtime is how recent an mtime must be for the content to be read
+// even when names, sizes and mtimes look unchanged.
+const racyMtime = 2 * time.Second
+
+// statPrint describes the files' names, sizes and modification times, and
+// gives the newest of those times.
+func statPrint(paths []string) (string, time.Time) {
+	var (
+		b      strings.Builder
+		newest time.Time
+	)
 	for _, f := range files(paths) {
 		b.WriteString(f)
 		if fi, err := os.Stat(f); err == nil {
+			if fi.ModTime().After(newest) {
+				newest = fi.ModTime()
+			}
 			b.WriteByte(' ')
 			b.WriteString(strconv.FormatInt(fi.Size(), 10))
 			b.WriteByte(' ')
@@ -358,7 +371,7 @@ func statPrint(paths []string) string {
 		}
 		b.WriteByte('\n')
 	}
-	return b.String()
+	return b.String(), newest
 }
 
 // fingerprint is statPrint and a hash of the files' names and contents.
@@ -377,5 +390,6 @@ func fingerprint(paths []string) (string, [32]byte) {
 	}
 	var sum [32]byte
 	h.Sum(sum[:0])
-	return statPrint(paths), sum
+	stat, _ := statPrint(paths)
+	return stat, sum
 }
