@@ -333,3 +333,21 @@ func TestEnvoyLimitFileChecks(t *testing.T) {
 	copyFile(t, limitFile, dir+"/limits/edge.yaml")
 	sluiceCheck(t, dir+"/config.yaml")
 }
+
+// TestRateLimitHeadersFromOneSource: Envoy's filter appends its own
+// draft-03 headers to those Sluice sends, so the example must not have
+// both make them, or clients see every header twice.
+func TestRateLimitHeadersFromOneSource(t *testing.T) {
+	envoyHeaders := loadEnvoy(t).rl.GetEnableXRatelimitHeaders() != ratelimitv3.RateLimit_OFF
+	sluiceHeaders := true // the default
+	if v, ok := get(readYAML(t, "sluice/config.yaml")[0], "response_headers", "enabled").(bool); ok {
+		sluiceHeaders = v
+	}
+	if envoyHeaders && sluiceHeaders {
+		t.Error("deploy/envoy/envoy.yaml sets enable_x_ratelimit_headers and deploy/sluice/config.yaml leaves " +
+			"response_headers on: every X-RateLimit-* header would reach clients twice; turn one off")
+	}
+	if !envoyHeaders && !sluiceHeaders {
+		t.Error("neither Envoy nor Sluice adds the X-RateLimit-* headers in the example")
+	}
+}
