@@ -206,11 +206,18 @@ func TestPoolDropsOutliers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := callWire(r, one); err != nil {
-		t.Fatal(err)
+	// Under the race detector sync.Pool drops a quarter of what is put
+	// back, at random: one of many ordinary calls must be kept.
+	kept := false
+	for i := 0; i < 20 && !kept; i++ {
+		if err := callWire(r, one); err != nil {
+			t.Fatal(err)
+		}
+		d, _ := pooled(r)
+		kept = d > 0
 	}
-	if d, _ := pooled(r); d == 0 {
-		t.Error("an ordinary request's scratch was not put back")
+	if !kept {
+		t.Error("an ordinary request's scratch was never put back")
 	}
 }
 
