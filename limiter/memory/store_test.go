@@ -23,3 +23,10 @@ func TestContractWallClock(t *testing.T) {
 		return limitertest.Harness{Store: s, Now: func() int64 { return time.Now().UnixMicro() }, TTL: s.TTL}
 	})
 }
+
+// TestUsageScenario runs the LLM-token budget scenario on a fake clock.
+func TestUsageScenario(t *testing.T) {
+	clock := limitertest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro())
+	s := memory.New(clock.Now)
+	limitertest.RunUsageScenario(t, limitertest.Harness{Store: s, Advance: clock.Advance, Now: clock.Now, TTL: s.TTL})
+}
