@@ -8,7 +8,9 @@ package limiter
 // and Slack, how far before FullAtMs*1000 the exact full time lies, in units
 // of 1/Num microsecond (0 <= Slack < 1000*Num). From them the debt at time
 // now is D = (FullAtMs*1000 - now)*Num - Slack, floored at 0 and capped at
-// the full-bucket debt Cap*Den (a limit that shrank caps what is stored).
+// the rate's Bound: the full-bucket debt Cap*Den, plus MaxDebt*Den for a
+// usage limit, whose balance may go below zero (a limit that shrank, or
+// changed from usage to admission, caps what is stored).
 
 // Stored is a bucket as a Store keeps it. A missing bucket is full.
 type Stored struct {
@@ -22,17 +24,17 @@ func (s Stored) Debt(nowUs int64, r Rate) int64 {
 	if diff <= 0 {
 		return 0
 	}
-	capD := int64(r.Cap * r.Den)
+	bound := r.Bound()
 	num := int64(r.Num)
-	if diff > capD/num+1000 {
-		return capD
+	if diff > bound/num+1000 {
+		return bound
 	}
 	d := diff*num - s.Slack
 	if d < 0 {
 		return 0
 	}
-	if d > capD {
-		return capD
+	if d > bound {
+		return bound
 	}
 	return d
 }
@@ -60,25 +62,47 @@ func Encode(d, nowUs int64, r Rate) Stored {
 // slot[i] names the index in debt that request i uses; requests sharing a
 // key share a slot.
 func Decide(reqs []BucketRequest, slot []int, debt []int64, res []BucketResult) bool {
-	// Refunds apply first and always.
+	// Refunds apply first and always. The cost is capped at what the
+	// bucket can owe, which also keeps cost*Den exact.
 	for i := range reqs {
+		res[i].Cut = 0
 		if reqs[i].Op != OpRefund {
 			continue
 		}
 		r := reqs[i].Rate
-		c := reqs[i].Cost
-		if c > r.Cap {
-			c = r.Cap
-		}
+		c := min(reqs[i].Cost, r.Cap+r.MaxDebt)
 		d := debt[slot[i]] - int64(c*r.Den)
 		if d < 0 {
 			d = 0
 		}
 		debt[slot[i]] = d
 	}
-	// Enforced takes: all or nothing. Work on a scratch copy of the debts
-	// so a denial leaves them untouched.
+	// Usage answers, from the balance before this call's takes: a charge
+	// is OK when the bucket holds its cost, a check when it holds one
+	// whole token. An enforced one that is not OK denies the call.
 	allowed := true
+	for i := range reqs {
+		op := reqs[i].Op
+		if !op.Usage() {
+			continue
+		}
+		r := reqs[i].Rate
+		capD := int64(r.Cap * r.Den)
+		need := int64(r.Den) // a check needs one token
+		if op == OpCharge || op == OpShadowCharge {
+			if reqs[i].Cost > r.Cap {
+				res[i].OK = false
+				allowed = allowed && op != OpCharge
+				continue
+			}
+			need = int64(reqs[i].Cost * r.Den)
+		}
+		res[i].OK = debt[slot[i]]+need <= capD
+		if !res[i].OK && (op == OpCharge || op == OpCheck) {
+			allowed = false
+		}
+	}
+	// Enforced takes: all or nothing.
 	for i := range reqs {
 		if reqs[i].Op != OpTake {
 			continue
@@ -115,20 +139,40 @@ func Decide(reqs []BucketRequest, slot []int, debt []int64, res []BucketResult) 
 			debt[slot[i]] += need
 		}
 	}
+	// Usage charges are paid in full whatever the answer, down to the
+	// debt floor; what the floor cuts off is counted.
+	for i := range reqs {
+		if op := reqs[i].Op; op != OpCharge && op != OpShadowCharge {
+			continue
+		}
+		r := reqs[i].Rate
+		c := min(reqs[i].Cost, r.Cap+r.MaxDebt)
+		cut := reqs[i].Cost - c
+		d := debt[slot[i]] + int64(c*r.Den)
+		if bound := r.Bound(); d > bound {
+			cut += uint64(ceilDiv(d-bound, int64(r.Den)))
+			d = bound
+		}
+		debt[slot[i]] = max(d, debt[slot[i]])
+		res[i].Cut = cut
+	}
 	for i := range reqs {
 		r := reqs[i].Rate
 		d := debt[slot[i]]
 		capD := int64(r.Cap * r.Den)
 		num := int64(r.Num)
 		// A bucket listed again with a smaller capacity can hold more debt
-		// than this entry's capacity: it has nothing left.
+		// than this entry's capacity, and a usage bucket can owe: it has
+		// nothing left.
 		res[i].Remaining = uint64(max(capD-d, 0) / int64(r.Den))
-		switch {
-		case reqs[i].Op == OpPeek || reqs[i].Op == OpRefund:
+		switch op := reqs[i].Op; {
+		case op == OpPeek || op == OpRefund:
 			res[i].OK = true
 			res[i].ResetMicros = ceilDiv(d, num)
 		case res[i].OK:
 			res[i].ResetMicros = ceilDiv(d, num)
+		case op == OpCheck || op == OpShadowCheck:
+			res[i].ResetMicros = ceilDiv(d+int64(r.Den)-capD, num)
 		case reqs[i].Cost > r.Cap:
 			res[i].ResetMicros = 0 // can never pass
 		default:

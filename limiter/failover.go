@@ -93,6 +93,10 @@ type FailoverCounts struct {
 	Local   uint64 // primary failed; decided by the local store
 	Allowed uint64 // primary failed; answered OK without a decision
 	Errors  uint64 // primary failed; its error returned (FailError)
+	// LostUsage is the usage-charged tokens (charge: usage reports) that
+	// no store charged because the primary failed under FailAllow or
+	// FailError: counted, so no report is dropped silently.
+	LostUsage uint64
 }
 
 // Failover is a Store that decides with a primary store and applies a
@@ -109,6 +113,7 @@ type Failover struct {
 	hook     func(FailureMode, error)
 
 	primaryN, localN, allowedN, errorsN atomic.Uint64
+	lostUsage                           atomic.Uint64
 
 	pool sync.Pool // *[]BucketRequest
 }
@@ -139,7 +144,7 @@ func (f *Failover) LocalFraction() float64 { return f.fraction }
 // Counts returns the calls answered so far, by path.
 func (f *Failover) Counts() FailoverCounts {
 	return FailoverCounts{Primary: f.primaryN.Load(), Local: f.localN.Load(),
-		Allowed: f.allowedN.Load(), Errors: f.errorsN.Load()}
+		Allowed: f.allowedN.Load(), Errors: f.errorsN.Load(), LostUsage: f.lostUsage.Load()}
 }
 
 // Apply implements Store. When the primary fails it answers by the
@@ -165,13 +170,24 @@ func (f *Failover) Apply(ctx context.Context, reqs []BucketRequest, res []Bucket
 		return f.applyLocal(ctx, reqs, res)
 	case FailAllow:
 		f.allowedN.Add(1)
+		f.countLost(reqs)
 		for i := range reqs {
 			res[i] = BucketResult{OK: true, Remaining: reqs[i].Rate.Cap}
 		}
 		return true, nil
 	}
 	f.errorsN.Add(1)
+	f.countLost(reqs)
 	return false, err
+}
+
+// countLost counts the usage charges of a call no store decided.
+func (f *Failover) countLost(reqs []BucketRequest) {
+	for i := range reqs {
+		if op := reqs[i].Op; op == OpCharge || op == OpShadowCharge {
+			f.lostUsage.Add(reqs[i].Cost)
+		}
+	}
 }
 
 func (f *Failover) applyLocal(ctx context.Context, reqs []BucketRequest, res []BucketResult) (bool, error) {
@@ -220,6 +236,12 @@ func ScaleRate(r Rate, frac float64) Rate {
 	if out.Den > maxExact || out.Cap > maxExact/out.Den || out.Cap*out.Den+1000*out.Num >= maxExact {
 		// Out of the exact range: scale the capacity only.
 		out.Num, out.Den = r.Num, r.Den
+	}
+	if r.MaxDebt > 0 {
+		// A usage limit's floor scales with it, and must stay exact under
+		// the new Den too.
+		room := (maxExact-1-1000*out.Num)/out.Den - out.Cap
+		out.MaxDebt = min(max(1, uint64(float64(r.MaxDebt)*frac)), room)
 	}
 	return out
 }

@@ -75,6 +75,9 @@ type Status struct {
 	// would have denied.
 	Shadow       bool
 	ShadowDenied bool
+	// Cut is the tokens of a usage charge that the debt floor (max_debt)
+	// cut off rather than charged; counted so none is lost silently.
+	Cut uint64
 }
 
 // Response is a decision. Reuse one across calls to avoid allocation.
@@ -294,10 +297,25 @@ func (l *Limiter) Decide(ctx context.Context, req *Request, resp *Response) erro
 		var limit *RateLimit
 		var rate Rate
 		shadow := false
+		charge := ChargeAdmission
 		if d.Override != nil {
 			limit = d.Override
 			if !limit.Unlimited && limit.RequestsPerUnit > 0 {
-				rate, _ = limit.Rate() // checked by Validate
+				o := *limit
+				o.Charge, o.MaxDebt = ChargeAdmission, 0
+				if lim.usage {
+					// The rule the request-side limit replaces lends it
+					// its charging mode; the bucket is the override's own.
+					var r *Rule
+					n := len(s.parts)
+					r, s.parts = lim.Match(req.Domain, d.Entries, s.parts)
+					s.parts = s.parts[:n]
+					if r != nil && r.Limit.Charge == ChargeUsage {
+						o.Charge, o.MaxDebt = ChargeUsage, r.Limit.MaxDebt
+					}
+				}
+				charge = o.Charge
+				rate, _ = o.rate(true) // checked by Validate; usage only adds a clamped debt
 			}
 			shadow = lim.shadow
 		} else {
@@ -306,7 +324,7 @@ func (l *Limiter) Decide(ctx context.Context, req *Request, resp *Response) erro
 				continue
 			}
 			st.Rule = rule
-			limit, rate, shadow = &rule.Limit, rule.Rate, rule.Shadow
+			limit, rate, shadow, charge = &rule.Limit, rule.Rate, rule.Shadow, rule.Limit.Charge
 		}
 		if limit.Unlimited {
 			st.Remaining = Unlimited
@@ -330,6 +348,16 @@ func (l *Limiter) Decide(ctx context.Context, req *Request, resp *Response) erro
 		switch {
 		case d.Refund:
 			op = OpRefund
+		case charge == ChargeUsage && d.HasCost && cost == 0:
+			op = OpCheck
+			if shadow {
+				op = OpShadowCheck
+			}
+		case charge == ChargeUsage:
+			op = OpCharge
+			if shadow {
+				op = OpShadowCharge
+			}
 		case d.HasCost && cost == 0:
 			op = OpPeek
 		case shadow:
@@ -343,8 +371,9 @@ func (l *Limiter) Decide(ctx context.Context, req *Request, resp *Response) erro
 
 	if len(s.reqs) > 0 {
 		if banned {
-			// A banned descriptor denies the request: nothing pays, but the
-			// other buckets still report their state.
+			// A banned descriptor denies the request: no admission take
+			// pays, but the other buckets still report their state, and
+			// usage charges (reports of work done) are charged anyway.
 			for j := range s.reqs {
 				if s.reqs[j].Op == OpTake || s.reqs[j].Op == OpShadowTake {
 					s.reqs[j].Op = OpPeek
@@ -363,6 +392,7 @@ func (l *Limiter) Decide(ctx context.Context, req *Request, resp *Response) erro
 			r := &s.res[j]
 			st.Remaining = clamp32(r.Remaining)
 			st.ResetMicros = r.ResetMicros
+			st.Cut = r.Cut
 			if r.OK {
 				continue
 			}

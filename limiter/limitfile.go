@@ -28,7 +28,7 @@ type FileErrors = yamlconf.Errors
 var (
 	domainFields     = []string{"domain", "descriptors"}
 	descriptorFields = []string{"key", "value", "rate_limit", "shadow_mode", "share_threshold", "detailed_metric", "value_to_metric", "descriptors"}
-	rateLimitFields  = []string{"unit", "unit_multiplier", "requests_per_unit", "burst", "unlimited", "name", "replaces"}
+	rateLimitFields  = []string{"unit", "unit_multiplier", "requests_per_unit", "burst", "unlimited", "name", "replaces", "charge", "max_debt"}
 	replacesFields   = []string{"name"}
 )
 
@@ -401,7 +401,7 @@ func (p *parser) rateLimit(f yamlconf.Field) *RateLimit {
 	before := p.Count()
 	rl := &RateLimit{}
 	unknown := false
-	var unitF, rpuF, burstF, multF *yamlconf.Field
+	var unitF, rpuF, burstF, multF, chargeF, maxDebtF *yamlconf.Field
 	var selfRefs []replaceRef
 	for _, rf := range p.Fields(n, f.Path) {
 		rf := rf
@@ -453,6 +453,23 @@ func (p *parser) rateLimit(f yamlconf.Field) *RateLimit {
 			}
 		case "replaces":
 			selfRefs = p.replacesList(rf, rl)
+		case "charge":
+			chargeF = &rf
+			if s, isStr := p.String(rf, false); isStr {
+				c, ok := ParseCharge(s)
+				if !ok {
+					p.Errorf(rf.Val.Line, rf.Path, "unknown charging mode %q; valid modes are admission, usage", s)
+				}
+				rl.Charge = c
+			}
+		case "max_debt":
+			maxDebtF = &rf
+			if v, ok := p.Uint32(rf); ok {
+				if v == 0 {
+					p.Errorf(rf.Val.Line, rf.Path, "must be at least 1 (leave it out for %d times the burst)", DefaultDebtFactor)
+				}
+				rl.MaxDebt = uint64(v)
+			}
 		default:
 			unknown = true
 			p.unknownField(rf, "rate_limit", rateLimitFields)
@@ -466,7 +483,7 @@ func (p *parser) rateLimit(f yamlconf.Field) *RateLimit {
 		p.replaces = append(p.replaces, r)
 	}
 	if rl.Unlimited {
-		for _, g := range []*yamlconf.Field{unitF, rpuF, burstF, multF} {
+		for _, g := range []*yamlconf.Field{unitF, rpuF, burstF, multF, chargeF, maxDebtF} {
 			if g != nil {
 				p.Errorf(g.Key.Line, g.Path, "not allowed with unlimited: true (an unlimited limit has no rate)")
 			}
@@ -481,6 +498,10 @@ func (p *parser) rateLimit(f yamlconf.Field) *RateLimit {
 			p.Errorf(f.Key.Line, yamlconf.Join(f.Path, "requests_per_unit"), "missing (write requests_per_unit: 0 for a ban)")
 		case burstF != nil && rl.RequestsPerUnit == 0:
 			p.Errorf(burstF.Key.Line, burstF.Path, "has no effect on a ban (requests_per_unit: 0); remove it")
+		case rl.Charge == ChargeUsage && rl.RequestsPerUnit == 0:
+			p.Errorf(chargeF.Val.Line, chargeF.Path, "usage does not apply to a ban (requests_per_unit: 0), which has no bucket to charge")
+		case maxDebtF != nil && rl.Charge != ChargeUsage && rl.MaxDebt != 0:
+			p.Errorf(maxDebtF.Key.Line, maxDebtF.Path, "applies only to charge: usage")
 		}
 	}
 	if p.Count() == before && !rl.Unlimited && rl.RequestsPerUnit > 0 {

@@ -37,6 +37,7 @@ type Limits struct {
 	version string
 	shadow  bool
 	count   int
+	usage   bool // some rule charges usage
 }
 
 // Version identifies the limits by content: "sha256:" and a hex digest.
@@ -123,6 +124,10 @@ func hashTree(h interface{ Write([]byte) (int, error) }, ds []DescriptorConfig, 
 		fmt.Fprintf(h, "%d %q %q %v %v %v %v", depth, d.Key, d.Value, d.ShadowMode, d.ShareThreshold, d.DetailedMetric, d.ValueToMetric)
 		if r := d.RateLimit; r != nil {
 			fmt.Fprintf(h, " rl{%q %d %d %d %d %v %q}", r.Name, r.RequestsPerUnit, r.Unit, r.multiplier(), r.Capacity(), r.Unlimited, r.Replaces)
+			if r.Charge != ChargeAdmission || r.MaxDebt != 0 {
+				// Only then, so that admission limits keep their versions.
+				fmt.Fprintf(h, " charge{%v %d}", r.Charge, r.MaxDebt)
+			}
 		}
 		fmt.Fprintln(h)
 		hashTree(h, d.Descriptors, depth+1)
@@ -177,6 +182,18 @@ func (l *Limits) build(parent *node, ds []DescriptorConfig, file string, path []
 			r.Path = rl.Name
 			if r.Path == "" {
 				r.Path = strings.Join(p, ".")
+			}
+			if rl.Charge == ChargeUsage {
+				// quota_mode, when it comes, is refused with usage here too.
+				switch {
+				case rl.Unlimited:
+					return fmt.Errorf("%s:%d: rate_limit.charge: rule %s: usage does not apply to an unlimited limit", file, d.Line, r.Path)
+				case rl.RequestsPerUnit == 0:
+					return fmt.Errorf("%s:%d: rate_limit.charge: rule %s: usage does not apply to a ban (requests_per_unit: 0), which has no bucket to charge", file, d.Line, r.Path)
+				}
+				l.usage = true
+			} else if rl.MaxDebt != 0 {
+				return fmt.Errorf("%s:%d: rate_limit.max_debt: rule %s: applies only to charge: usage", file, d.Line, r.Path)
 			}
 			if !rl.Unlimited && rl.RequestsPerUnit > 0 {
 				rt, err := rl.Rate()

@@ -120,6 +120,14 @@ func (o *Override) Validate(b Bounds, now time.Time) error {
 // validateOverrideLimit checks a limit built in Go as the limit-file parser
 // checks one read from text.
 func validateOverrideLimit(r *RateLimit) error {
+	// The override storage has no columns for the charging mode yet: an
+	// override must not load as admission when it says usage.
+	if r.Charge != ChargeAdmission {
+		return overrideErr("rate_limit.charge", "%s is not supported for overrides yet; only admission", r.Charge)
+	}
+	if r.MaxDebt != 0 {
+		return overrideErr("rate_limit.max_debt", "not supported for overrides yet (it applies only to charge: usage)")
+	}
 	if r.Unlimited {
 		if r.Unit != UnitUnknown || r.RequestsPerUnit != 0 || r.Burst != 0 || r.UnitMultiplier > 1 {
 			return overrideErr("rate_limit.unlimited", "unit, requests_per_unit, unit_multiplier and burst are not allowed with unlimited: true")
@@ -158,6 +166,8 @@ type rateLimitJSON struct {
 	Unlimited       bool           `json:"unlimited,omitempty"`
 	Name            string         `json:"name,omitempty"`
 	Replaces        []replacesJSON `json:"replaces,omitempty"`
+	Charge          string         `json:"charge,omitempty"`
+	MaxDebt         uint64         `json:"max_debt,omitempty"`
 }
 
 type replacesJSON struct {
@@ -180,6 +190,10 @@ func (r *RateLimit) doc() rateLimitJSON {
 	if r.RequestsPerUnit > 0 && r.Burst != 0 {
 		d.Burst = r.Burst
 	}
+	if r.Charge != ChargeAdmission {
+		d.Charge = r.Charge.String()
+	}
+	d.MaxDebt = r.MaxDebt
 	return d
 }
 
@@ -483,6 +497,8 @@ type rateLimitDoc struct {
 	Unlimited       bool           `json:"unlimited,omitempty" yaml:"unlimited,omitempty"`
 	Name            string         `json:"name,omitempty" yaml:"name,omitempty"`
 	Replaces        []replacesJSON `json:"replaces,omitempty" yaml:"replaces,omitempty"`
+	Charge          string         `json:"charge,omitempty" yaml:"charge,omitempty"`
+	MaxDebt         uint64         `json:"max_debt,omitempty" yaml:"max_debt,omitempty"`
 }
 
 func descriptorDocs(ds []DescriptorConfig) []descriptorDoc {

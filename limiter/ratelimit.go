@@ -70,6 +70,41 @@ func (u Unit) Seconds() int64 {
 // UnitNames lists the valid unit names, for error messages.
 func UnitNames() []string { return append([]string(nil), unitNames[1:]...) }
 
+// Charge is a limit's charging mode (rate_limit.charge).
+type Charge uint8
+
+const (
+	// ChargeAdmission decides before the work: a request pays only when
+	// every bucket holds its cost (the default).
+	ChargeAdmission Charge = iota
+	// ChargeUsage charges costs reported after the work in full, answered
+	// OK or not: the balance may go into debt, down to MaxDebt.
+	ChargeUsage
+)
+
+var chargeNames = [...]string{"admission", "usage"}
+
+func (c Charge) String() string {
+	if int(c) < len(chargeNames) {
+		return chargeNames[c]
+	}
+	return "charge(" + strconv.Itoa(int(c)) + ")"
+}
+
+// ParseCharge maps a charge name (case-insensitive) to a Charge.
+func ParseCharge(s string) (Charge, bool) {
+	for i, n := range chargeNames {
+		if equalFold(s, n) {
+			return Charge(i), true
+		}
+	}
+	return ChargeAdmission, false
+}
+
+// DefaultDebtFactor times the capacity is a usage limit's max_debt when
+// none is given (within what the integer maths holds exactly).
+const DefaultDebtFactor = 1000
+
 // RateLimit is one limit as the limit file states it, with defaults applied.
 type RateLimit struct {
 	Name            string
@@ -79,6 +114,12 @@ type RateLimit struct {
 	Burst           uint32 // bucket capacity; Normalize sets it to RequestsPerUnit when 0
 	Unlimited       bool
 	Replaces        []string
+	// Charge is the charging mode; the zero value is admission.
+	Charge Charge
+	// MaxDebt is the most tokens a usage bucket may owe below zero; 0
+	// means the default, DefaultDebtFactor times the capacity, lowered to
+	// what the integer maths holds exactly. Only for ChargeUsage.
+	MaxDebt uint64
 }
 
 // Window is the limit's period: unit times multiplier.
@@ -114,13 +155,28 @@ type Rate struct {
 	Num uint64 // debt repaid per microsecond
 	Den uint64 // debt one token costs
 	Cap uint64 // capacity in tokens
+	// MaxDebt is the tokens a usage bucket may owe below zero; 0 for an
+	// admission limit. The stored debt is at most (Cap+MaxDebt)*Den.
+	MaxDebt uint64
 }
+
+// Bound is the most debt a bucket of the rate holds: a full bucket's worth
+// (Cap*Den), plus MaxDebt tokens for a usage limit.
+func (r Rate) Bound() int64 { return int64((r.Cap + r.MaxDebt) * r.Den) }
 
 // Rate reduces a limit for the bucket maths. It fails when the limit is
 // unlimited or a ban (neither has a bucket), has no unit, or is too coarse
 // to keep exactly: the full-bucket debt Cap*Den plus one millisecond of
 // refill must stay below 2^53.
-func (r *RateLimit) Rate() (Rate, error) {
+//
+// For a usage limit it also sets MaxDebt, failing when an explicit
+// max_debt is more than the integer maths holds exactly.
+func (r *RateLimit) Rate() (Rate, error) { return r.rate(false) }
+
+// rate is Rate; with clampDebt an explicit max_debt too large to hold is
+// lowered to the most that fits rather than refused (a request-side limit
+// that takes the charging mode of the rule it replaces).
+func (r *RateLimit) rate(clampDebt bool) (Rate, error) {
 	if r.Unlimited || r.RequestsPerUnit == 0 {
 		return Rate{}, fmt.Errorf("limit has no bucket")
 	}
@@ -139,6 +195,22 @@ func (r *RateLimit) Rate() (Rate, error) {
 		return Rate{}, fmt.Errorf("burst %d at %d per %s x %d takes too long to refill to be kept exactly; raise requests_per_unit or lower burst",
 			rt.Cap, rpu, r.Unit, r.multiplier())
 	}
+	if r.Charge == ChargeUsage {
+		// (Cap+MaxDebt)*Den plus one millisecond of refill stays below
+		// 2^53, as Cap*Den does above; room >= Cap by that check.
+		room := (maxExact-1-1000*rt.Num)/rt.Den - rt.Cap
+		md := r.MaxDebt
+		switch {
+		case md == 0:
+			md = min(DefaultDebtFactor*rt.Cap, room)
+		case md > room && clampDebt:
+			md = room
+		case md > room:
+			return Rate{}, fmt.Errorf("max_debt %d is more than the bucket maths holds exactly at %d per %s x %d with burst %d (at most %d)",
+				md, rpu, r.Unit, r.multiplier(), rt.Cap, room)
+		}
+		rt.MaxDebt = md
+	}
 	return rt, nil
 }
 
@@ -156,7 +228,7 @@ func (r *RateLimit) Equal(o *RateLimit) bool {
 	}
 	if r.Name != o.Name || r.RequestsPerUnit != o.RequestsPerUnit || r.Unit != o.Unit ||
 		r.multiplier() != o.multiplier() || r.Capacity() != o.Capacity() || r.Unlimited != o.Unlimited ||
-		len(r.Replaces) != len(o.Replaces) {
+		r.Charge != o.Charge || r.MaxDebt != o.MaxDebt || len(r.Replaces) != len(o.Replaces) {
 		return false
 	}
 	for i := range r.Replaces {

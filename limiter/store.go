@@ -14,9 +14,27 @@ const (
 	OpShadowTake
 	// OpPeek reports the bucket and pays nothing.
 	OpPeek
-	// OpRefund gives the cost back (capped at capacity), always.
+	// OpRefund gives the cost back (capped at capacity), always. Under a
+	// usage rate (Rate.Usage) it pays debt back, down to a full bucket.
 	OpRefund
+	// OpCharge is a usage take (charge: usage): it is OK when the bucket
+	// holds the cost before the call, and is charged in full either way,
+	// down to the debt floor (Rate.MaxDebt tokens below zero). A denied
+	// OpCharge denies the call's OpTake buckets as a denied OpTake does.
+	OpCharge
+	// OpShadowCharge is an OpCharge of a shadow-mode limit: charged in
+	// full the same way, but it never denies the call.
+	OpShadowCharge
+	// OpCheck is a usage-mode check (cost 0): it pays nothing and is OK
+	// when the bucket holds at least one whole token. A failed OpCheck
+	// denies the call's OpTake buckets.
+	OpCheck
+	// OpShadowCheck is an OpCheck that never denies the call.
+	OpShadowCheck
 )
+
+// Usage reports whether op is one of usage mode's (charges and checks).
+func (op Op) Usage() bool { return op >= OpCharge && op <= OpShadowCheck }
 
 // BucketRequest is one bucket of one Store call.
 type BucketRequest struct {
@@ -34,15 +52,18 @@ type BucketResult struct {
 	// Remaining is the whole tokens left after the call.
 	Remaining uint64
 	// ResetMicros is, when OK, the time until the bucket is full again;
-	// otherwise the time until it holds the cost.
+	// otherwise the time until it holds the cost (one token for a check).
 	ResetMicros int64
+	// Cut is the tokens of an OpCharge or OpShadowCharge that the debt
+	// floor cut off (not charged); counted so that none is lost silently.
+	Cut uint64
 }
 
 // Store keeps token buckets. Apply decides all buckets of one request in one
-// atomic step: if any OpTake bucket lacks its cost, no take pays (refunds
-// still apply); a bucket listed twice sees the earlier entries' effect.
+// atomic step: if any OpTake bucket lacks its cost, or any OpCharge or
+// OpCheck is not OK, no take pays (refunds and usage charges still apply); a bucket listed twice sees the earlier entries' effect.
 // res has len(reqs) entries and is filled in order. Apply returns whether
-// the request was allowed (every OpTake bucket OK), or an error when the
+// the request was allowed (every OpTake, OpCharge and OpCheck bucket OK), or an error when the
 // backend failed, in which case nothing is known to have been paid.
 type Store interface {
 	Apply(ctx context.Context, reqs []BucketRequest, res []BucketResult) (allowed bool, err error)

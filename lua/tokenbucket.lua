@@ -1,13 +1,18 @@
 -- Sluice token buckets: one call decides every bucket of one request.
 --
 -- KEYS[i]  bucket key
--- ARGV     five integers per key: op, num, den, cap, cost
---          op: 0 take (all or nothing), 1 shadow take, 2 peek, 3 refund
--- Returns  {allowed, ok_1, remaining_1, reset_us_1, ok_2, ...}
+-- ARGV     six integers per key: op, num, den, cap, cost, maxdebt
+--          op: 0 take (all or nothing), 1 shadow take, 2 peek, 3 refund,
+--          4 usage charge, 5 shadow usage charge, 6 usage check,
+--          7 shadow usage check; maxdebt is 0 for admission limits
+-- Returns  {allowed, ok_1, remaining_1, reset_us_1, ok_2, ...}, followed by
+--          cut_1 ... cut_n (tokens the debt floor cut off each usage
+--          charge) only when some charge was cut
 --
 -- A bucket is stored as its slack, with the key expiring at the millisecond
 -- the bucket is full again: debt = (expire_ms*1000 - now)*num - slack,
--- floored at 0 and capped at cap*den. A missing key is a full bucket.
+-- floored at 0 and capped at (cap+maxdebt)*den. A missing key is a full
+-- bucket. A usage bucket's debt may pass cap*den: its balance is negative.
 -- limiter/bucket.go does the same integer steps; keep the two in step.
 -- Every number stays below 2^53, where Lua's doubles are exact.
 
@@ -30,16 +35,16 @@ local function ceildiv(a, b)
   return q
 end
 
--- the debt of bucket k now (num: debt refilled per microsecond; capd: the
--- debt of an empty bucket)
-local function loadDebt(k, num, capd)
+-- the debt of bucket k now (num: debt refilled per microsecond; bound: the
+-- most debt the bucket holds, cap*den for an admission limit)
+local function loadDebt(k, num, bound)
   local full = redis.call('PEXPIRETIME', k)
   if full <= 0 then return 0 end
   local diff = full * 1000 - now
   if diff <= 0 then return 0 end
-  if diff > (divmod(capd, num)) + 1000 then return capd end
+  if diff > (divmod(bound, num)) + 1000 then return bound end
   local d = diff * num - tonumber(redis.call('GET', k) or '0')
-  if d < 0 then return 0 elseif d > capd then return capd end
+  if d < 0 then return 0 elseif d > bound then return bound end
   return d
 end
 
@@ -82,18 +87,20 @@ if n == 1 and ARGV[1] == '0' then
 end
 
 local op, num, den, cap, cost, capd = {}, {}, {}, {}, {}, {}
+local lim, bound = {}, {}
 local debt, slot, loaded = {}, {}, {}
 local seen = {}
 for i = 1, n do
-  local a = (i - 1) * 5
+  local a = (i - 1) * 6
   op[i] = tonumber(ARGV[a + 1]); num[i] = tonumber(ARGV[a + 2]); den[i] = tonumber(ARGV[a + 3])
   cap[i] = tonumber(ARGV[a + 4]); cost[i] = tonumber(ARGV[a + 5]); capd[i] = cap[i] * den[i]
+  lim[i] = cap[i] + tonumber(ARGV[a + 6]); bound[i] = lim[i] * den[i]
   local k = KEYS[i]
   local s = seen[k]
   if s == nil then
     s = i
     seen[k] = i
-    local d = loadDebt(k, num[i], capd[i])
+    local d = loadDebt(k, num[i], bound[i])
     debt[i] = d
     loaded[i] = d
   end
@@ -104,16 +111,34 @@ end
 for i = 1, n do
   if op[i] == 3 then
     local c = cost[i]
-    if c > cap[i] then c = cap[i] end
+    if c > lim[i] then c = lim[i] end
     local d = debt[slot[i]] - c * den[i]
     if d < 0 then d = 0 end
     debt[slot[i]] = d
   end
 end
 
--- enforced takes: all or nothing
+-- usage answers, from the balance before this call's takes: a charge is ok
+-- when the bucket holds its cost, a check when it holds one whole token
 local ok = {}
 local allowed = true
+for i = 1, n do
+  local o = op[i]
+  if o >= 4 then
+    local need = den[i]
+    local good
+    if o <= 5 and cost[i] > cap[i] then
+      good = false
+    else
+      if o <= 5 then need = cost[i] * den[i] end
+      good = debt[slot[i]] + need <= capd[i]
+    end
+    ok[i] = good
+    if not good and (o == 4 or o == 6) then allowed = false end
+  end
+end
+
+-- enforced takes: all or nothing
 for i = 1, n do
   if op[i] == 0 then
     local need = cost[i] * den[i]
@@ -144,6 +169,25 @@ for i = 1, n do
   end
 end
 
+-- usage charges are paid in full whatever the answer, down to the debt
+-- floor; what the floor cuts off is counted
+local cut, anycut = {}, false
+for i = 1, n do
+  cut[i] = 0
+  if op[i] == 4 or op[i] == 5 then
+    local c = cost[i]
+    if c > lim[i] then c = lim[i] end
+    local x = cost[i] - c
+    local d = debt[slot[i]] + c * den[i]
+    if d > bound[i] then
+      x = x + ceildiv(d - bound[i], den[i])
+      d = bound[i]
+    end
+    if d > debt[slot[i]] then debt[slot[i]] = d end
+    if x > 0 then cut[i] = x; anycut = true end
+  end
+end
+
 -- write back the buckets whose debt changed (as the memory store does: a
 -- debt capped by a smaller capacity is not written back by itself)
 for i = 1, n do
@@ -164,6 +208,8 @@ for i = 1, n do
   if op[i] == 2 or op[i] == 3 then good = true end
   if good then
     reset = ceildiv(d, num[i])
+  elseif op[i] >= 6 then
+    reset = ceildiv(d + den[i] - capd[i], num[i])
   elseif cost[i] > cap[i] then
     reset = 0
   else
@@ -172,5 +218,8 @@ for i = 1, n do
   out[#out + 1] = good and 1 or 0
   out[#out + 1] = remaining
   out[#out + 1] = reset
+end
+if anycut then
+  for i = 1, n do out[#out + 1] = cut[i] end
 end
 return out

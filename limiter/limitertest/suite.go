@@ -173,6 +173,13 @@ func RunStore(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"SharedWildcard", testSharedWildcard},
 		{"TTL", testTTL},
 		{"Concurrent", testConcurrent},
+		{"UsageDebt", testUsageDebt},
+		{"UsageMixed", testUsageMixed},
+		{"UsageShadow", testUsageShadow},
+		{"UsageRefund", testUsageRefund},
+		{"UsageFloor", testUsageFloor},
+		{"UsageModeChange", testUsageModeChange},
+		{"UsageRequestOverride", testUsageRequestOverride},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.run(t, newHarness(t)) })

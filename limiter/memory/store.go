@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluice-rl/sluice/limiter"
@@ -55,6 +56,7 @@ type Store struct {
 	seed     maphash.Seed
 	perShard int
 	shards   [shards]shard
+	cut      atomic.Uint64 // usage tokens cut by the debt floor
 }
 
 type shard struct {
@@ -68,7 +70,8 @@ type shard struct {
 
 // entry is a stored bucket with the rate of its last write, which values
 // its debt in tokens when it is a candidate for eviction. The stored debt
-// is at most that rate's capacity and only falls, so no cap is needed.
+// is at most that rate's Bound (capacity, plus max_debt for a usage limit)
+// and only falls, so no cap is needed.
 type entry struct {
 	st       limiter.Stored
 	num, den uint64
@@ -156,6 +159,11 @@ func (s *Store) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []l
 	}
 	sc.before = append(sc.before[:0], sc.debt...)
 	allowed := limiter.Decide(reqs, sc.slot, sc.debt, res)
+	for i := range res[:len(reqs)] {
+		if res[i].Cut > 0 {
+			s.cut.Add(res[i].Cut)
+		}
+	}
 	for i := range reqs {
 		if sc.slot[i] != i || sc.before[i] == sc.debt[i] {
 			continue
@@ -286,6 +294,9 @@ type Stats struct {
 	// each came back full, so this bounds what was admitted beyond the
 	// limits because of the bound.
 	EvictedDebt float64
+	// Cut is the usage-charged tokens the debt floor (max_debt) cut off:
+	// reported costs that were not charged.
+	Cut uint64
 }
 
 // Stats returns the store's counts so far.
@@ -299,6 +310,7 @@ func (s *Store) Stats() Stats {
 		st.EvictedDebt += sh.evictedDebt
 		sh.mu.Unlock()
 	}
+	st.Cut = s.cut.Load()
 	return st
 }
 

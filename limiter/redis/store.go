@@ -250,8 +250,9 @@ type script struct {
 	done chan struct{}
 }
 
-// argvPerKey is the number of ARGV entries per key: op, num, den, cap, cost.
-const argvPerKey = 5
+// argvPerKey is the number of ARGV entries per key: op, num, den, cap,
+// cost, maxdebt.
+const argvPerKey = 6
 
 // fill builds the command line for reqs[i] for every i in idx (all of reqs
 // when idx is nil).
@@ -286,7 +287,7 @@ func (sc *script) fill(s *Store, reqs []limiter.BucketRequest, idx []int) {
 	for j, i := range sc.idx {
 		r := &reqs[i]
 		v := sc.nums[argvPerKey*j : argvPerKey*j+argvPerKey]
-		v[0], v[1], v[2], v[3], v[4] = uint64(r.Op), r.Rate.Num, r.Rate.Den, r.Rate.Cap, r.Cost
+		v[0], v[1], v[2], v[3], v[4], v[5] = uint64(r.Op), r.Rate.Num, r.Rate.Den, r.Rate.Cap, r.Cost, r.Rate.MaxDebt
 		for k := range v {
 			sc.cmd = append(sc.cmd, &v[k])
 		}
@@ -503,11 +504,13 @@ func (c *call) merge(scripts int) error {
 	return nil
 }
 
-// parseReply checks and unpacks {allowed, ok_1, remaining_1, reset_us_1, ...}.
+// parseReply checks and unpacks {allowed, ok_1, remaining_1, reset_us_1,
+// ...}, followed by cut_1 ... cut_n when the debt floor cut a usage charge.
 func parseReply(v []int64, res []limiter.BucketResult) (bool, error) {
-	if len(v) != 1+3*len(res) {
+	n := len(res)
+	if len(v) != 1+3*n && len(v) != 1+4*n {
 		return false, fmt.Errorf("redis token bucket script: %w: %d integers for %d keys, want %d",
-			ErrBadReply, len(v), len(res), 1+3*len(res))
+			ErrBadReply, len(v), n, 1+3*n)
 	}
 	if v[0] != 0 && v[0] != 1 {
 		return false, fmt.Errorf("redis token bucket script: %w: allowed = %d", ErrBadReply, v[0])
@@ -519,6 +522,13 @@ func parseReply(v []int64, res []limiter.BucketResult) (bool, error) {
 				ErrBadReply, i, ok, rem, reset)
 		}
 		res[i] = limiter.BucketResult{OK: ok == 1, Remaining: uint64(rem), ResetMicros: reset}
+		if len(v) == 1+4*n {
+			c := v[1+3*n+i]
+			if c < 0 {
+				return false, fmt.Errorf("redis token bucket script: %w: key %d: cut=%d", ErrBadReply, i, c)
+			}
+			res[i].Cut = uint64(c)
+		}
 	}
 	return v[0] == 1, nil
 }

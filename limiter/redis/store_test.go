@@ -264,8 +264,15 @@ func (m model) apply(now int64, reqs []limiter.BucketRequest, res []limiter.Buck
 // through limiter.Decide and wants the same answers. Rates are slow (a
 // token takes minutes or more), so the few milliseconds between the
 // model's clock and the script's cannot change whole-token results; reset
-// times may differ by about that much.
+// times may differ by about that much. The usage case adds usage charges
+// and checks, buckets whose rate changes between admission and usage (a
+// reload), and debt floors low enough to cut charges.
 func TestScriptMatchesDecide(t *testing.T) {
+	t.Run("admission", func(t *testing.T) { testScriptMatchesDecide(t, false) })
+	t.Run("usage", func(t *testing.T) { testScriptMatchesDecide(t, true) })
+}
+
+func testScriptMatchesDecide(t *testing.T, usage bool) {
 	addr := limitertest.StartRedis(t)
 	s := newTestStore(t, addr)
 	rc := rawClient(t, addr)
@@ -302,7 +309,7 @@ func TestScriptMatchesDecide(t *testing.T) {
 		m = model{}
 	}
 	newPool()
-	var denied, allowedN, refunds, single int
+	var denied, allowedN, refunds, single, cuts, charges int
 	var history []string
 	defer func() {
 		if t.Failed() {
@@ -324,18 +331,34 @@ func TestScriptMatchesDecide(t *testing.T) {
 				reqs[i] = reqs[rng.IntN(i)]
 			} else {
 				rt := mustRate(t, kr.rpu, kr.unit, kr.caps[rng.IntN(len(kr.caps))])
+				if usage {
+					// Rates this slow hold any of these floors exactly.
+					// Admission ops get theirs cleared below: a limit
+					// has one mode at a time.
+					rt.MaxDebt = []uint64{1, rt.Cap, 3 * rt.Cap, 1000 * rt.Cap}[rng.IntN(4)]
+				}
 				reqs[i] = limiter.BucketRequest{Key: kr.key, Rate: rt}
 			}
-			switch x := rng.IntN(10); {
+			x := rng.IntN(10)
+			if usage && rng.IntN(2) == 0 {
+				x = 10 + rng.IntN(4)
+			}
+			switch {
 			case x < 5:
 				reqs[i].Op = limiter.OpTake
 			case x < 7:
 				reqs[i].Op = limiter.OpShadowTake
 			case x < 8:
 				reqs[i].Op = limiter.OpPeek
-			default:
+			case x < 10:
 				reqs[i].Op = limiter.OpRefund
 				refunds++
+			default:
+				reqs[i].Op = []limiter.Op{limiter.OpCharge, limiter.OpShadowCharge, limiter.OpCheck, limiter.OpShadowCheck}[x-10]
+				charges++
+			}
+			if op := reqs[i].Op; !op.Usage() && (op != limiter.OpRefund || rng.IntN(2) == 0) {
+				reqs[i].Rate.MaxDebt = 0
 			}
 			switch x := rng.IntN(20); {
 			case x == 0:
@@ -352,6 +375,7 @@ func TestScriptMatchesDecide(t *testing.T) {
 			// one enforced take: the script's table-free path
 			n, reqs = 1, reqs[:1]
 			reqs[0].Op = limiter.OpTake
+			reqs[0].Rate.MaxDebt = 0
 			single++
 		}
 
@@ -378,15 +402,22 @@ func TestScriptMatchesDecide(t *testing.T) {
 		tol := 3*maxWindow + 10
 		for i := range reqs {
 			g, w := got[i], want[i]
-			if g.OK != w.OK || g.Remaining != w.Remaining || abs(g.ResetMicros-w.ResetMicros) > tol {
+			if w.Cut > 0 {
+				cuts++
+			}
+			if g.OK != w.OK || g.Remaining != w.Remaining || g.Cut != w.Cut || abs(g.ResetMicros-w.ResetMicros) > tol {
 				t.Fatalf("round %d: bucket %d: script %+v, model %+v (reset tolerance %dµs)\nreqs %+v\ngot  %+v\nwant %+v",
 					round, i, g, w, tol, reqs, got, want)
 			}
 		}
 	}
-	t.Logf("%d calls (%d single takes): %d allowed, %d denied, %d refunds; widest TIME window %dµs", calls, single, allowedN, denied, refunds, maxWindow)
+	t.Logf("%d calls (%d single takes): %d allowed, %d denied, %d refunds, %d usage ops, %d cut; widest TIME window %dµs",
+		calls, single, allowedN, denied, refunds, charges, cuts, maxWindow)
 	if allowedN == 0 || denied == 0 {
 		t.Fatalf("the random calls did not exercise both outcomes")
+	}
+	if usage && (charges == 0 || cuts == 0) {
+		t.Fatalf("the random calls did not exercise usage charges (%d) and the debt floor (%d)", charges, cuts)
 	}
 }
 
