@@ -64,7 +64,11 @@ func shouldRateLimitChecked(srv any, ctx context.Context, dec func(any) error, i
 		if q.Err != nil {
 			return nil, status.Error(codes.InvalidArgument, q.Err.Error())
 		}
-		return r.ShouldRateLimit(ctx, req.(*rlsv3.RateLimitRequest))
+		in, ok := req.(*rlsv3.RateLimitRequest)
+		if !ok || in == nil {
+			return nil, status.Error(codes.InvalidArgument, "request: must not be empty")
+		}
+		return r.answer(ctx, in) // its size was checked as received, above
 	}
 	if interceptor == nil {
 		return handler(ctx, q.Msg)

@@ -93,6 +93,11 @@ func (r *rls) ShouldRateLimit(ctx context.Context, in *rlsv3.RateLimitRequest) (
 			return nil, err
 		}
 	}
+	return r.answer(ctx, in)
+}
+
+// answer decides in, whose size was checked, and builds the response.
+func (r *rls) answer(ctx context.Context, in *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
 	s := r.pool.Get().(*scratch)
 	defer r.put(s)
 	s.in.FromProto(in)
