@@ -7,6 +7,8 @@ import (
 
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sluice-rl/sluice/limiter"
@@ -73,5 +75,49 @@ func BenchmarkCodec(b *testing.B) {
 				r.put(s)
 			}
 		})
+	}
+}
+
+// TestCodecInterceptors: with grpc.codec grpc an interceptor sees the
+// request and response messages; with direct, the *wire.Query and the
+// encoded answer. Either way the call is decided once, through it.
+func TestCodecInterceptors(t *testing.T) {
+	r := testRLS(t, limiter.DefaultBounds)
+	data, err := proto.Marshal(&rlsv3.RateLimitRequest{Domain: "edge", Descriptors: []*ratelimitv3.RateLimitDescriptor{
+		{Entries: []*ratelimitv3.RateLimitDescriptor_Entry{{Key: "k", Value: "v"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		codec     string
+		req, resp string
+	}{
+		{CodecGRPC, "*ratelimitv3.RateLimitRequest", "*ratelimitv3.RateLimitResponse"},
+		{CodecDirect, "*wire.Query", "[]uint8"},
+	} {
+		var seen []string
+		icpt := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			resp, err := h(ctx, req)
+			seen = append(seen, fmt.Sprintf("%T", req), fmt.Sprintf("%T", resp), info.FullMethod)
+			return resp, err
+		}
+		dec := func(v any) error { return wire.NewCodec().Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, v) }
+		resp, err := serviceDesc(c.codec).Methods[0].Handler(r, context.Background(), dec, icpt)
+		if err != nil {
+			t.Fatalf("%s: %v", c.codec, err)
+		}
+		want := []string{c.req, c.resp, shouldRateLimitFullMethod}
+		if fmt.Sprint(seen) != fmt.Sprint(want) {
+			t.Errorf("%s: the interceptor saw %q, want %q", c.codec, seen, want)
+		}
+		// Both answers encode the same: OK for the one descriptor.
+		var got rlsv3.RateLimitResponse
+		b, err := wire.NewCodec().Marshal(resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := proto.Unmarshal(b.Materialize(), &got); err != nil || got.OverallCode != rlsv3.RateLimitResponse_OK || len(got.Statuses) != 1 {
+			t.Errorf("%s: answer %v (%v), want OK with one status", c.codec, &got, err)
+		}
 	}
 }
