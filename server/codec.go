@@ -25,6 +25,11 @@ import (
 //     query lives in the scratch, reused once the handler returns, so an
 //     interceptor must not keep it or read it after calling the handler
 //     from another goroutine.
+//
+// Both install wire.Codec with grpc.ForceServerCodecV2 (experimental in
+// gRPC-Go): the pre-scan must run before proto.Unmarshal, and gRPC answers
+// any codec error INTERNAL, so the codec hands the broken bound to the
+// handler in a wire.Checked rather than failing.
 
 // Codec names, the values of grpc.codec.
 const (
