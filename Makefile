@@ -85,13 +85,17 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	$(GO) test -run '^$$' -fuzz FuzzAppendKey -fuzztime $${FUZZTIME:-30s} ./limiter/
 	$(GO) test -run '^$$' -fuzz FuzzParseOverride -fuzztime $${FUZZTIME:-30s} ./server/
 	$(GO) test -run '^$$' -fuzz FuzzRequest -fuzztime $${FUZZTIME:-30s} ./server/
-	$(GO) test -run '^$$' -fuzz FuzzWireRequest -fuzztime $${FUZZTIME:-30s} ./server/
-	$(GO) test -run '^$$' -fuzz '^FuzzScanRequest$$' -fuzztime $${FUZZTIME:-30s} ./server/
+	$(GO) test -run '^$$' -fuzz FuzzWireRequest -fuzztime $${FUZZTIME:-30s} ./server/internal/wire/
+	$(GO) test -run '^$$' -fuzz '^FuzzScanRequest$$' -fuzztime $${FUZZTIME:-30s} ./server/internal/wire/
 	$(GO) test -run '^$$' -fuzz '^FuzzScanJSONRequest$$' -fuzztime $${FUZZTIME:-30s} ./server/
 	$(GO) test -run '^$$' -fuzz FuzzVerdict -fuzztime $${FUZZTIME:-30s} ./bench/
 	$(GO) test -run '^$$' -fuzz FuzzConfig -fuzztime $${FUZZTIME:-30s} ./cmd/sluice/internal/config/
 	$(GO) test -run '^$$' -fuzz '^FuzzSecretsNeverShown$$' -fuzztime $${FUZZTIME:-30s} ./cmd/sluice/
 	$(GO) test -run '^$$' -fuzz FuzzWalk -fuzztime $${FUZZTIME:-30s} ./limiter/yamlconf/
+
+.PHONY: abtest
+abtest: build ## alternated A/B runs of bin/sluice: ABFLAGS="-a A.yaml -b B.yaml" (see docs/performance.md)
+	$(GO) run ./bench/abtest -bin $(BIN) $(ABFLAGS)
 
 .PHONY: memflood
 memflood: build ## peak RSS of bin/sluice under floods of empty descriptors (gRPC, /json)

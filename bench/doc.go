@@ -5,7 +5,7 @@
 // limit the server applies, how exactly the server kept it.
 //
 // It must import only the Envoy API types, gRPC, golang.org/x/net's HTTP/2
-// framer (for the lean client, h2.go) and the standard library, never
+// framer (for the lean client, internal/h2) and the standard library, never
 // Sluice's own packages, so that it measures any implementation the same
 // way.
 //

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/sluice-rl/sluice/bench/internal/h2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
@@ -52,7 +53,7 @@ type runner struct {
 	seed    uint64
 	prefix  string
 	conns   []*grpc.ClientConn
-	lean    []*h2Client
+	lean    []*h2.Client
 	clients []decider // address varies fastest
 	rr      atomic.Uint64
 	tracker *tracker // nil without a limit
@@ -102,9 +103,9 @@ func newRunner(o *Options) (*runner, error) {
 	for range o.Conns {
 		for _, addr := range o.Addrs {
 			if o.Client == ClientLean {
-				lc := newH2Client(addr, o.Timeout)
+				lc := h2.NewClient(addr, o.Timeout)
 				r.lean = append(r.lean, lc)
-				r.clients = append(r.clients, lc)
+				r.clients = append(r.clients, leanDecider{lc})
 				continue
 			}
 			cc, err := grpc.NewClient("passthrough:///"+addr,
@@ -145,7 +146,7 @@ func (r *runner) connect(ctx context.Context) {
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, lc := range r.lean {
-		wg.Go(func() { _, _ = lc.conn(ctx) })
+		wg.Go(func() { _ = lc.Connect(ctx) })
 	}
 	for _, cc := range r.conns {
 		wg.Go(func() {

@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/sluice-rl/sluice/bench/internal/h2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -38,10 +39,13 @@ func (g grpcDecider) decide(ctx context.Context, in *rlsv3.RateLimitRequest, v *
 	return nil
 }
 
+// leanDecider is a decider on the lean client.
+type leanDecider struct{ c *h2.Client }
+
 // decide sends in and reads the verdict from the encoded answer without
 // building the response message.
-func (c *h2Client) decide(ctx context.Context, in *rlsv3.RateLimitRequest, v *verdict) error {
-	return c.roundTrip(ctx, in, func(body []byte) error {
+func (l leanDecider) decide(ctx context.Context, in *rlsv3.RateLimitRequest, v *verdict) error {
+	return l.c.RoundTrip(ctx, in, func(body []byte) error {
 		if err := v.parse(body); err != nil {
 			return status.Errorf(codes.Internal, "unmarshal response: %v", err)
 		}

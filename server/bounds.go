@@ -5,11 +5,8 @@ import (
 	"errors"
 	"strconv"
 
-	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
-	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
-
 	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/server/internal/wire"
 )
 
 // A request is held to the bounds while it is read, not after: the
@@ -18,148 +15,6 @@ import (
 // holds. One megabyte of empty descriptors is half a million of them; read
 // whole before Validate refuses them, they cost a hundred times the
 // message.
-
-// tooManyDescriptors is the refusal of a request with more than bound
-// descriptors; the count stops at the first one over.
-func tooManyDescriptors(bound int) error {
-	return &limiter.InvalidRequestError{Field: "descriptors", Msg: "more than the bound of " + strconv.Itoa(bound)}
-}
-
-// tooManyEntries is the refusal of descriptor i with more than bound entries.
-func tooManyEntries(i, bound int) error {
-	return &limiter.InvalidRequestError{Field: "descriptors[" + strconv.Itoa(i) + "].entries",
-		Msg: "more than the bound of " + strconv.Itoa(bound)}
-}
-
-// tooLong is the refusal of entry j of descriptor i whose key or value
-// (what) is n bytes, over bound; the message is Validate's.
-func tooLong(i, j int, what string, n, bound int) error {
-	return &limiter.InvalidRequestError{
-		Field: "descriptors[" + strconv.Itoa(i) + "].entries[" + strconv.Itoa(j) + "]." + what,
-		Msg:   strconv.Itoa(n) + " bytes, longer than the bound of " + strconv.Itoa(bound),
-	}
-}
-
-// checkEntry refuses entry j of descriptor i when its key or value is over
-// the bounds.
-func checkEntry(b *limiter.Bounds, i, j, key, value int) error {
-	if key > b.MaxKeyLen {
-		return tooLong(i, j, "key", key, b.MaxKeyLen)
-	}
-	if value > b.MaxValueLen {
-		return tooLong(i, j, "value", value, b.MaxValueLen)
-	}
-	return nil
-}
-
-// scanRequest reads the protobuf encoding of a RateLimitRequest as far as
-// needed to count its descriptors and their entries and to measure entry
-// keys and values, without allocating. It returns the counts, or an
-// *limiter.InvalidRequestError at the first descriptor, entry, key or
-// value over b, or errWire for bytes that are not a protobuf message (it
-// does not check all proto.Unmarshal checks, UTF-8 among them). Run before
-// proto.Unmarshal, it keeps a flood of descriptors from being decoded into
-// as many messages: a request it accepts decodes into at most
-// b.MaxDescriptors descriptors of b.MaxEntries entries.
-//
-// Fields are read as the protobuf runtime reads them (FuzzScanRequest
-// holds it to proto.Unmarshal): a field of the wrong wire type is an
-// unknown field, and of a key or value given twice the last one counts.
-func scanRequest(data []byte, b *limiter.Bounds) (descriptors, entries int, err error) {
-	for len(data) > 0 {
-		num, typ, n := protowire.ConsumeTag(data)
-		if n < 0 || num > protowire.MaxValidNumber {
-			return 0, 0, errWire
-		}
-		data = data[n:]
-		if num == 2 && typ == protowire.BytesType {
-			d, n := protowire.ConsumeBytes(data)
-			if n < 0 {
-				return 0, 0, errWire
-			}
-			data = data[n:]
-			if descriptors == b.MaxDescriptors {
-				return 0, 0, tooManyDescriptors(b.MaxDescriptors)
-			}
-			e, err := scanDescriptor(d, b, descriptors)
-			if err != nil {
-				return 0, 0, err
-			}
-			descriptors++
-			entries += e
-			continue
-		}
-		n = protowire.ConsumeFieldValue(num, typ, data)
-		if n < 0 {
-			return 0, 0, errWire
-		}
-		data = data[n:]
-	}
-	return descriptors, entries, nil
-}
-
-// scanDescriptor counts the entries of descriptor i.
-func scanDescriptor(data []byte, b *limiter.Bounds, i int) (entries int, err error) {
-	for len(data) > 0 {
-		num, typ, n := protowire.ConsumeTag(data)
-		if n < 0 || num > protowire.MaxValidNumber {
-			return 0, errWire
-		}
-		data = data[n:]
-		if num == 1 && typ == protowire.BytesType {
-			e, n := protowire.ConsumeBytes(data)
-			if n < 0 {
-				return 0, errWire
-			}
-			data = data[n:]
-			if entries == b.MaxEntries {
-				return 0, tooManyEntries(i, b.MaxEntries)
-			}
-			if err := scanEntry(e, b, i, entries); err != nil {
-				return 0, err
-			}
-			entries++
-			continue
-		}
-		n = protowire.ConsumeFieldValue(num, typ, data)
-		if n < 0 {
-			return 0, errWire
-		}
-		data = data[n:]
-	}
-	return entries, nil
-}
-
-// scanEntry measures entry j of descriptor i.
-func scanEntry(data []byte, b *limiter.Bounds, i, j int) error {
-	key, value := 0, 0
-	for len(data) > 0 {
-		num, typ, n := protowire.ConsumeTag(data)
-		if n < 0 || num > protowire.MaxValidNumber {
-			return errWire
-		}
-		data = data[n:]
-		if (num == 1 || num == 2) && typ == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(data)
-			if n < 0 {
-				return errWire
-			}
-			data = data[n:]
-			if num == 1 {
-				key = len(v)
-			} else {
-				value = len(v)
-			}
-			continue
-		}
-		n = protowire.ConsumeFieldValue(num, typ, data)
-		if n < 0 {
-			return errWire
-		}
-		data = data[n:]
-	}
-	return checkEntry(b, i, j, key, value)
-}
 
 // jsonMaxDepth is the deepest nesting scanJSONRequest reads. A
 // RateLimitRequest nests five deep (request, descriptors, descriptor,
@@ -235,12 +90,12 @@ func scanJSONRequest(data []byte, b *limiter.Bounds) error {
 				switch top.role {
 				case jsonDescList:
 					if top.n == b.MaxDescriptors {
-						return tooManyDescriptors(b.MaxDescriptors)
+						return wire.TooManyDescriptors(b.MaxDescriptors)
 					}
 					role = jsonDesc
 				case jsonEntries:
 					if top.n == b.MaxEntries {
-						return tooManyEntries(stack[depth-2].index, b.MaxEntries)
+						return wire.TooManyEntries(stack[depth-2].index, b.MaxEntries)
 					}
 				}
 				top.n++
@@ -358,13 +213,4 @@ func jsonNameIs(raw []byte, name string) bool {
 		n++
 	}
 	return n == len(name)
-}
-
-// unmarshalRequest is proto.Unmarshal of a RateLimitRequest held to b
-// first by scanRequest: the way to decode one with the protobuf runtime.
-func unmarshalRequest(data []byte, in *rlsv3.RateLimitRequest, b *limiter.Bounds) error {
-	if _, _, err := scanRequest(data, b); err != nil {
-		return err
-	}
-	return proto.Unmarshal(data, in)
 }

@@ -36,6 +36,12 @@ type GRPCConfig struct {
 	// in the kernel's accept queue until another closes. 0: no bound.
 	MaxConnections int       `yaml:"max_connections"`
 	TLS            TLSConfig `yaml:"tls"`
+	// Codec is how ShouldRateLimit messages are decoded and encoded:
+	// "grpc" through the protobuf runtime (interceptors see the messages),
+	// "direct" by the hand-made codec of server/internal/wire (no protobuf
+	// messages allocated; interceptors see bytes). Both hold a request to
+	// the bounds while reading it. See codec.go.
+	Codec string `yaml:"codec"`
 }
 
 // TLSConfig turns on TLS when CertFile and KeyFile are set, and mutual TLS
@@ -114,6 +120,7 @@ func DefaultConfig() Config {
 			StreamWorkers:        DefaultStreamWorkers,
 			KeepaliveMinTime:     10 * time.Second,
 			MaxConnections:       DefaultMaxConnections,
+			Codec:                DefaultCodec,
 		},
 		HTTP: HTTPConfig{Addr: ":8080", MaxBodyBytes: 1 << 20, MaxConnections: DefaultMaxConnections},
 		ResponseHeaders: HeaderConfig{
@@ -167,6 +174,9 @@ func (c *Config) Validate() error {
 	}
 	if c.GRPC.MaxConnections < 0 {
 		bad("grpc.max_connections", "must not be negative (0: no bound)")
+	}
+	if c.GRPC.Codec != CodecGRPC && c.GRPC.Codec != CodecDirect {
+		bad("grpc.codec", "%q: must be %s or %s", c.GRPC.Codec, CodecDirect, CodecGRPC)
 	}
 	validateTLS(bad, "grpc.tls", c.GRPC.TLS)
 	if c.HTTP.Addr == "" {

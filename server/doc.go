@@ -8,9 +8,11 @@
 // Unavailable when no decision can be made; never Unknown). Decisions,
 // matching and bucket maths belong to package limiter; backends to its
 // subpackages. This package must not import a store implementation.
-// Over gRPC, ShouldRateLimit's messages are read from and written to their
-// protobuf encoding directly (wire.go), held to the protobuf runtime by
-// fuzzing; every other message goes through gRPC's protobuf codec.
+// Over gRPC, grpc.codec chooses how ShouldRateLimit's messages are decoded
+// and encoded (codec.go): directly from and to their protobuf encoding
+// (direct, server/internal/wire, held to the protobuf runtime by fuzzing)
+// or through the protobuf runtime after a bounded pre-scan (grpc); every
+// other message goes through gRPC's protobuf codec.
 //
 // Health: backend checks (Options.Checks) run in the background and are
 // cached. /health/live never looks at a backend; /health/ready and gRPC

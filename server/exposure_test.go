@@ -228,6 +228,8 @@ func TestExposureConfigErrors(t *testing.T) {
 		{"admin tls half", func(c *server.Config) { c.HTTP.AdminAddr = ":8082"; c.HTTP.AdminTLS.CertFile = "c.pem" }, "http.admin_tls"},
 		{"negative grpc max connections", func(c *server.Config) { c.GRPC.MaxConnections = -1 }, "grpc.max_connections"},
 		{"negative http max connections", func(c *server.Config) { c.HTTP.MaxConnections = -1 }, "http.max_connections"},
+		{"unknown codec", func(c *server.Config) { c.GRPC.Codec = "fast" }, "grpc.codec"},
+		{"empty codec", func(c *server.Config) { c.GRPC.Codec = "" }, "grpc.codec"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := server.DefaultConfig()

@@ -3,9 +3,8 @@ package server
 import (
 	"strconv"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-
 	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/server/internal/wire"
 )
 
 // headerInfo is what the rate-limit headers say about one decision.
@@ -105,17 +104,13 @@ func (r *rls) rateLimitHeaders(s *scratch) (n int, keys [4]string, ends [4]int) 
 	return n, keys, ends
 }
 
-// appendHeaders fills rb's header room for s.resp and returns the headers.
-func (r *rls) appendHeaders(rb *responseBlock, s *scratch) []*corev3.HeaderValue {
+// setHeaders sets rb's headers for s.resp.
+func (r *rls) setHeaders(rb *wire.Response, s *scratch) {
 	n, keys, ends := r.rateLimitHeaders(s)
-	if n == 0 {
-		return nil
-	}
 	from := 0
-	for i := 0; i < n; i++ {
-		rb.hdrs[i].Key, rb.hdrs[i].Value = keys[i], string(s.num[from:ends[i]])
-		rb.hdrPtrs[i] = &rb.hdrs[i]
+	for i := range n {
+		rb.SetHeader(i, keys[i], string(s.num[from:ends[i]]))
 		from = ends[i]
 	}
-	return rb.hdrPtrs[:n:n]
+	rb.SetHeaders(n)
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/memory"
+	"github.com/sluice-rl/sluice/server/internal/wire"
 )
 
 // floodSize is the size of the hostile requests below: the default bound
@@ -76,13 +78,19 @@ func testRLS(t *testing.T, b limiter.Bounds) *rls {
 	return newRLS(lim, DefaultConfig())
 }
 
-// callWire runs the gRPC handler on an encoded request, decoded by the
-// server's codec.
-func callWire(r *rls, data []byte) error {
-	dec := func(v any) error { return newWireCodec().Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, v) }
-	_, err := shouldRateLimitWire(r, context.Background(), dec, nil)
+// callGRPC runs the gRPC handler of codec on an encoded request, decoded
+// by the server's codec.
+func callGRPC(r *rls, codec string, data []byte) error {
+	dec := func(v any) error { return wire.NewCodec().Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, v) }
+	_, err := serviceDesc(codec).Methods[0].Handler(r, context.Background(), dec, nil)
 	return err
 }
+
+// callWire is callGRPC with the direct codec.
+func callWire(r *rls, data []byte) error { return callGRPC(r, CodecDirect, data) }
+
+// codecs are the values of grpc.codec.
+var codecs = []string{CodecDirect, CodecGRPC}
 
 // pooled takes every scratch out of r's pool and returns the largest
 // number of descriptors and entries one of them has room for (0 for an
@@ -96,25 +104,38 @@ func pooled(r *rls) (descriptors, entries int) {
 		if s == fresh {
 			break
 		}
-		descriptors = max(descriptors, cap(s.req.Descriptors), cap(s.spans), cap(s.ovr))
-		entries = max(entries, cap(s.entries))
+		for d := 1; d <= 1<<20; d *= 2 {
+			if s.in.Outgrown(d-1, 1<<30) {
+				descriptors = max(descriptors, d)
+			}
+			if s.in.Outgrown(1<<30, d-1) {
+				entries = max(entries, d)
+			}
+		}
 	}
 	return descriptors, entries
 }
 
-// TestWireFloodBounded sends 1 MiB of empty descriptors to the gRPC
-// handler: it is refused at the 65th descriptor, naming the bound, having
-// allocated about the copy of the message the request's strings share,
-// and leaves no grown scratch in the pool.
-func TestWireFloodBounded(t *testing.T) {
+// TestGRPCFloodBounded sends 1 MiB of empty descriptors to the gRPC
+// handler of each codec: it is refused at the 65th descriptor, naming the
+// bound, having allocated at most about the copy of the message (the
+// direct codec's request strings share one), and leaves no grown scratch
+// in the pool. proto.Unmarshal alone allocates about 70 MB for it.
+func TestGRPCFloodBounded(t *testing.T) {
+	for _, codec := range codecs {
+		t.Run(codec, func(t *testing.T) { testGRPCFloodBounded(t, codec) })
+	}
+}
+
+func testGRPCFloodBounded(t *testing.T, codec string) {
 	noGC(t)
 	r := testRLS(t, limiter.Bounds{})
 	flood := grpcFlood(floodSize)
-	if err := callWire(r, grpcFlood(64)); status.Code(err) != codes.InvalidArgument {
+	if err := callGRPC(r, codec, grpcFlood(64)); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("warm-up: %v", err) // 29 descriptors without entries
 	}
 	var err error
-	n := allocated(func() { err = callWire(r, flood) })
+	n := allocated(func() { err = callGRPC(r, codec, flood) })
 	if st, _ := status.FromError(err); st.Code() != codes.InvalidArgument || st.Message() != "descriptors: more than the bound of 64" {
 		t.Fatalf("flood: %v, want INVALID_ARGUMENT descriptors: more than the bound of 64", err)
 	}
@@ -159,25 +180,6 @@ func TestJSONFloodBounded(t *testing.T) {
 	}
 }
 
-// TestUnmarshalFloodBounded: the protobuf runtime's decoding, held to the
-// bounds by scanRequest, refuses a 1 MiB flood before allocating for it
-// (proto.Unmarshal alone allocates about 70 MB).
-func TestUnmarshalFloodBounded(t *testing.T) {
-	noGC(t)
-	flood := grpcFlood(floodSize)
-	var err error
-	n := allocated(func() {
-		var in rlsv3.RateLimitRequest
-		err = unmarshalRequest(flood, &in, &limiter.DefaultBounds)
-	})
-	if err == nil || err.Error() != "descriptors: more than the bound of 64" {
-		t.Fatalf("flood: %v, want descriptors: more than the bound of 64", err)
-	}
-	if n > 64<<10 {
-		t.Errorf("a %d-byte flood allocated %d bytes", len(flood), n)
-	}
-}
-
 // TestPoolDropsOutliers raises the bounds so that a valid request grows a
 // scratch past the keep sizes: it is not put back.
 func TestPoolDropsOutliers(t *testing.T) {
@@ -201,7 +203,8 @@ func TestPoolDropsOutliers(t *testing.T) {
 	if d, e := pooled(r); d > keepDescriptors || e > keepEntries {
 		t.Errorf("the pool keeps a scratch with room for %d descriptors and %d entries", d, e)
 	}
-	// An ordinary request's scratch is kept.
+	// An ordinary request's scratch is kept. Under the race detector
+	// sync.Pool drops a quarter of the Puts at random: try a few times.
 	one, err := proto.Marshal(&rlsv3.RateLimitRequest{Domain: "edge", Descriptors: in.Descriptors[:1]})
 	if err != nil {
 		t.Fatal(err)
@@ -221,7 +224,7 @@ func TestPoolDropsOutliers(t *testing.T) {
 	}
 }
 
-// TestDecodeBounds holds the gRPC decoder and scanRequest to the bounds,
+// TestDecodeBounds holds the gRPC handlers of both codecs to the bounds,
 // each stopping at the first descriptor, entry, key or value over, with
 // the same message, and the /json scan to the counts (protojson's strings
 // cost their size; Validate measures them).
@@ -251,12 +254,22 @@ func TestDecodeBounds(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var s scratch
-			_, _, serr := scanRequest(data, &bd)
-			for name, err := range map[string]error{"parse": s.parse(data, &bd), "scanRequest": serr, "scanJSONRequest": scanJSONRequest(js, &bd)} {
+			r := testRLS(t, bd)
+			errs := map[string]error{"scanJSONRequest": scanJSONRequest(js, &bd)}
+			for _, codec := range codecs {
+				err := callGRPC(r, codec, data)
+				if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
+					err = errors.New(st.Message())
+				}
+				errs[codec] = err
+			}
+			for name, err := range errs {
 				want := c.want
 				if name == "scanJSONRequest" && (c.name == "key" || c.name == "value") {
 					want = ""
+				}
+				if want == "" && err != nil && !strings.Contains(err.Error(), "bound") {
+					continue // Validate's, after decoding: this request has no domain
 				}
 				if want == "" && err != nil || want != "" && (err == nil || err.Error() != want) {
 					t.Errorf("%s: %v, want %q", name, err, want)
@@ -290,56 +303,8 @@ func TestScanJSONNames(t *testing.T) {
 	}
 }
 
-// FuzzScanRequest holds scanRequest to proto.Unmarshal: bytes it accepts
-// and Validate accepts are accepted with the same counts; bytes it refuses
-// for a bound are refused by Validate; bytes proto.Unmarshal reads are
-// never malformed to it.
-func FuzzScanRequest(f *testing.F) {
-	for _, b := range wireSeeds(f) {
-		f.Add(b)
-	}
-	f.Add(grpcFlood(64))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, bd := range []limiter.Bounds{limiter.DefaultBounds, tightBounds} {
-			var in rlsv3.RateLimitRequest
-			perr := proto.Unmarshal(data, &in)
-			var uin rlsv3.RateLimitRequest
-			uerr := unmarshalRequest(data, &uin, &bd)
-			nd, ne, serr := scanRequest(data, &bd)
-			if perr != nil {
-				if uerr == nil {
-					t.Fatalf("unmarshalRequest accepts what proto.Unmarshal refuses: %v", perr)
-				}
-				continue
-			}
-			if serr == errWire {
-				t.Fatalf("scanRequest finds malformed what proto.Unmarshal reads")
-			}
-			var s scratch
-			s.translate(&in)
-			verr := limiter.New(nil, limiter.Config{Bounds: bd}).Validate(&s.req)
-			if serr != nil {
-				if verr == nil {
-					t.Fatalf("scanRequest refuses %v; Validate accepts", serr)
-				}
-				if uerr == nil || uerr.Error() != serr.Error() {
-					t.Fatalf("unmarshalRequest: %v; scanRequest: %v", uerr, serr)
-				}
-				continue
-			}
-			if uerr != nil || !proto.Equal(&in, &uin) {
-				t.Fatalf("unmarshalRequest: %v", uerr)
-			}
-			entries := 0
-			for _, d := range in.Descriptors {
-				entries += len(d.Entries)
-			}
-			if nd != len(in.Descriptors) || ne != entries {
-				t.Fatalf("scanRequest counts %d descriptors and %d entries; proto.Unmarshal %d and %d", nd, ne, len(in.Descriptors), entries)
-			}
-		}
-	})
-}
+// tightBounds are small enough for fuzzed requests to break them.
+var tightBounds = limiter.Bounds{MaxDescriptors: 3, MaxEntries: 2, MaxKeyLen: 6, MaxValueLen: 8, MaxCost: 1 << 32}
 
 // FuzzScanJSONRequest holds scanJSONRequest to protojson: a body protojson
 // reads and Validate accepts is accepted; a body refused for a bound is
@@ -356,9 +321,9 @@ func FuzzScanJSONRequest(f *testing.F) {
 			if protojson.Unmarshal(data, &in) != nil {
 				continue
 			}
-			var s scratch
-			s.translate(&in)
-			verr := limiter.New(nil, limiter.Config{Bounds: bd}).Validate(&s.req)
+			var s wire.Request
+			s.FromProto(&in)
+			verr := limiter.New(nil, limiter.Config{Bounds: bd}).Validate(&s.Req)
 			if verr == nil && err != nil {
 				t.Fatalf("scanJSONRequest refuses %v; protojson and Validate accept", err)
 			}

@@ -85,7 +85,7 @@ func (s *Server) handleJSON(w http.ResponseWriter, r *http.Request) {
 	}
 	sc := s.rls.pool.Get().(*scratch)
 	defer s.rls.put(sc)
-	sc.translate(&req)
+	sc.in.FromProto(&req)
 	if err := s.rls.decide(r.Context(), sc); err != nil {
 		st := status.Convert(grpcError(err))
 		code := http.StatusServiceUnavailable

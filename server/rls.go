@@ -7,17 +7,14 @@ import (
 	"sync"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
-	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/server/internal/wire"
 	"github.com/sluice-rl/sluice/server/metrics"
 )
 
@@ -33,9 +30,10 @@ type rls struct {
 	bounds  limiter.Bounds // lim's, held to while decoding
 	pool    sync.Pool      // *scratch; see put
 
-	// The gRPC method's interceptor info and handler (wire.go).
-	info        grpc.UnaryServerInfo
-	wireHandler grpc.UnaryHandler
+	// The gRPC method's interceptor info, and the direct codec's handler
+	// (codec.go).
+	info          grpc.UnaryServerInfo
+	directHandler grpc.UnaryHandler
 }
 
 func newRLS(lim *limiter.Limiter, cfg Config) *rls {
@@ -45,24 +43,20 @@ func newRLS(lim *limiter.Limiter, cfg Config) *rls {
 	}
 	r.pool.New = func() any { return new(scratch) }
 	r.info = grpc.UnaryServerInfo{Server: r, FullMethod: shouldRateLimitFullMethod}
-	r.wireHandler = func(ctx context.Context, req any) (any, error) {
-		return r.answerWire(ctx, req.(*wireQuery))
+	r.directHandler = func(ctx context.Context, req any) (any, error) {
+		return r.answerDirect(ctx, req.(*wire.Query).Owner.(*scratch))
 	}
 	return r
 }
 
 // scratch is one request's working set, reused across requests.
 type scratch struct {
-	req       limiter.Request
-	resp      limiter.Response
-	entries   []limiter.Entry
-	spans     [][2]int
-	overrides []limiter.RateLimit
-	num       []byte
+	in   wire.Request
+	resp limiter.Response
+	num  []byte
 
-	// The gRPC path's decoding and encoding (wire.go).
-	query wireQuery
-	ovr   []int // per descriptor: its index in overrides, or -1
+	// The direct codec's query and encoded answer (codec.go).
+	query wire.Query
 	out   []byte
 }
 
@@ -80,14 +74,12 @@ const (
 // the request's strings first: on the gRPC path they point into the copy
 // of the whole message.
 func (r *rls) put(s *scratch) {
-	if cap(s.req.Descriptors) > keepDescriptors || cap(s.spans) > keepDescriptors ||
-		cap(s.ovr) > keepDescriptors || cap(s.overrides) > keepDescriptors ||
-		cap(s.resp.Statuses) > keepDescriptors || cap(s.entries) > keepEntries ||
+	if s.in.Outgrown(keepDescriptors, keepEntries) || cap(s.resp.Statuses) > keepDescriptors ||
 		cap(s.out) > keepBytes || cap(s.num) > keepBytes {
 		return
 	}
-	clear(s.entries)
-	s.req.Domain = ""
+	s.in.Release()
+	s.query = wire.Query{}
 	r.pool.Put(s)
 }
 
@@ -101,9 +93,14 @@ func (r *rls) ShouldRateLimit(ctx context.Context, in *rlsv3.RateLimitRequest) (
 			return nil, err
 		}
 	}
+	return r.answer(ctx, in)
+}
+
+// answer decides in, whose size was checked, and builds the response.
+func (r *rls) answer(ctx context.Context, in *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
 	s := r.pool.Get().(*scratch)
 	defer r.put(s)
-	s.translate(in)
+	s.in.FromProto(in)
 	if err := r.decide(ctx, s); err != nil {
 		return nil, grpcError(err)
 	}
@@ -122,159 +119,20 @@ func (r *rls) checkSize(n int) error {
 // decide decides s.req into s.resp and counts the decision.
 func (r *rls) decide(ctx context.Context, s *scratch) error {
 	start := time.Now()
-	if err := r.lim.Decide(ctx, &s.req, &s.resp); err != nil {
+	if err := r.lim.Decide(ctx, &s.in.Req, &s.resp); err != nil {
 		return err
 	}
-	r.metrics.ObserveDecision(r.lim.Limits(), &s.req, &s.resp, time.Since(start))
+	r.metrics.ObserveDecision(r.lim.Limits(), &s.in.Req, &s.resp, time.Since(start))
 	return nil
 }
 
-// translate fills s.req from in. Nil descriptors and entries read as empty
-// ones, which Validate then rejects by name.
-func (s *scratch) translate(in *rlsv3.RateLimitRequest) {
-	descs := in.GetDescriptors()
-	n := len(descs)
-	total := 0
-	for _, d := range descs {
-		total += len(d.GetEntries())
-	}
-	if cap(s.entries) < total {
-		s.entries = make([]limiter.Entry, 0, total)
-	}
-	if cap(s.overrides) < n {
-		s.overrides = make([]limiter.RateLimit, 0, n)
-	}
-	if cap(s.req.Descriptors) < n {
-		s.req.Descriptors = make([]limiter.Descriptor, n)
-	}
-	s.entries, s.overrides, s.spans = s.entries[:0], s.overrides[:0], s.spans[:0]
-	s.req.Domain = in.GetDomain()
-	s.req.HitsAddend = uint64(in.GetHitsAddend())
-	s.req.Descriptors = s.req.Descriptors[:n]
-	for i, d := range descs {
-		start := len(s.entries)
-		for _, e := range d.GetEntries() {
-			s.entries = append(s.entries, limiter.Entry{Key: e.GetKey(), Value: e.GetValue()})
-		}
-		ld := &s.req.Descriptors[i]
-		*ld = limiter.Descriptor{Refund: d.GetIsNegativeHits()}
-		if h := d.GetHitsAddend(); h != nil {
-			ld.Cost, ld.HasCost = h.GetValue(), true
-		}
-		if o := d.GetLimit(); o != nil {
-			s.overrides = append(s.overrides, limiter.RateLimit{
-				RequestsPerUnit: o.GetRequestsPerUnit(),
-				Unit:            unitFromProto(o.GetUnit()),
-				UnitMultiplier:  o.GetUnitMultiplier().GetValue(),
-			})
-			ld.Override = &s.overrides[len(s.overrides)-1]
-		}
-		s.spans = append(s.spans, [2]int{start, len(s.entries)})
-	}
-	// Slice the entries only now: appending above may have moved them.
-	for i := range s.req.Descriptors {
-		sp := s.spans[i]
-		s.req.Descriptors[i].Entries = s.entries[sp[0]:sp[1]:sp[1]]
-	}
-}
-
-func unitFromProto(u typev3.RateLimitUnit) limiter.Unit {
-	switch u {
-	case typev3.RateLimitUnit_SECOND:
-		return limiter.Second
-	case typev3.RateLimitUnit_MINUTE:
-		return limiter.Minute
-	case typev3.RateLimitUnit_HOUR:
-		return limiter.Hour
-	case typev3.RateLimitUnit_DAY:
-		return limiter.Day
-	case typev3.RateLimitUnit_MONTH:
-		return limiter.Month
-	case typev3.RateLimitUnit_YEAR:
-		return limiter.Year
-	}
-	return limiter.UnitUnknown
-}
-
-func unitToProto(u limiter.Unit) rlsv3.RateLimitResponse_RateLimit_Unit {
-	switch u {
-	case limiter.Second:
-		return rlsv3.RateLimitResponse_RateLimit_SECOND
-	case limiter.Minute:
-		return rlsv3.RateLimitResponse_RateLimit_MINUTE
-	case limiter.Hour:
-		return rlsv3.RateLimitResponse_RateLimit_HOUR
-	case limiter.Day:
-		return rlsv3.RateLimitResponse_RateLimit_DAY
-	case limiter.Week:
-		return rlsv3.RateLimitResponse_RateLimit_WEEK
-	case limiter.Month:
-		return rlsv3.RateLimitResponse_RateLimit_MONTH
-	case limiter.Year:
-		return rlsv3.RateLimitResponse_RateLimit_YEAR
-	}
-	return rlsv3.RateLimitResponse_RateLimit_UNKNOWN
-}
-
-func codeToProto(c limiter.Code) rlsv3.RateLimitResponse_Code {
-	if c == limiter.OverLimit {
-		return rlsv3.RateLimitResponse_OVER_LIMIT
-	}
-	return rlsv3.RateLimitResponse_OK
-}
-
-// statusBlock holds the messages of one descriptor status, so a response
-// allocates them together.
-type statusBlock struct {
-	status rlsv3.RateLimitResponse_DescriptorStatus
-	limit  rlsv3.RateLimitResponse_RateLimit
-	reset  durationpb.Duration
-	mult   wrapperspb.UInt32Value
-}
-
-// responseBlock holds a response and room for its headers.
-type responseBlock struct {
-	resp    rlsv3.RateLimitResponse
-	hdrPtrs [4]*corev3.HeaderValue
-	hdrs    [4]corev3.HeaderValue
-}
-
-// response builds the RateLimitResponse from s.resp. It allocates the
-// response with its headers, and the statuses, one block each.
+// response builds the RateLimitResponse from s.resp, with its headers.
 func (r *rls) response(s *scratch) *rlsv3.RateLimitResponse {
-	sts := s.resp.Statuses
-	rb := &responseBlock{}
-	out := &rb.resp
-	out.OverallCode = codeToProto(s.resp.Code)
-	blocks := make([]statusBlock, len(sts))
-	ptrs := make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(sts))
-	for i := range sts {
-		st := &sts[i]
-		b := &blocks[i]
-		v := &b.status
-		v.Code = codeToProto(st.Code)
-		v.LimitRemaining = st.Remaining
-		if l := st.Limit; l != nil {
-			cl := &b.limit
-			cl.Name = l.Name
-			cl.RequestsPerUnit = l.RequestsPerUnit
-			cl.Unit = unitToProto(l.Unit)
-			if l.UnitMultiplier > 1 {
-				b.mult.Value = l.UnitMultiplier
-				cl.UnitMultiplier = &b.mult
-			}
-			v.CurrentLimit = cl
-			b.reset.Seconds = st.ResetMicros / 1e6
-			b.reset.Nanos = int32(st.ResetMicros%1e6) * 1000
-			v.DurationUntilReset = &b.reset
-		}
-		ptrs[i] = v
-	}
-	out.Statuses = ptrs
+	rb := wire.NewResponse(&s.resp)
 	if r.headers.Enabled {
-		out.ResponseHeadersToAdd = r.appendHeaders(rb, s)
+		r.setHeaders(rb, s)
 	}
-	return out
+	return &rb.Msg
 }
 
 // grpcError maps a limiter error to a gRPC status; never codes.Unknown.

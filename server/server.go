@@ -29,6 +29,7 @@ import (
 
 	"github.com/sluice-rl/sluice/breaker"
 	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/server/internal/wire"
 	"github.com/sluice-rl/sluice/server/metrics"
 )
 
@@ -194,7 +195,7 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 		// between the bound and that.
 		grpc.MaxRecvMsgSize(2*cfg.GRPC.MaxRecvMsgBytes + 64<<10),
 		grpc.MaxConcurrentStreams(cfg.GRPC.MaxConcurrentStreams),
-		grpc.ForceServerCodecV2(newWireCodec()),
+		grpc.ForceServerCodecV2(wire.NewCodec()),
 		// gRPC waits 120 s by default for a new connection's preface; a
 		// silent client should not hold a socket (and a max_connections
 		// slot) that long.
@@ -224,7 +225,7 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	s.grpc = grpc.NewServer(gopts...)
-	s.grpc.RegisterService(&rlsServiceDesc, s.rls)
+	s.grpc.RegisterService(serviceDesc(cfg.GRPC.Codec), s.rls)
 	healthpb.RegisterHealthServer(s.grpc, &healthService{Server: s.health, stopping: s.stopping})
 	reflection.Register(s.grpc)
 	s.services = map[string]bool{}

@@ -1,4 +1,10 @@
-package bench
+// Package h2 is the load harness's lean client: ShouldRateLimit over
+// cleartext HTTP/2, written straight on the wire. It is hand-made protocol
+// code kept because it costs the load generator about half the CPU per
+// call of gRPC-Go's client (docs/performance.md has the alternated runs);
+// `sluice bench -client grpc` switches back to gRPC-Go, and its tests run
+// it against a gRPC-Go server.
+package h2
 
 import (
 	"bufio"
@@ -58,10 +64,10 @@ const (
 
 var errH2Closed = status.Error(codes.Canceled, "client closed")
 
-// h2Client is a rlsv3.RateLimitServiceClient on the lean transport. It
+// Client is a rlsv3.RateLimitServiceClient on the lean transport. It
 // dials on first use and again after its connection fails, at most once
 // per h2RedialEvery; calls in between fail with UNAVAILABLE.
-type h2Client struct {
+type Client struct {
 	addr    string
 	timeout time.Duration // dial timeout
 
@@ -73,14 +79,23 @@ type h2Client struct {
 	closed   bool
 }
 
-var _ rlsv3.RateLimitServiceClient = (*h2Client)(nil)
+var _ rlsv3.RateLimitServiceClient = (*Client)(nil)
 
-func newH2Client(addr string, dialTimeout time.Duration) *h2Client {
-	return &h2Client{addr: addr, timeout: dialTimeout}
+// NewClient returns a client of the server at addr (host:port); it dials
+// on first use, each dial bounded by dialTimeout.
+func NewClient(addr string, dialTimeout time.Duration) *Client {
+	return &Client{addr: addr, timeout: dialTimeout}
+}
+
+// Connect dials the connection now, unless one is usable, so that setup
+// does not land in the first call; a failure is the first call's too.
+func (c *Client) Connect(ctx context.Context) error {
+	_, err := c.conn(ctx)
+	return err
 }
 
 // conn returns a usable connection, dialling one when there is none.
-func (c *h2Client) conn(ctx context.Context) (*h2Conn, error) {
+func (c *Client) conn(ctx context.Context) (*h2Conn, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -117,7 +132,7 @@ func (c *h2Client) conn(ctx context.Context) (*h2Conn, error) {
 }
 
 // Close ends the connection; calls in flight fail.
-func (c *h2Client) Close() {
+func (c *Client) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
@@ -133,9 +148,9 @@ func (c *h2Client) Close() {
 var h2Bufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // ShouldRateLimit sends in and waits for the answer, or for ctx.
-func (c *h2Client) ShouldRateLimit(ctx context.Context, in *rlsv3.RateLimitRequest, _ ...grpc.CallOption) (*rlsv3.RateLimitResponse, error) {
+func (c *Client) ShouldRateLimit(ctx context.Context, in *rlsv3.RateLimitRequest, _ ...grpc.CallOption) (*rlsv3.RateLimitResponse, error) {
 	resp := &rlsv3.RateLimitResponse{}
-	err := c.roundTrip(ctx, in, func(body []byte) error {
+	err := c.RoundTrip(ctx, in, func(body []byte) error {
 		if err := proto.Unmarshal(body, resp); err != nil {
 			return status.Errorf(codes.Internal, "unmarshal response: %v", err)
 		}
@@ -147,8 +162,8 @@ func (c *h2Client) ShouldRateLimit(ctx context.Context, in *rlsv3.RateLimitReque
 	return resp, nil
 }
 
-// roundTrip sends in and hands the answer's message to read.
-func (c *h2Client) roundTrip(ctx context.Context, in *rlsv3.RateLimitRequest, read func([]byte) error) error {
+// RoundTrip sends in and hands the answer's message to read.
+func (c *Client) RoundTrip(ctx context.Context, in *rlsv3.RateLimitRequest, read func([]byte) error) error {
 	bp := h2Bufs.Get().(*[]byte)
 	defer h2Bufs.Put(bp)
 	msg, err := proto.MarshalOptions{}.MarshalAppend(append((*bp)[:0], 0, 0, 0, 0, 0), in)

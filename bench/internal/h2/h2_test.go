@@ -1,4 +1,4 @@
-package bench
+package h2
 
 import (
 	"context"
@@ -22,7 +22,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 )
 
 // echoRLS answers by the request's domain, and echoes the first entry's
@@ -102,9 +101,9 @@ func listen(t *testing.T) net.Listener {
 	return lis
 }
 
-func leanClient(t *testing.T, addr string) *h2Client {
+func leanClient(t *testing.T, addr string) *Client {
 	t.Helper()
-	c := newH2Client(addr, time.Second)
+	c := NewClient(addr, time.Second)
 	t.Cleanup(c.Close)
 	return c
 }
@@ -319,7 +318,7 @@ func TestLeanClientServerGoesAndComesBack(t *testing.T) {
 func TestLeanClientClose(t *testing.T) {
 	lis := listen(t)
 	_, e := echoServer(t, lis)
-	c := newH2Client(lis.Addr().String(), time.Second)
+	c := NewClient(lis.Addr().String(), time.Second)
 	if _, err := c.ShouldRateLimit(t.Context(), req("ok", "x", 1)); err != nil {
 		t.Fatal(err)
 	}
@@ -525,47 +524,4 @@ func TestLeanClientHTTPAnswers(t *testing.T) {
 			t.Errorf("%s: err %v, want %v with %q", tt.mode, err, tt.code, tt.msg)
 		}
 	}
-}
-
-// FuzzVerdict holds the lean client's reading of an answer to
-// proto.Unmarshal: whatever proto.Unmarshal reads, parse reads the same
-// overall code and status codes; whatever parse refuses, proto.Unmarshal
-// refuses too.
-func FuzzVerdict(f *testing.F) {
-	for _, r := range []*rlsv3.RateLimitResponse{
-		{},
-		{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: []*rlsv3.RateLimitResponse_DescriptorStatus{
-			{Code: rlsv3.RateLimitResponse_OK, LimitRemaining: 3, CurrentLimit: &rlsv3.RateLimitResponse_RateLimit{Name: "n", RequestsPerUnit: 5}},
-			{Code: rlsv3.RateLimitResponse_OVER_LIMIT}, {}}},
-		{OverallCode: rlsv3.RateLimitResponse_OVER_LIMIT, ResponseHeadersToAdd: []*corev3.HeaderValue{{Key: "k", Value: "v"}}, RawBody: []byte("x")},
-	} {
-		b, err := proto.Marshal(r)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
-	f.Add([]byte{0x08, 0x01, 0x08, 0x02})       // the last code wins
-	f.Add([]byte{0x0d, 1, 0, 0, 0, 0x12, 0x00}) // code as fixed32: unknown
-	f.Add([]byte{0x12, 0x02, 0x08})             // truncated status
-	f.Fuzz(func(t *testing.T, data []byte) {
-		var m rlsv3.RateLimitResponse
-		perr := proto.Unmarshal(data, &m)
-		var v verdict
-		verr := v.parse(data)
-		if perr == nil && verr != nil {
-			t.Fatalf("proto.Unmarshal reads %x, parse refuses: %v", data, verr)
-		}
-		if perr != nil {
-			return
-		}
-		if v.code != m.GetOverallCode() || len(v.statuses) != len(m.GetStatuses()) {
-			t.Fatalf("parse: %v %v; proto.Unmarshal: %v", v.code, v.statuses, &m)
-		}
-		for i, st := range m.GetStatuses() {
-			if v.statuses[i] != st.GetCode() {
-				t.Fatalf("status %d: parse %v, proto.Unmarshal %v", i, v.statuses[i], st.GetCode())
-			}
-		}
-	})
 }

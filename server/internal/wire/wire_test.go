@@ -1,8 +1,7 @@
-package server
+package wire
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -16,7 +15,6 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sluice-rl/sluice/limiter"
-	"github.com/sluice-rl/sluice/limiter/memory"
 )
 
 func wireSeeds(t testing.TB) [][]byte {
@@ -103,28 +101,28 @@ var tightBounds = limiter.Bounds{MaxDescriptors: 3, MaxEntries: 2, MaxKeyLen: 6,
 // FuzzWireRequest holds the gRPC path's decoding to the protobuf runtime:
 // the same bytes are refused by both or read into the same request. A
 // request parse refuses for a bound is one Validate refuses too (or
-// proto.Unmarshal), with the bound scanRequest names.
+// proto.Unmarshal), with the bound ScanRequest names.
 func FuzzWireRequest(f *testing.F) {
 	for _, b := range wireSeeds(f) {
 		f.Add(b)
 	}
-	var fast, ref scratch
+	var fast, ref Request
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, bd := range []limiter.Bounds{limiter.DefaultBounds, tightBounds} {
 			lim := limiter.New(nil, limiter.Config{Bounds: bd})
 			var in rlsv3.RateLimitRequest
 			perr := proto.Unmarshal(data, &in)
-			werr := fast.parse(data, &bd)
+			werr := fast.Parse(data, &bd)
 			if inv, ok := werr.(*limiter.InvalidRequestError); ok {
 				if perr != nil {
 					continue
 				}
-				ref.translate(&in)
-				if lim.Validate(&ref.req) == nil {
+				ref.FromProto(&in)
+				if lim.Validate(&ref.Req) == nil {
 					t.Fatalf("parse refused %v, which Validate accepts", inv)
 				}
-				if _, _, serr := scanRequest(data, &bd); serr == nil || serr.Error() != werr.Error() {
-					t.Fatalf("parse refused %v; scanRequest: %v", werr, serr)
+				if _, _, serr := ScanRequest(data, &bd); serr == nil || serr.Error() != werr.Error() {
+					t.Fatalf("parse refused %v; ScanRequest: %v", werr, serr)
 				}
 				continue
 			}
@@ -134,8 +132,8 @@ func FuzzWireRequest(f *testing.F) {
 			if perr != nil {
 				continue
 			}
-			ref.translate(&in)
-			if d := sameRequest(&fast.req, &ref.req); d != "" {
+			ref.FromProto(&in)
+			if d := sameRequest(&fast.Req, &ref.Req); d != "" {
 				t.Fatal(d)
 			}
 		}
@@ -145,10 +143,10 @@ func FuzzWireRequest(f *testing.F) {
 // TestWireSeeds checks the seeds the fuzz target starts from cover both
 // outcomes, so the differential check above is not vacuous.
 func TestWireSeeds(t *testing.T) {
-	var s scratch
+	var s Request
 	var ok, bad int
 	for _, b := range wireSeeds(t) {
-		if s.parse(b, &limiter.DefaultBounds) == nil {
+		if s.Parse(b, &limiter.DefaultBounds) == nil {
 			ok++
 		} else {
 			bad++
@@ -159,21 +157,21 @@ func TestWireSeeds(t *testing.T) {
 	}
 	// Errors name the field: the bad key is in the first descriptor.
 	seeds := wireSeeds(t)
-	if err := s.parse(seeds[len(seeds)-4], &limiter.DefaultBounds); err == nil || !strings.Contains(err.Error(), "descriptors[0]: string field contains invalid UTF-8") {
+	if err := s.Parse(seeds[len(seeds)-4], &limiter.DefaultBounds); err == nil || !strings.Contains(err.Error(), "descriptors[0]: string field contains invalid UTF-8") {
 		t.Fatalf("invalid UTF-8 in the first descriptor's key: %v", err)
 	}
 	// The merged limit and hits_addend of the hand-made seed.
-	if err := s.parse(wireSeeds(t)[3], &limiter.DefaultBounds); err != nil {
+	if err := s.Parse(wireSeeds(t)[3], &limiter.DefaultBounds); err != nil {
 		t.Fatal(err)
 	}
-	d := s.req.Descriptors[0]
+	d := s.Req.Descriptors[0]
 	if d.Override == nil || d.Override.RequestsPerUnit != 9 || d.Override.Unit != limiter.Second || !d.HasCost || d.Cost != 0 {
 		t.Fatalf("merged descriptor %+v (override %+v)", d, d.Override)
 	}
 }
 
-// TestWireResponse holds the gRPC path's encoding to proto.Marshal of the
-// messages response builds, over random decisions, with headers on and off.
+// TestWireResponse holds AppendResponse and AppendHeader to proto.Marshal
+// of the message NewResponse builds, over random decisions and headers.
 func TestWireResponse(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	limits := []*limiter.RateLimit{
@@ -184,93 +182,37 @@ func TestWireResponse(t *testing.T) {
 		{RequestsPerUnit: 3, Unit: limiter.Minute, UnitMultiplier: 1 << 30},
 	}
 	resets := []int64{0, 1, 999_999, 1_000_000, 1_500_000, 86_400_000_000, 1 << 50}
-	for _, hdr := range []HeaderConfig{{}, {Enabled: true, Limit: "RateLimit-Limit", Remaining: "RateLimit-Remaining", Reset: "RateLimit-Reset"}} {
-		r := &rls{headers: hdr}
-		for i := 0; i < 2000; i++ {
-			var s scratch
-			s.resp.Code = limiter.Code(rng.IntN(3))
-			for n := rng.IntN(5); n > 0; n-- {
-				s.resp.Statuses = append(s.resp.Statuses, limiter.Status{
-					Code:        limiter.Code(rng.IntN(3)),
-					Limit:       limits[rng.IntN(len(limits))],
-					Remaining:   []uint32{0, 1, 1 << 31}[rng.IntN(3)],
-					ResetMicros: resets[rng.IntN(len(resets))],
-					Shadow:      rng.IntN(4) == 0,
-				})
-			}
-			want, err := proto.Marshal(r.response(&s))
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := r.appendResponse(nil, &s)
-			if !bytes.Equal(got, want) {
-				var g rlsv3.RateLimitResponse
-				uerr := proto.Unmarshal(got, &g)
-				t.Fatalf("decision %+v:\n got %x (%v %v)\nwant %x (%v)", s.resp, got, &g, uerr, want, r.response(&s))
-			}
-		}
-	}
-}
-
-// BenchmarkCodec compares a ShouldRateLimit call's decoding, decision (on
-// the memory store) and encoding through the protobuf runtime (proto: what
-// gRPC's own codec and the generated handler do) and through this file
-// (wire), with rate-limit headers on.
-func BenchmarkCodec(b *testing.B) {
-	for _, n := range []int{1, 4} {
-		var ds []limiter.DescriptorConfig
-		in := &rlsv3.RateLimitRequest{Domain: "bench"}
-		for i := 0; i < n; i++ {
-			k := fmt.Sprint("k", i)
-			ds = append(ds, limiter.DescriptorConfig{Key: k, RateLimit: &limiter.RateLimit{RequestsPerUnit: 1 << 30, Burst: 1 << 30, Unit: limiter.Second}})
-			in.Descriptors = append(in.Descriptors, &ratelimitv3.RateLimitDescriptor{
-				Entries: []*ratelimitv3.RateLimitDescriptor_Entry{{Key: k, Value: "client-42"}},
+	keys := []string{"RateLimit-Limit", "X-RateLimit-Remaining", "", "Retry-After"}
+	values := []string{"", "0", "100, 100;w=1", strings.Repeat("9", 200)}
+	for i := 0; i < 4000; i++ {
+		var resp limiter.Response
+		resp.Code = limiter.Code(rng.IntN(3))
+		for n := rng.IntN(5); n > 0; n-- {
+			resp.Statuses = append(resp.Statuses, limiter.Status{
+				Code:        limiter.Code(rng.IntN(3)),
+				Limit:       limits[rng.IntN(len(limits))],
+				Remaining:   []uint32{0, 1, 1 << 31}[rng.IntN(3)],
+				ResetMicros: resets[rng.IntN(len(resets))],
+				Shadow:      rng.IntN(4) == 0,
 			})
 		}
-		lims, err := limiter.Compile([]limiter.DomainConfig{{Domain: "bench", Descriptors: ds, File: "b.yaml", Line: 1}}, limiter.CompileOptions{})
-		if err != nil {
-			b.Fatal(err)
+		rb := NewResponse(&resp)
+		got := AppendResponse(nil, &resp)
+		n := rng.IntN(5)
+		for h := range n {
+			k, v := keys[rng.IntN(len(keys))], values[rng.IntN(len(values))]
+			rb.SetHeader(h, k, v)
+			got = AppendHeader(got, k, []byte(v))
 		}
-		lim := limiter.New(memory.New(nil), limiter.Config{})
-		lim.SetLimits(lims)
-		cfg := DefaultConfig()
-		cfg.ResponseHeaders.Enabled = true
-		r := newRLS(lim, cfg)
-		data, err := proto.Marshal(in)
+		rb.SetHeaders(n)
+		want, err := proto.Marshal(&rb.Msg)
 		if err != nil {
-			b.Fatal(err)
+			t.Fatal(err)
 		}
-		ctx := context.Background()
-		b.Run(fmt.Sprint(n, "desc/proto"), func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				var req rlsv3.RateLimitRequest
-				if err := proto.Unmarshal(data, &req); err != nil {
-					b.Fatal(err)
-				}
-				resp, err := r.ShouldRateLimit(ctx, &req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := proto.Marshal(resp); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-		b.Run(fmt.Sprint(n, "desc/wire"), func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				s := r.pool.Get().(*scratch)
-				s.query.s = s
-				s.query.size = len(data)
-				if err := s.parse(data, &r.bounds); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := r.answerWire(ctx, &s.query); err != nil {
-					b.Fatal(err)
-				}
-				r.pool.Put(s)
-			}
-		})
+		if !bytes.Equal(got, want) {
+			var g rlsv3.RateLimitResponse
+			uerr := proto.Unmarshal(got, &g)
+			t.Fatalf("decision %+v:\n got %x (%v %v)\nwant %x (%v)", resp, got, &g, uerr, want, &rb.Msg)
+		}
 	}
 }
