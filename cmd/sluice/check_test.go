@@ -328,3 +328,17 @@ func TestAdminTokenTooShort(t *testing.T) {
 		t.Errorf("no token (admin API off): %v", err)
 	}
 }
+
+// TestCheckWarnsOfDeprecatedSettings: a removed setting still loads;
+// check passes and prints one warning naming it and its line.
+func TestCheckWarnsOfDeprecatedSettings(t *testing.T) {
+	path := writeConfig(t, "runtime:\n  gc_percent: 200\n  min_heap_mb: 64\n")
+	var stdout, stderr bytes.Buffer
+	if err := check(path, func(string) string { return "" }, &stdout, &stderr); err != nil {
+		t.Fatalf("check refused a config with a deprecated setting: %v\n%s", err, stderr.String())
+	}
+	want := path + ":3: runtime.min_heap_mb: deprecated and ignored"
+	if got := stderr.String(); strings.Count(got, "warning: ") != 1 || !strings.Contains(got, want) {
+		t.Errorf("check printed %q; want one warning with %q", got, want)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -14,7 +15,6 @@ import (
 
 	"github.com/sluice-rl/sluice/breaker"
 	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
-	"github.com/sluice-rl/sluice/cmd/sluice/internal/gcfloor"
 	"github.com/sluice-rl/sluice/cmd/sluice/internal/reload"
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/memory"
@@ -44,9 +44,7 @@ func serve(ctx context.Context, path string, o options) error {
 		log.Warn("deprecated setting", "warning", w.Error())
 	}
 	if os.Getenv("GOGC") == "" { // the runtime reads the real environment
-		gc := gcfloor.New(cfg.Runtime.GCPercent, cfg.Runtime.MinHeapMB)
-		gc.Open(context.WithoutCancel(ctx))
-		defer gc.Close()
+		defer debug.SetGCPercent(debug.SetGCPercent(cfg.Runtime.GCPercent))
 	}
 
 	// One registry for every metric; the parts count into m.

@@ -16,7 +16,7 @@ const maxWiringLines = 900
 // arguments, builds the parts from the config, serves, and closes them in
 // order. Anything with logic of its own belongs in a package: under
 // cmd/sluice/internal/ when only the command uses it (config, reload,
-// adminclient, gcfloor), else in limiter/, server/, breaker/ or bench/.
+// adminclient), else in limiter/, server/, breaker/ or bench/.
 func TestCommandIsWiringOnly(t *testing.T) {
 	files, err := filepath.Glob("*.go")
 	if err != nil {

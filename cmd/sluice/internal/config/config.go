@@ -123,18 +123,10 @@ type RuntimeConfig struct {
 	// higher target than Go's 100 saves CPU for a few more MiB. The GOGC
 	// environment variable, when set, wins; GOMEMLIMIT caps the heap.
 	GCPercent int `yaml:"gc_percent"`
-	// MinHeapMB lets the heap grow to this many MiB between collections
-	// whatever gc_percent says: while the live heap is small the GC percent
-	// is raised as far as that needs, and no further (0: off). Unless GOGC
-	// is set.
-	MinHeapMB int `yaml:"min_heap_mb"`
 }
 
 // DefaultGCPercent is runtime.gc_percent unless configured.
 const DefaultGCPercent = 400
-
-// DefaultMinHeapMB is runtime.min_heap_mb unless configured.
-const DefaultMinHeapMB = 64
 
 // Default is the configuration before any file or environment: the
 // shipped config.yaml states the same values.
@@ -159,7 +151,7 @@ func Default() Config {
 			MaxHitsAddend:  b.MaxCost,
 		},
 		Log:     LogConfig{Level: "info", Format: "text"},
-		Runtime: RuntimeConfig{GCPercent: DefaultGCPercent, MinHeapMB: DefaultMinHeapMB},
+		Runtime: RuntimeConfig{GCPercent: DefaultGCPercent},
 	}
 }
 
@@ -345,9 +337,6 @@ func (c *Config) validate() Errors {
 	}
 	if g := c.Runtime.GCPercent; g < 25 || g > 10000 {
 		add("runtime.gc_percent", fmt.Sprintf("%d: must be between 25 and 10000", g))
-	}
-	if m := c.Runtime.MinHeapMB; m < 0 || m > 1<<16 {
-		add("runtime.min_heap_mb", fmt.Sprintf("%d: must be between 0 (off) and 65536", m))
 	}
 	if c.Redis.KeyPrefix == "" {
 		add("redis.key_prefix", "must not be empty")

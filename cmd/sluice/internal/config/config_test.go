@@ -96,8 +96,6 @@ func TestStrictDecoding(t *testing.T) {
 			}},
 		{"gc target out of range", "log: {level: info}\nruntime:\n  gc_percent: 5\n",
 			[]string{"config.yaml:3: runtime.gc_percent: 5: must be between 25 and 10000"}},
-		{"negative heap floor", "runtime:\n  min_heap_mb: -1\n",
-			[]string{"config.yaml:2: runtime.min_heap_mb: -1: must be between 0 (off) and 65536"}},
 		{"memory bound of zero", "memory:\n  max_buckets: 0\n",
 			[]string{"config.yaml:2: memory.max_buckets: must be at least 64 (one per shard), got 0"}},
 		{"memory bound below one per shard", "memory:\n  max_buckets: -5\n",

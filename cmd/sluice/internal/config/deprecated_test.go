@@ -23,12 +23,12 @@ func TestDeprecatedSettings(t *testing.T) {
 		{name: "none given", body: "runtime: {gc_percent: 200}\n"},
 		{
 			name: "a setting among others",
-			body: "log: {level: debug}\nruntime:\n  gc_percent: 200\n  old_floor: 64\n  min_heap_mb: 32\n",
+			body: "log: {level: debug}\nruntime:\n  gc_percent: 200\n  old_floor: 64\n",
 			warnings: []string{
 				"config.yaml:4: runtime.old_floor: deprecated and ignored: remove it; runtime.gc_percent sets the heap target",
 			},
 			check: func(t *testing.T, c *Config) {
-				if c.Runtime.GCPercent != 200 || c.Runtime.MinHeapMB != 32 || c.Log.Level != "debug" {
+				if c.Runtime.GCPercent != 200 || c.Log.Level != "debug" {
 					t.Errorf("settings around the deprecated one not decoded: %+v %+v", c.Runtime, c.Log)
 				}
 			},
