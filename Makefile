@@ -6,6 +6,9 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -X main.version=$(VERSION) -X main.revision=$(REVISION)
 BIN       := bin/sluice
+# The name `make image` gives the image; deploy/envoy-gateway and
+# deploy/kubernetes use it too.
+IMAGE     ?= sluice:dev
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
@@ -17,6 +20,13 @@ help: ## list the targets
 .PHONY: build
 build: ## build bin/sluice with version information
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/sluice
+
+.PHONY: image
+image: ## write bin/sluice-image.tar (docker load -i), no Docker daemon needed; IMAGE=name:tag
+	@# Times in the image are the last commit's, so one commit gives one digest.
+	SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || echo 0)} \
+		$(GO) run ./deploy/image -out bin/sluice-image.tar -tag $(IMAGE) \
+		-version $(VERSION) -revision $(REVISION) -config config.yaml
 
 .PHONY: run
 run: build ## run Sluice on the embedded store with ./config.yaml
