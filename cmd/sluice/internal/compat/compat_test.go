@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
+	"github.com/sluice-rl/sluice/limiter"
 )
 
 type vars map[string]string
@@ -92,7 +93,7 @@ func TestMapping(t *testing.T) {
 		{"LOCAL_CACHE_SIZE_IN_BYTES", vars{"LOCAL_CACHE_SIZE_IN_BYTES": "1048576"},
 			func(c *config.Config) (any, any) { return c.Redis.DenyCacheSize, 1048576 / DenyCacheEntryBytes }, ""},
 		{"LOCAL_CACHE_SIZE_IN_BYTES 0 keeps the cache", vars{"LOCAL_CACHE_SIZE_IN_BYTES": "0"},
-			func(c *config.Config) (any, any) { return c.Redis.DenyCacheSize > 0, true }, ""},
+			func(c *config.Config) (any, any) { return c.Redis.DenyCacheSize, limiter.DefaultDenyCacheSize }, ""},
 		{"LOCAL_CACHE_SIZE_IN_BYTES bad", vars{"LOCAL_CACHE_SIZE_IN_BYTES": "1MB"}, nil, "LOCAL_CACHE_SIZE_IN_BYTES: "},
 		{"CACHE_KEY_PREFIX", vars{"CACHE_KEY_PREFIX": "rl:"}, func(c *config.Config) (any, any) { return c.Redis.KeyPrefix, "rl:" }, ""},
 		{"GRPC TLS files missing", vars{"GRPC_SERVER_USE_TLS": "true", "GRPC_SERVER_TLS_CERT": "/nonexistent/c.pem", "GRPC_SERVER_TLS_KEY": "/nonexistent/k.pem"},
