@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/textproto"
+	"strings"
 	"time"
 )
 
@@ -71,7 +72,18 @@ type HTTPConfig struct {
 	AdminAddr string `yaml:"admin_addr"`
 	// AdminTLS turns on HTTPS for AdminAddr; it needs AdminAddr.
 	AdminTLS TLSConfig `yaml:"admin_tls"`
+	// MetricsAddr, when set, also serves the Prometheus metrics on a plain
+	// HTTP listener of its own, at MetricsPath (default /metrics), as
+	// envoyproxy/ratelimit's PROMETHEUS_ADDR does; /metrics stays on Addr.
+	MetricsAddr string `yaml:"metrics_addr"`
+	MetricsPath string `yaml:"metrics_path"`
+	// Healthcheck serves GET /healthcheck on Addr as envoyproxy/ratelimit
+	// answers it: 200 "OK" while ready, 500 otherwise. For drop-in use.
+	Healthcheck bool `yaml:"healthcheck"`
 }
+
+// DefaultMetricsPath is http.metrics_path unless configured.
+const DefaultMetricsPath = "/metrics"
 
 // HeaderConfig configures the rate-limit response headers (draft-03 form).
 type HeaderConfig struct {
@@ -189,6 +201,12 @@ func (c *Config) Validate() error {
 	validateTLS(bad, "http.admin_tls", c.HTTP.AdminTLS)
 	if c.HTTP.AdminTLS.Enabled() && c.HTTP.AdminAddr == "" {
 		bad("http.admin_tls", "needs http.admin_addr; without it the admin API is served on http.addr, with http.tls")
+	}
+	if p := c.HTTP.MetricsPath; p != "" && (p[0] != '/' || strings.ContainsAny(p, " {}")) {
+		bad("http.metrics_path", "%q must start with / and hold no space or braces", p)
+	}
+	if c.HTTP.MetricsPath != "" && c.HTTP.MetricsAddr == "" {
+		bad("http.metrics_path", "needs http.metrics_addr")
 	}
 	if c.HTTP.MaxBodyBytes < 1024 {
 		bad("http.max_body_bytes", "%d is less than the minimum of 1024", c.HTTP.MaxBodyBytes)

@@ -17,6 +17,7 @@ import (
 
 // Handler is the HTTP API: POST /json, GET /health/live, GET
 // /health/ready, GET /health/detailed, GET /metrics (with Options.Metrics),
+// GET /healthcheck (with http.healthcheck),
 // and the admin routes under /admin/
 // unless http.admin_addr gives them a listener of their own.
 func (s *Server) Handler() http.Handler {
@@ -27,6 +28,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /health/detailed", s.handleDetailed)
 	if s.metrics != nil {
 		mux.Handle("GET /metrics", s.metrics.Handler())
+	}
+	if s.cfg.HTTP.Healthcheck {
+		mux.HandleFunc("GET /healthcheck", s.handleHealthcheck)
 	}
 	if s.cfg.HTTP.AdminAddr == "" {
 		mux.Handle("/admin/", s.adminHandler())
@@ -48,6 +52,18 @@ func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	io.WriteString(w, "ready\n")
+}
+
+// handleHealthcheck answers GET /healthcheck as envoyproxy/ratelimit
+// does, for probes written against it: 200 with the body "OK" while the
+// server is ready (as /health/ready), else 500 with no body.
+func (s *Server) handleHealthcheck(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	if s.Ready() != nil {
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	io.WriteString(w, "OK")
 }
 
 var (

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -120,6 +121,8 @@ type Server struct {
 	grpcLn, httpLn net.Listener
 	adminLn        net.Listener // nil: the admin API is on httpLn
 	adminHTTP      *http.Server
+	metricsLn      net.Listener // nil: no http.metrics_addr
+	metricsHTTP    *http.Server
 
 	draining atomic.Bool
 	stopping chan struct{} // closed when gRPC stops taking calls
@@ -275,6 +278,26 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}
 	}
+	if cfg.HTTP.MetricsAddr != "" {
+		if opts.Metrics == nil {
+			return nil, &FieldError{Field: "http.metrics_addr", Msg: "set, but the server has no metrics"}
+		}
+		path := cfg.HTTP.MetricsPath
+		if path == "" {
+			path = DefaultMetricsPath
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET "+path, opts.Metrics.Handler())
+		s.metricsHTTP = &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: HandshakeTimeout,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      10 * time.Second,
+			IdleTimeout:       60 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+	}
 	return s, nil
 }
 
@@ -345,6 +368,18 @@ func (s *Server) Listen() error {
 		}
 		s.adminLn = a
 	}
+	if s.metricsHTTP != nil {
+		m, err := lc.Listen(context.Background(), "tcp", s.cfg.HTTP.MetricsAddr)
+		if err != nil {
+			g.Close()
+			h.Close()
+			if s.adminLn != nil {
+				s.adminLn.Close()
+			}
+			return fmt.Errorf("http.metrics_addr: %w", err)
+		}
+		s.metricsLn = limitListener(m, s.cfg.HTTP.MaxConnections)
+	}
 	s.grpcLn = limitListener(g, s.cfg.GRPC.MaxConnections)
 	s.httpLn = limitListener(h, s.cfg.HTTP.MaxConnections)
 	if s.adminLn != nil {
@@ -380,6 +415,15 @@ func (s *Server) AdminAddr() net.Addr {
 	return s.httpLn.Addr()
 }
 
+// MetricsAddr is the bound address of the metrics listener (after
+// Listen), or nil without http.metrics_addr.
+func (s *Server) MetricsAddr() net.Addr {
+	if s.metricsLn == nil {
+		return nil
+	}
+	return s.metricsLn.Addr()
+}
+
 // GRPCAddr is the bound gRPC address (after Listen).
 func (s *Server) GRPCAddr() net.Addr { return s.grpcLn.Addr() }
 
@@ -401,7 +445,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return errors.New("server: Run called twice")
 	}
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	checkCtx, stopChecks := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopChecks()
 
@@ -431,6 +475,16 @@ func (s *Server) Run(ctx context.Context) error {
 				errc <- fmt.Errorf("admin http: %w", err)
 			}
 		}()
+	}
+	if s.metricsLn != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.metricsHTTP.Serve(s.metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics http: %w", err)
+			}
+		}()
+		s.log.Info("serving metrics", "addr", s.metricsLn.Addr().String(), "path", cmp.Or(s.cfg.HTTP.MetricsPath, DefaultMetricsPath))
 	}
 	s.log.Info("serving", "grpc", s.grpcLn.Addr().String(), "http", s.httpLn.Addr().String(),
 		"admin", s.AdminAddr().String(), "grpc_tls", s.cfg.GRPC.TLS.Enabled(), "http_tls", s.httpTLS != nil,
@@ -467,6 +521,11 @@ func (s *Server) Run(ctx context.Context) error {
 		if err := s.adminHTTP.Shutdown(sctx); err != nil {
 			s.log.Warn("admin http shutdown cut short", "err", err)
 			s.adminHTTP.Close()
+		}
+	}
+	if s.metricsHTTP != nil {
+		if err := s.metricsHTTP.Shutdown(sctx); err != nil {
+			s.metricsHTTP.Close()
 		}
 	}
 	select {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/sluice-rl/sluice/bench"
 	"github.com/sluice-rl/sluice/cmd/sluice/internal/adminclient"
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/compat"
 )
 
 // Set with -ldflags "-X main.version=... -X main.revision=...".
@@ -31,7 +32,7 @@ var (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], options{getenv: os.Getenv, stdout: os.Stdout, stderr: os.Stderr})
+	err := run(ctx, compat.Args(os.Args), options{getenv: os.Getenv, stdout: os.Stdout, stderr: os.Stderr})
 	stop()
 	if err != nil {
 		var ee exitError
@@ -52,6 +53,9 @@ type options struct {
 	// serves: tests listen on :0. admin is http's without a separate admin
 	// listener.
 	onListen func(grpc, http, admin net.Addr)
+	// compat is the settings the environment gives: "" for SLUICE_*, or
+	// compat.Mode for envoyproxy/ratelimit's.
+	compat string
 }
 
 // exitError ends the process with code, its message already printed.
@@ -62,7 +66,9 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code)
 const usage = `usage: sluice <command> [flags]
 
 commands:
-  serve   [-config FILE]   run the service
+  serve   [-config FILE] [-compat envoy-ratelimit]
+                           run the service; -compat reads envoyproxy/ratelimit's
+                           environment (also when run as "ratelimit")
   check   [-config FILE]   validate the configuration and every limit file
   bench   [flags]          load-test any Envoy rate-limit server (sluice bench -h)
   overrides list|get|set|delete|history
@@ -85,13 +91,13 @@ func run(ctx context.Context, args []string, o options) error {
 	}
 	switch args[0] {
 	case "serve":
-		path, err := parseConfigFlag("serve", args[1:], stderr)
+		path, err := parseConfigFlag("serve", args[1:], stderr, &o.compat)
 		if err != nil {
 			return err
 		}
 		return serve(ctx, path, o)
 	case "check":
-		path, err := parseConfigFlag("check", args[1:], stderr)
+		path, err := parseConfigFlag("check", args[1:], stderr, nil)
 		if err != nil {
 			return err
 		}
@@ -117,12 +123,16 @@ func run(ctx context.Context, args []string, o options) error {
 	return exitError{2}
 }
 
-// parseConfigFlag parses [-config FILE] and picks the config file: the flag,
-// else ./config.yaml when present, else "" (built-in defaults).
-func parseConfigFlag(cmd string, args []string, stderr io.Writer) (string, error) {
+// parseConfigFlag parses [-config FILE] (and [-compat MODE] when mode is
+// not nil) and picks the config file: the flag, else ./config.yaml when
+// present and not in a compat mode, else "" (built-in defaults).
+func parseConfigFlag(cmd string, args []string, stderr io.Writer, mode *string) (string, error) {
 	fs := flag.NewFlagSet("sluice "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "configuration `file` (default ./config.yaml when present)")
+	if mode != nil {
+		fs.StringVar(mode, "compat", "", "read the `settings` of another service from the environment: "+compat.Mode)
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return "", exitError{0}
@@ -133,7 +143,11 @@ func parseConfigFlag(cmd string, args []string, stderr io.Writer) (string, error
 		fmt.Fprintf(stderr, "sluice %s: unexpected argument %q\n", cmd, fs.Arg(0))
 		return "", exitError{2}
 	}
-	if *path != "" {
+	if mode != nil && *mode != "" && *mode != compat.Mode {
+		fmt.Fprintf(stderr, "sluice %s: -compat %q: the only mode is %s\n", cmd, *mode, compat.Mode)
+		return "", exitError{2}
+	}
+	if *path != "" || (mode != nil && *mode != "") {
 		return *path, nil
 	}
 	if _, err := os.Stat("config.yaml"); err == nil {

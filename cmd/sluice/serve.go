@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-rl/sluice/breaker"
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/compat"
 	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
 	"github.com/sluice-rl/sluice/cmd/sluice/internal/reload"
 	"github.com/sluice-rl/sluice/limiter"
@@ -29,12 +30,30 @@ import (
 // server drains and stops, the reloader stops, the store closes.
 func serve(ctx context.Context, path string, o options) error {
 	getenv, stderr := o.getenv, o.stderr
-	cfg, err := config.Load(path, getenv)
+	var (
+		cfg *config.Config
+		rep compat.Report
+		err error
+	)
+	if o.compat != "" {
+		cfg, rep, err = compat.Load(path, getenv)
+	} else {
+		cfg, err = config.Load(path, getenv)
+	}
 	if err != nil {
 		printErrors(stderr, err)
 		return exitError{1}
 	}
 	log := newLogger(cfg.Log, stderr)
+	if o.compat != "" {
+		log.Warn("compat mode: envoyproxy/ratelimit's environment settings apply", "mode", o.compat)
+		if len(rep.Ignored) > 0 {
+			log.Warn("envoyproxy/ratelimit settings not implemented, ignored", "settings", strings.Join(rep.Ignored, ", "))
+		}
+		for _, n := range rep.Notes {
+			log.Warn(n)
+		}
+	}
 	if path == "" {
 		log.Info("no config file; using built-in defaults")
 	} else {

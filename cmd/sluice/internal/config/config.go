@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -184,14 +185,43 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 	return Parse(path, data, getenv)
 }
 
+// Overlay applies another set of settings (another product's environment)
+// after the file, in place of the SLUICE_* settings it has counterparts
+// for; it records the variable behind each field it sets with SetBy, so
+// validation errors name it. Its errors name the variable.
+type Overlay func(c *Config) Errors
+
+// LoadWith is Load with overlay in place of the SLUICE_* settings that
+// have a counterpart elsewhere: of the environment, only those without
+// one (SLUICE_POSTGRES_DSN, SLUICE_ADMIN_TOKEN, SLUICE_ADMIN_ADDR) apply,
+// then overlay, then validation.
+func LoadWith(path string, getenv func(string) string, overlay Overlay) (*Config, error) {
+	var data []byte
+	if path != "" {
+		var err error
+		if data, err = os.ReadFile(path); err != nil {
+			return nil, Errors{{File: path, Msg: err.Error()}}
+		}
+	}
+	return parse(path, data, getenv, deprecated, overlay)
+}
+
 // Parse is Load with the file's contents given: data read from path, or
 // no file when path is "".
 func Parse(path string, data []byte, getenv func(string) string) (*Config, error) {
-	return parse(path, data, getenv, deprecated)
+	return parse(path, data, getenv, deprecated, nil)
 }
 
-// parse is Parse with the table of deprecated settings given.
-func parse(path string, data []byte, getenv func(string) string, table []Deprecated) (*Config, error) {
+// SetBy records that the environment variable env set field, for errors.
+func (c *Config) SetBy(field, env string) { c.envs[field] = env }
+
+// SetLimitsPath makes path (a limit file or directory) the only source of
+// limits, as SLUICE_LIMITS does.
+func (c *Config) SetLimitsPath(path string) { c.Limits.envPath = path }
+
+// parse is Parse with the table of deprecated settings given, and an
+// overlay (nil: the SLUICE_* environment).
+func parse(path string, data []byte, getenv func(string) string, table []Deprecated, overlay Overlay) (*Config, error) {
 	c := Default()
 	c.lines = map[string]int{}
 	c.envs = map[string]string{}
@@ -201,7 +231,12 @@ func parse(path string, data []byte, getenv func(string) string, table []Depreca
 		errs = c.decode(path, data, table)
 		c.resolvePaths()
 	}
-	c.applyEnv(getenv)
+	if overlay == nil {
+		c.applyEnv(getenv)
+	} else {
+		c.applyEnvOf(getenv, EnvPostgresDSN, EnvAdminToken, EnvAdminAddr)
+		errs = append(errs, overlay(&c)...)
+	}
 	// Validate even after decode errors, so one run reports everything;
 	// a field that failed to decode kept its valid default.
 	errs = append(errs, c.validate()...)
@@ -257,11 +292,24 @@ const (
 	EnvLogLevel    = "SLUICE_LOG_LEVEL"
 )
 
+// EnvReplaced are the SLUICE_* settings an Overlay replaces: LoadWith
+// ignores them.
+var EnvReplaced = []string{EnvGRPCAddr, EnvHTTPAddr, EnvRedisURL, EnvLimits, EnvLogLevel}
+
 // applyEnv applies the SLUICE_* overrides. Setting SLUICE_REDIS_URL
 // switches the store to Redis; SLUICE_LIMITS replaces the limits the file
 // names (path and inline domains).
 func (c *Config) applyEnv(getenv func(string) string) {
+	c.applyEnvOf(getenv, EnvGRPCAddr, EnvHTTPAddr, EnvRedisURL, EnvPostgresDSN, EnvAdminToken, EnvAdminAddr,
+		EnvLimits, EnvLogLevel)
+}
+
+// applyEnvOf applies the SLUICE_* overrides named in only.
+func (c *Config) applyEnvOf(getenv func(string) string, only ...string) {
 	set := func(env, field string, dst *string) {
+		if !slices.Contains(only, env) {
+			return
+		}
 		if v := getenv(env); v != "" {
 			*dst = v
 			c.envs[field] = env

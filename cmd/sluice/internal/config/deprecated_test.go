@@ -53,7 +53,7 @@ func TestDeprecatedSettings(t *testing.T) {
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			cfg, err := parse("config.yaml", []byte(c.body), env{}.get, table)
+			cfg, err := parse("config.yaml", []byte(c.body), env{}.get, table, nil)
 			if len(c.errors) > 0 {
 				if err == nil {
 					t.Fatal("no error")
@@ -99,7 +99,7 @@ func TestNoDeprecatedSettingIsStillAField(t *testing.T) {
 			}
 		}
 		body += " 1\n"
-		if _, err := parse("config.yaml", []byte(body), env{}.get, nil); err == nil || !strings.Contains(err.Error(), "unknown field") {
+		if _, err := parse("config.yaml", []byte(body), env{}.get, nil, nil); err == nil || !strings.Contains(err.Error(), "unknown field") {
 			t.Errorf("%s is deprecated but still decodes without the table: %v", d.Path, err)
 		}
 	}
