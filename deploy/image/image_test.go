@@ -157,11 +157,15 @@ func TestImage(t *testing.T) {
 		// The packed config starts cleanly: it names no file the image
 		// lacks and needs no backend.
 		runBin(t, bin, "check", "-config", filepath.Join(root, "etc/sluice/config.yaml"))
-		// Through envoyproxy/ratelimit's command name the same binary
-		// runs. Only the version line is compared: that name may select a
-		// mode of its own for everything else.
-		if got := runBin(t, filepath.Join(root, "bin/ratelimit"), "version"); !strings.Contains(got, line) {
-			t.Errorf("ratelimit version = %q, want it to contain %q", got, line)
+		// Through envoyproxy/ratelimit's command name the same binary runs
+		// in its compatibility mode, which reads envoyproxy/ratelimit's
+		// environment: an unparsable PORT is refused by name, before
+		// anything listens.
+		cmd := exec.Command(filepath.Join(root, "bin/ratelimit"))
+		cmd.Env = []string{"PORT=abc"}
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "PORT") {
+			t.Errorf("ratelimit with PORT=abc: %v, %q; want a refusal naming PORT", err, out)
 		}
 	})
 }
