@@ -1,5 +1,6 @@
-# Sluice: `make run` starts the service on the embedded store; `make test`
-# installs what the tests need (redis-server, PostgreSQL) and runs every test with -race.
+# Sluice: `make run` starts the service on the embedded store; `make test-unit`
+# runs the tests that need no servers, anywhere; `make test` installs what
+# the rest need (redis-server, PostgreSQL) and runs every test with -race.
 
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -60,12 +61,28 @@ check: ## gofmt, go vet and sluice check of the shipped config
 	$(GO) run ./cmd/sluice check -config config.yaml
 
 .PHONY: test
-test: deps check ## install test servers, then run every test with the race detector
+test: deps check ## install test servers, then run every test (unit and integration) with the race detector
 	@# Build every test binary in parallel, then run them one package at a
 	@# time: the suites start real servers and measure answers against
 	@# timeouts, and two busy packages on a 2-core machine slow each other.
-	$(GO) test -race -count=1 -run '^$$' ./... >/dev/null
-	SLUICE_REQUIRE_PROMTOOL=1 SLUICE_PROMTOOL=$(PROMTOOL) $(GO) test -race -count=1 -p 1 -timeout 12m ./...
+	$(GO) test -race -tags integration -count=1 -run '^$$' ./... >/dev/null
+	SLUICE_REQUIRE_PROMTOOL=1 SLUICE_PROMTOOL=$(PROMTOOL) $(GO) test -race -tags integration -count=1 -p 1 -timeout 12m ./...
+
+.PHONY: test-integration
+test-integration: test ## the same as test: the real-server suites are built with -tags integration
+
+# Operating systems the unit tests must build on (they run on Linux here).
+CROSS_GOOS := darwin windows
+
+.PHONY: test-unit
+test-unit: ## tests that need no Redis, Postgres or root, on any OS; then a cross-compile check
+	$(GO) test -count=1 ./...
+	@for os in $(CROSS_GOOS); do \
+		echo "GOOS=$$os go test -c ./..."; \
+		for p in $$($(GO) list ./...); do \
+			GOOS=$$os $(GO) test -c -o /dev/null $$p >/dev/null || exit 1; \
+		done; \
+	done
 
 .PHONY: test-short
 test-short: ## quick run: no race detector, long tests skipped

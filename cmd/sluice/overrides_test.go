@@ -1,3 +1,5 @@
+//go:build integration
+
 package main
 
 // End-to-end tests of overrides: replicas of `sluice serve` on one Redis

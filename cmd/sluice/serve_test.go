@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -427,5 +428,49 @@ func TestServeHealthShowsNoCredentials(t *testing.T) {
 		if strings.Contains(r.logs.String(), secret) {
 			t.Errorf("logs show %q:\n%s", secret, r.logs.String())
 		}
+	}
+}
+
+func (r *running) detailed() (int, server.DetailedHealth, string) {
+	r.t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get("http://" + r.http + "/health/detailed")
+	if err != nil {
+		r.t.Fatalf("GET /health/detailed: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var d server.DetailedHealth
+	if err := json.Unmarshal(body, &d); err != nil {
+		r.t.Fatalf("decode /health/detailed %q: %v", body, err)
+	}
+	return resp.StatusCode, d, string(body)
+}
+
+func (r *running) getCode(path string) int {
+	r.t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get("http://" + r.http + path)
+	if err != nil {
+		r.t.Fatalf("GET %s: %v", path, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// waitHealth polls /health/detailed until cond holds, for up to 10s, and
+// returns how long that took.
+func (r *running) waitHealth(what string, cond func(server.DetailedHealth) bool) time.Duration {
+	r.t.Helper()
+	start := time.Now()
+	for {
+		_, d, body := r.detailed()
+		if cond(d) {
+			return time.Since(start)
+		}
+		if time.Since(start) > 10*time.Second {
+			r.t.Fatalf("health never showed %s; last:\n%s\nlog:\n%s", what, body, r.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

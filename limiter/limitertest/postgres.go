@@ -1,3 +1,5 @@
+//go:build integration
+
 package limitertest
 
 import (
@@ -22,13 +24,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
-
-// EnvPostgresDSN names an existing Postgres (a DSN) for StartPostgres to use
-// instead of starting its own.
-const EnvPostgresDSN = "SLUICE_TEST_POSTGRES_DSN"
-
-// PostgresDatabase is the database that every test server has, empty.
-const PostgresDatabase = "sluice_test"
 
 const (
 	// postgresStartTimeout bounds the wait for a started server to accept

@@ -1,3 +1,5 @@
+//go:build integration
+
 package limitertest
 
 import (
@@ -14,10 +16,6 @@ import (
 	"testing"
 	"time"
 )
-
-// EnvRedisAddr names an existing Redis (host:port) for StartRedis to use
-// instead of starting its own.
-const EnvRedisAddr = "SLUICE_TEST_REDIS_ADDR"
 
 // redisStartTimeout bounds the wait for a started redis-server to answer.
 const redisStartTimeout = 10 * time.Second
