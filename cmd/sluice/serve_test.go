@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -191,7 +190,7 @@ func TestRunServe(t *testing.T) {
 	// os/signal starts one goroutine for the process on first use; start
 	// it before counting.
 	warm := make(chan os.Signal, 1)
-	signal.Notify(warm, syscall.SIGUSR2)
+	signal.Notify(warm, os.Interrupt)
 	signal.Stop(warm)
 	before := runtime.NumGoroutine()
 
@@ -271,35 +270,6 @@ func TestReloadOnFileChange(t *testing.T) {
 	r.waitLimit("inline", "k", "v", 3)
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestReloadOnSIGHUP(t *testing.T) {
-	cfg, limits := testConfigFile(t, "")
-	// Watching off: only the signal reloads.
-	data, _ := os.ReadFile(cfg)
-	writeFile(t, cfg, strings.Replace(string(data), "watch_interval: 20ms", "watch: false", 1))
-	r := startServe(t, func(ctx context.Context, stderr io.Writer) error {
-		return serve(ctx, cfg, env{}.get, stderr)
-	})
-	writeFile(t, filepath.Join(limits, "api.yaml"), limitFile("40"))
-	time.Sleep(100 * time.Millisecond)
-	if got := r.limitOf("api", "tenant", "t"); got != 10 {
-		t.Fatalf("limit changed without a signal: %d", got)
-	}
-	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	r.waitLimit("api", "tenant", "t", 40)
-	r.waitLog("reason=signal")
-
-	writeFile(t, filepath.Join(limits, "api.yaml"), limitFile("oops"))
-	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	r.waitLog("reload failed")
-	if got := r.limitOf("api", "tenant", "t"); got != 40 {
-		t.Errorf("limit after a bad reload = %d, want 40", got)
 	}
 }
 
