@@ -16,6 +16,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/sluice-rl/sluice/limiter/limitertest"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
 	"google.golang.org/grpc"
@@ -84,13 +85,7 @@ func echoServer(t *testing.T, lis net.Listener, opts ...grpc.ServerOption) (*grp
 // waitActive waits until the server is running a call.
 func waitActive(t *testing.T, e *echoRLS) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for e.active.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the call never reached the server")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	limitertest.Eventually(t, 5*time.Second, "the call to reach the server", func() bool { return e.active.Load() > 0 })
 }
 
 func listen(t *testing.T) net.Listener {
@@ -303,17 +298,13 @@ func TestLeanClientServerGoesAndComesBack(t *testing.T) {
 		t.Skipf("address %s not free again: %v", addr, err)
 	}
 	echoServer(t, lis2)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	limitertest.Eventually(t, 5*time.Second, "calls to work with the server back", func() error {
 		r, err := c.ShouldRateLimit(ctx, req("ok", "back", 1))
-		if err == nil && echoed(r) == "back" {
-			break
+		if err == nil && echoed(r) != "back" {
+			return fmt.Errorf("echoed %q", echoed(r))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server back, calls still fail: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 func TestLeanClientClose(t *testing.T) {

@@ -219,15 +219,3 @@ type failStore struct{}
 func (failStore) Apply(context.Context, []limiter.BucketRequest, []limiter.BucketResult) (bool, error) {
 	return false, errors.New("connection refused")
 }
-
-// waitFor polls cond until it holds or a few seconds pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}

@@ -4,6 +4,7 @@ package server_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -172,15 +173,10 @@ func TestAdminOverridesPostgresDown(t *testing.T) {
 	}
 
 	pg.Start()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		code, out := adminDo(t, h.base, "GET", "/admin/overrides", bearer, "")
-		if code == 200 && strings.Contains(out, "10.0.0.7") {
-			break
+	limitertest.Eventually(t, 10*time.Second, "the admin API to come back", func() error {
+		if code, out := adminDo(t, h.base, "GET", "/admin/overrides", bearer, ""); code != 200 || !strings.Contains(out, "10.0.0.7") {
+			return fmt.Errorf("%d %s", code, out)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("admin API did not come back: %d %s", code, out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }

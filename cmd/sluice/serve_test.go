@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/sluice-rl/sluice/limiter/limitertest"
 	"github.com/sluice-rl/sluice/server"
 )
 
@@ -122,28 +124,22 @@ func (r *running) limitOf(domain, key, value string) uint32 {
 
 func (r *running) waitLog(substr string) {
 	r.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(r.logs.String(), substr) {
-		if time.Now().After(deadline) {
-			r.t.Fatalf("log never showed %q:\n%s", substr, r.logs.String())
+	limitertest.Eventually(r.t, 10*time.Second, fmt.Sprintf("log to show %q", substr), func() error {
+		if logs := r.logs.String(); !strings.Contains(logs, substr) {
+			return fmt.Errorf("log:\n%s", logs)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func (r *running) waitLimit(domain, key, value string, want uint32) {
 	r.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got := r.limitOf(domain, key, value)
-		if got == want {
-			return
+	limitertest.Eventually(r.t, 10*time.Second, fmt.Sprintf("limit %d", want), func() error {
+		if got := r.limitOf(domain, key, value); got != want {
+			return fmt.Errorf("limit is %d; log:\n%s", got, r.logs.String())
 		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("limit is %d, want %d; log:\n%s", got, want, r.logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func limitFile(rpu string) string {
@@ -226,14 +222,13 @@ func TestRunServe(t *testing.T) {
 			t.Errorf("logs lack %q:\n%s", w, logs)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
+	limitertest.Eventually(t, 5*time.Second, "goroutines to end", func() error {
+		if n := runtime.NumGoroutine(); n > before {
 			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+			return fmt.Errorf("%d goroutines before, %d after:\n%s", before, n, buf[:runtime.Stack(buf, true)])
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestReloadOnFileChange(t *testing.T) {
@@ -433,14 +428,11 @@ func (r *running) getCode(path string) int {
 func (r *running) waitHealth(what string, cond func(server.DetailedHealth) bool) time.Duration {
 	r.t.Helper()
 	start := time.Now()
-	for {
-		_, d, body := r.detailed()
-		if cond(d) {
-			return time.Since(start)
+	limitertest.Eventually(r.t, 10*time.Second, "health to show "+what, func() error {
+		if _, d, body := r.detailed(); !cond(d) {
+			return fmt.Errorf("last:\n%s\nlog:\n%s", body, r.logs.String())
 		}
-		if time.Since(start) > 10*time.Second {
-			r.t.Fatalf("health never showed %s; last:\n%s\nlog:\n%s", what, body, r.logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return time.Since(start)
 }

@@ -60,12 +60,7 @@ func (r *replica) has(value string, rpu uint32) bool {
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	limitertest.Eventually(t, timeout, what, cond)
 	return time.Since(start)
 }
 

@@ -409,17 +409,10 @@ func testUnavailable(t *testing.T, batching string) {
 		}
 
 		srv.Resume()
-		deadline := time.Now().Add(5 * time.Second)
-		for {
+		limitertest.Eventually(t, 5*time.Second, "Apply to work after the server resumed", func() error {
 			_, err := s.Apply(context.Background(), reqs, make([]limiter.BucketResult, 1))
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("Apply still failing after the server resumed: %v", err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return err
+		})
 	})
 }
 
