@@ -60,8 +60,24 @@ check: ## gofmt, go vet and sluice check of the shipped config
 	$(GO) vet ./...
 	$(GO) run ./cmd/sluice check -config config.yaml
 
+# golangci-lint, pinned, built into a directory of the repository's own
+# (gitignored) when missing or of another version.
+GOLANGCI_VERSION := 2.15.0
+LINT_BIN         := $(CURDIR)/.tmp/bin
+GOLANGCI         := $(LINT_BIN)/golangci-lint
+
+.PHONY: lint-install
+lint-install:
+	@"$(GOLANGCI)" version 2>/dev/null | grep -q "version $(GOLANGCI_VERSION) " || { \
+		echo "installing golangci-lint v$(GOLANGCI_VERSION) into $(LINT_BIN)"; \
+		GOBIN=$(LINT_BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v$(GOLANGCI_VERSION); }
+
+.PHONY: lint
+lint: lint-install ## golangci-lint (pinned; .golangci.yml), on every file including -tags integration ones
+	"$(GOLANGCI)" run ./...
+
 .PHONY: test
-test: deps check ## install test servers, then run every test (unit and integration) with the race detector
+test: deps check lint ## install test servers, then run every test (unit and integration) with the race detector
 	@# Build every test binary in parallel, then run them one package at a
 	@# time: the suites start real servers and measure answers against
 	@# timeouts, and two busy packages on a 2-core machine slow each other.

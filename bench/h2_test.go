@@ -17,8 +17,6 @@ import (
 	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/sluice-rl/sluice/limiter/limitertest"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
@@ -468,7 +466,7 @@ func TestLeanClientHTTPAnswers(t *testing.T) {
 	// A server that is not gRPC, or answers with an HTTP error: gRPC's
 	// mapping of HTTP statuses, and trailers read as gRPC's.
 	var mode atomic.Value
-	h := h2c.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch mode.Load().(string) {
 		case "404":
 			w.WriteHeader(http.StatusNotFound)
@@ -485,9 +483,10 @@ func TestLeanClientHTTPAnswers(t *testing.T) {
 			w.Header().Set("grpc-status", "5")
 			w.Header().Set("grpc-message", "no%20such%20thing%E2%9C%93")
 		}
-	}), &http2.Server{})
+	})
 	lis := listen(t)
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, Protocols: new(http.Protocols)}
+	srv.Protocols.SetUnencryptedHTTP2(true) // h2c, as the lean client speaks
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -36,7 +36,9 @@ func (h *harness) detailed() (int, server.DetailedHealth, map[string]any) {
 		h.t.Fatalf("decode %q: %v", body, err)
 	}
 	var m map[string]any
-	json.Unmarshal([]byte(body), &m)
+	if err := json.Unmarshal([]byte(body), &m); err != nil {
+		h.t.Fatalf("decode %q: %v", body, err)
+	}
 	return code, d, m
 }
 
@@ -209,7 +211,7 @@ func TestAdminBreakerReset(t *testing.T) {
 	})
 
 	h := start(t, edgeDomains(), false, withChecks(chk), withOptions(func(o *server.Options) { o.AdminToken = token }))
-	h.srv.HandleAdmin("GET /admin/ping", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "pong") }))
+	h.srv.HandleAdmin("GET /admin/ping", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "pong") }))
 	for _, c := range []struct {
 		name, path, auth string
 		want             int

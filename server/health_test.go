@@ -79,7 +79,8 @@ func TestDrain(t *testing.T) {
 	// Decisions are still made during the drain.
 	check(t, h.mustCall(req("edge", desc(kv{"user", "d"}))), OK, want{OK, "user", 0, -1})
 	h.stop()
-	if _, err := http.Get(h.base + "/health/live"); err == nil {
+	if resp, err := http.Get(h.base + "/health/live"); err == nil {
+		resp.Body.Close()
 		t.Errorf("HTTP still serving after Run returned")
 	}
 }
@@ -138,7 +139,7 @@ func TestReflectionListsServices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream.CloseSend()
+	_ = stream.CloseSend() // the stream is cut by the server anyway
 	got := map[string]bool{}
 	for _, s := range resp.GetListServicesResponse().GetService() {
 		got[s.Name] = true

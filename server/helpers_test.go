@@ -40,8 +40,7 @@ type harness struct {
 
 type setup struct {
 	cfg    server.Config
-	limits *limiter.Limits // nil: no SetLimits
-	store  limiter.Store   // nil: memory store on the harness clock
+	store  limiter.Store // nil: memory store on the harness clock
 	bounds limiter.Bounds
 	checks []server.Check
 	opts   []func(*server.Options)
@@ -164,15 +163,25 @@ func (h *harness) get(path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func (h *harness) postJSON(body string) (*http.Response, string) {
+func (h *harness) postJSON(body string) (jsonReply, string) {
 	h.t.Helper()
 	resp, err := http.Post(h.base+"/json", "application/json", strings.NewReader(body))
 	if err != nil {
 		h.t.Fatalf("POST /json: %v", err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, string(b)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		h.t.Fatalf("POST /json: read the answer: %v", err)
+	}
+	return jsonReply{StatusCode: resp.StatusCode, Header: resp.Header}, string(b)
+}
+
+// jsonReply is what postJSON returns of a response, whose body it has
+// read and closed.
+type jsonReply struct {
+	StatusCode int
+	Header     http.Header
 }
 
 // Request builders.

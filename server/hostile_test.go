@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -305,7 +306,7 @@ func FuzzScanRequest(f *testing.F) {
 				}
 				continue
 			}
-			if serr == errWire {
+			if errors.Is(serr, errWire) {
 				t.Fatalf("scanRequest finds malformed what proto.Unmarshal reads")
 			}
 			var s scratch
@@ -355,7 +356,7 @@ func FuzzScanJSONRequest(f *testing.F) {
 			if verr == nil && err != nil {
 				t.Fatalf("scanJSONRequest refuses %v; protojson and Validate accept", err)
 			}
-			if _, ok := err.(*limiter.InvalidRequestError); ok && verr == nil {
+			if inv := (*limiter.InvalidRequestError)(nil); errors.As(err, &inv) && verr == nil {
 				t.Fatalf("scanJSONRequest refuses %v; Validate accepts", err)
 			}
 			if err != nil && len(in.Descriptors) <= bd.MaxDescriptors && strings.HasPrefix(err.Error(), "descriptors:") {

@@ -136,8 +136,7 @@ func TestAdminOverrideBadBodies(t *testing.T) {
 			var e struct {
 				Error string `json:"error"`
 			}
-			json.Unmarshal([]byte(out), &e)
-			if code != 400 || !strings.HasPrefix(e.Error, tt.field+": ") {
+			if err := json.Unmarshal([]byte(out), &e); err != nil || code != 400 || !strings.HasPrefix(e.Error, tt.field+": ") {
 				t.Fatalf("PUT = %d %s; want 400 naming %s", code, out, tt.field)
 			}
 			t.Logf("%s", e.Error)

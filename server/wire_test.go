@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -115,7 +116,7 @@ func FuzzWireRequest(f *testing.F) {
 			var in rlsv3.RateLimitRequest
 			perr := proto.Unmarshal(data, &in)
 			werr := fast.parse(data, &bd)
-			if inv, ok := werr.(*limiter.InvalidRequestError); ok {
+			if inv := (*limiter.InvalidRequestError)(nil); errors.As(werr, &inv) {
 				if perr != nil {
 					continue
 				}

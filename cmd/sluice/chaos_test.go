@@ -453,7 +453,7 @@ func TestChaosSecretsHidden(t *testing.T) {
 	rs.Stop()
 	pg.Stop()
 	for i := 0; i < 5; i++ {
-		r.take(fmt.Sprintf("secret-%d", i))
+		_, _, _ = r.take(fmt.Sprintf("secret-%d", i)) // traffic for the breakers; answers do not matter
 	}
 	r.waitHealth("both fail", func(d server.DetailedHealth) bool {
 		return d.Checks["redis"].Status == server.StatusFail && d.Checks["postgres"].Status == server.StatusFail
@@ -467,7 +467,9 @@ func TestChaosSecretsHidden(t *testing.T) {
 		resp.Body.Close()
 		shown = append(shown, string(b))
 	}
-	r.stop()
+	if err := r.stop(); err != nil {
+		t.Errorf("stop: %v", err)
+	}
 	shown = append(shown, r.logs.String())
 	all := strings.Join(shown, "\n")
 	for _, secret := range []string{redisPass, pgPass} {

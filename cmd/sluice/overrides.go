@@ -205,9 +205,11 @@ func overridesCmd(ctx context.Context, args []string, getenv func(string) string
 		return nil
 	}
 	pretty.WriteByte('\n')
-	stdout.Write(bytes.TrimRight(pretty.Bytes(), "\n"))
-	io.WriteString(stdout, "\n")
-	return nil
+	if _, err := stdout.Write(bytes.TrimRight(pretty.Bytes(), "\n")); err != nil {
+		return err
+	}
+	_, err = io.WriteString(stdout, "\n")
+	return err
 }
 
 func readBody(file string) ([]byte, error) {

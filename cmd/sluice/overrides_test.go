@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -301,7 +302,7 @@ func TestOverridesPostgresOutage(t *testing.T) {
 		var e struct {
 			Breaker *server.BreakerState `json:"breaker"`
 		}
-		if json.Unmarshal([]byte(out), &e); code != 503 || e.Breaker == nil {
+		if err := json.Unmarshal([]byte(out), &e); err != nil || code != 503 || e.Breaker == nil {
 			t.Fatalf("PUT with Postgres down = %d %s, want 503 with the breaker", code, out)
 		}
 		breakerStates[e.Breaker.State] = true
@@ -341,7 +342,7 @@ func TestOverridesCLI(t *testing.T) {
 		return stdout.String(), stderr.String(), err
 	}
 	var stdout, stderr bytes.Buffer
-	if err := run(context.Background(), []string{"overrides"}, &stdout, &stderr); err != (exitError{2}) || !strings.Contains(stderr.String(), "sluice overrides <command>") {
+	if err := run(context.Background(), []string{"overrides"}, &stdout, &stderr); !errors.Is(err, exitError{2}) || !strings.Contains(stderr.String(), "sluice overrides <command>") {
 		t.Fatalf("sluice overrides with no command: %v %s", err, stderr.String())
 	}
 
@@ -396,8 +397,8 @@ func TestOverridesCLI(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, errOut, err := cli(c.env, c.args...)
-			ee, ok := err.(exitError)
-			if !ok || ee.code != c.code || !strings.Contains(errOut, c.stderr) {
+			var ee exitError
+			if !errors.As(err, &ee) || ee.code != c.code || !strings.Contains(errOut, c.stderr) {
 				t.Fatalf("err %v, stderr %q; want exit %d mentioning %q", err, errOut, c.code, c.stderr)
 			}
 		})

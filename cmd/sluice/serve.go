@@ -17,11 +17,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-rl/sluice/breaker"
-	"github.com/sluice-rl/sluice/limiter/yamlconf"
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/memory"
 	"github.com/sluice-rl/sluice/limiter/postgres"
 	"github.com/sluice-rl/sluice/limiter/redis"
+	"github.com/sluice-rl/sluice/limiter/yamlconf"
 	"github.com/sluice-rl/sluice/server"
 	"github.com/sluice-rl/sluice/server/metrics"
 )
@@ -304,7 +304,7 @@ func (g *guardedCheck) check(ctx context.Context) error {
 	err := g.br.Do(ctx, g.fn)
 	if errors.Is(err, breaker.ErrOpen) {
 		if g.last != nil {
-			return fmt.Errorf("%w; last error: %v", err, g.last)
+			return fmt.Errorf("%w; last error: %w", err, g.last)
 		}
 		return err
 	}

@@ -248,7 +248,7 @@ func findPostgres() (*pgInstall, error) {
 		uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
 		gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
 		if err := errors.Join(err1, err2); err != nil {
-			return nil, fmt.Errorf("postgres user: %v", err)
+			return nil, fmt.Errorf("postgres user: %w", err)
 		}
 		pg.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
 	}
@@ -340,7 +340,7 @@ func (pg *pgInstall) template() (string, error) {
 func (pg *pgInstall) makeTemplate() (string, error) {
 	version, err := pg.run("", filepath.Join(pg.bindir, "postgres"), "--version")
 	if err != nil {
-		return "", fmt.Errorf("%s --version: %v: %s", filepath.Join(pg.bindir, "postgres"), err, version)
+		return "", fmt.Errorf("%s --version: %w: %s", filepath.Join(pg.bindir, "postgres"), err, version)
 	}
 	uid := os.Geteuid()
 	if pg.cred != nil {
@@ -365,12 +365,12 @@ func (pg *pgInstall) makeTemplate() (string, error) {
 		"--no-sync", "--no-instructions",
 		// 1 MiB WAL segments rather than 16: less to copy per server.
 		"--wal-segsize=1"); err != nil {
-		return "", fmt.Errorf("initdb: %v: %s", err, out)
+		return "", fmt.Errorf("initdb: %w: %s", err, out)
 	}
 	// Single-user mode creates the database without starting a server.
 	if out, err := pg.run("CREATE DATABASE "+PostgresDatabase+";\n", filepath.Join(pg.bindir, "postgres"),
 		"--single", "-D", newData, "-F", "-c", "exit_on_error=true", "postgres"); err != nil {
-		return "", fmt.Errorf("create database %s: %v: %s", PostgresDatabase, err, out)
+		return "", fmt.Errorf("create database %s: %w: %s", PostgresDatabase, err, out)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "ready"), []byte(version), 0o644); err != nil {
 		return "", fmt.Errorf("mark template ready: %w", err)

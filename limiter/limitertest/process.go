@@ -64,7 +64,7 @@ func (p *process) launch(cmd *exec.Cmd, out *lockedBuffer, what string, timeout,
 		}
 		if time.Now().After(deadline) {
 			stop()
-			return fmt.Errorf("%s did not answer within %v (last error: %v); output: %s",
+			return fmt.Errorf("%s did not answer within %v (last error: %w); output: %s",
 				what, timeout, err, strings.TrimSpace(out.String()))
 		}
 		time.Sleep(poll)
