@@ -142,8 +142,14 @@ func TestSyncerExpiry(t *testing.T) {
 	waitFor(t, 2*time.Second, "override deleted", func() bool {
 		return count(t, db, "SELECT count(*) FROM sluice_overrides") == 0
 	})
-	// Let both replicas reload after the expiry's notification.
-	time.Sleep(300 * time.Millisecond)
+	// A replica's syncs run one at a time, each expiring what is due
+	// before it loads: once a sync that started now has finished on both,
+	// neither has an expiry of this override still in flight.
+	for _, r := range []*replica{a, b} {
+		if err := r.s.ResyncWait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	h, err := db.OverrideHistory(context.Background(), stored.ID)
 	if err != nil {
 		t.Fatal(err)
