@@ -63,6 +63,7 @@ func (s *Server) handleProfile(w http.ResponseWriter, r *http.Request) {
 	// net/http/pprof refuses a recording at least as long as the server's
 	// WriteTimeout; the deadline was moved past this one above, so it is
 	// shown a server without one.
-	ctx = context.WithValue(ctx, http.ServerContextKey, &http.Server{})
-	handler.ServeHTTP(w, r.WithContext(ctx))
+	// A new variable: the goroutine above reads ctx.
+	pctx := context.WithValue(ctx, http.ServerContextKey, &http.Server{})
+	handler.ServeHTTP(w, r.WithContext(pctx))
 }
