@@ -93,12 +93,13 @@ CROSS_GOOS := darwin windows
 .PHONY: test-unit
 test-unit: ## tests that need no Redis, Postgres or root, on any OS; then a cross-compile check
 	$(GO) test -count=1 ./...
+	@# One go test -c per OS builds every package's test binary in
+	@# parallel into a scratch directory (-o dir/ takes several packages).
 	@for os in $(CROSS_GOOS); do \
 		echo "GOOS=$$os go test -c ./..."; \
-		for p in $$($(GO) list ./...); do \
-			GOOS=$$os $(GO) test -c -o /dev/null $$p >/dev/null || exit 1; \
-		done; \
-	done
+		rm -rf .tmp/cross && mkdir -p .tmp/cross && \
+		GOOS=$$os $(GO) test -c -o .tmp/cross/ ./... >/dev/null || exit 1; \
+	done; rm -rf .tmp/cross
 
 .PHONY: test-short
 test-short: ## quick run: no race detector, long tests skipped
