@@ -1,5 +1,6 @@
-# Sluice: `make run` starts the service on the embedded store; `make test`
-# installs what the tests need (redis-server, PostgreSQL) and runs every test with -race.
+# Sluice: `make run` starts the service on the embedded store; `make test-unit`
+# runs the tests that need no servers, anywhere; `make test` installs what
+# the rest need (redis-server, PostgreSQL) and runs every test with -race.
 
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -69,13 +70,46 @@ check: ## gofmt, go vet and sluice check of the shipped config
 	$(GO) vet ./...
 	$(GO) run ./cmd/sluice check -config config.yaml
 
+# golangci-lint, pinned, built into a directory of the repository's own
+# (gitignored) when missing or of another version.
+GOLANGCI_VERSION := 2.15.0
+LINT_BIN         := $(CURDIR)/.tmp/bin
+GOLANGCI         := $(LINT_BIN)/golangci-lint
+
+.PHONY: lint-install
+lint-install:
+	@"$(GOLANGCI)" version 2>/dev/null | grep -q "version $(GOLANGCI_VERSION) " || { \
+		echo "installing golangci-lint v$(GOLANGCI_VERSION) into $(LINT_BIN)"; \
+		GOBIN=$(LINT_BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v$(GOLANGCI_VERSION); }
+
+.PHONY: lint
+lint: lint-install ## golangci-lint (pinned; .golangci.yml), on every file including -tags integration ones
+	"$(GOLANGCI)" run ./...
+
 .PHONY: test
-test: deps check ## install test servers, then run every test with the race detector
+test: deps check lint ## install test servers, then run every test (unit and integration) with the race detector
 	@# Build every test binary in parallel, then run them one package at a
 	@# time: the suites start real servers and measure answers against
 	@# timeouts, and two busy packages on a 2-core machine slow each other.
-	$(GO) test -race -count=1 -run '^$$' ./... >/dev/null
-	SLUICE_REQUIRE_PROMTOOL=1 SLUICE_PROMTOOL=$(PROMTOOL) $(GO) test -race -count=1 -p 1 -timeout 12m ./...
+	$(GO) test -race -tags integration -count=1 -run '^$$' ./... >/dev/null
+	SLUICE_REQUIRE_PROMTOOL=1 SLUICE_PROMTOOL=$(PROMTOOL) $(GO) test -race -tags integration -count=1 -p 1 -timeout 12m ./...
+
+.PHONY: test-integration
+test-integration: test ## the same as test: the real-server suites are built with -tags integration
+
+# Operating systems the unit tests must build on (they run on Linux here).
+CROSS_GOOS := darwin windows
+
+.PHONY: test-unit
+test-unit: ## tests that need no Redis, Postgres or root, on any OS; then a cross-compile check
+	$(GO) test -count=1 ./...
+	@# One go test -c per OS builds every package's test binary in
+	@# parallel into a scratch directory (-o dir/ takes several packages).
+	@for os in $(CROSS_GOOS); do \
+		echo "GOOS=$$os go test -c ./..."; \
+		rm -rf .tmp/cross && mkdir -p .tmp/cross && \
+		GOOS=$$os $(GO) test -c -o .tmp/cross/ ./... >/dev/null || exit 1; \
+	done; rm -rf .tmp/cross
 
 .PHONY: test-short
 test-short: ## quick run: no race detector, long tests skipped

@@ -106,7 +106,7 @@ func serve(t *testing.T, srv rlsv3.RateLimitServiceServer) string {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		g.Serve(lis)
+		_ = g.Serve(lis) // returns when the test stops the server
 	}()
 	t.Cleanup(func() {
 		g.Stop()

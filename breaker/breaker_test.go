@@ -66,7 +66,7 @@ func fail(context.Context) error { return errBackend }
 func call(t *testing.T, b *breaker.Breaker, fn func(context.Context) error) {
 	t.Helper()
 	want := fn(context.Background())
-	if err := b.Do(context.Background(), fn); err != want {
+	if err := b.Do(context.Background(), fn); !errors.Is(err, want) {
 		t.Fatalf("Do returned %v, want %v", err, want)
 	}
 }
@@ -541,7 +541,7 @@ func TestIsFailure(t *testing.T) {
 	cfg.ConsecutiveFailures = 1
 	cfg.IsFailure = func(err error) bool { return !errors.Is(err, errMiss) }
 	b := mustNew(t, cfg)
-	if err := b.Do(context.Background(), func(context.Context) error { return errMiss }); err != errMiss {
+	if err := b.Do(context.Background(), func(context.Context) error { return errMiss }); !errors.Is(err, errMiss) {
 		t.Fatalf("Do = %v, want the error as is", err)
 	}
 	done, _ := b.Allow()

@@ -176,7 +176,6 @@ type denyScratch struct {
 	state  []uint8
 	probes []chan struct{} // the probe signal a stProbe bucket's call made
 	reqs   []BucketRequest
-	forced []bool
 }
 
 // Apply implements Store; see DenyCache for what it answers itself.

@@ -473,13 +473,17 @@ func TestDenyCacheRefundForgets(t *testing.T) {
 	take := []limiter.BucketRequest{{Key: "k", Rate: rt, Cost: 1}}
 	res := make([]limiter.BucketResult, 1)
 	for i := 0; i < 3; i++ {
-		cached.Apply(context.Background(), take, res)
+		if _, err := cached.Apply(context.Background(), take, res); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if ok, _ := cached.Apply(context.Background(), take, res); ok || cached.Stats().Local == 0 {
 		t.Fatalf("empty bucket not answered by the cache: %v %+v", ok, cached.Stats())
 	}
 	refund := []limiter.BucketRequest{{Key: "k", Rate: rt, Cost: 1, Op: limiter.OpRefund}}
-	cached.Apply(context.Background(), refund, res)
+	if _, err := cached.Apply(context.Background(), refund, res); err != nil {
+		t.Fatal(err)
+	}
 	if ok, _ := cached.Apply(context.Background(), take, res); !ok {
 		t.Fatalf("take after a refund denied: %+v", res[0])
 	}
@@ -494,8 +498,12 @@ func TestDenyCacheBounded(t *testing.T) {
 	res := make([]limiter.BucketResult, 1)
 	for i := 0; i < 5000; i++ {
 		take := []limiter.BucketRequest{{Key: fmt.Sprint("k", i), Rate: rt, Cost: 1}}
-		cached.Apply(context.Background(), take, res)
-		cached.Apply(context.Background(), take, res) // denied: remembered
+		if _, err := cached.Apply(context.Background(), take, res); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cached.Apply(context.Background(), take, res); err != nil { // denied: remembered
+			t.Fatal(err)
+		}
 	}
 	if n := cached.Stats().Entries; n > 128 || n < 64 {
 		t.Fatalf("%d entries for a size of 128", n)
@@ -510,8 +518,11 @@ func BenchmarkDenyCache(b *testing.B) {
 			cached := limiter.NewDenyCache(memory.New(nil), limiter.DenyCacheConfig{})
 			res := make([]limiter.BucketResult, 1)
 			hot := []limiter.BucketRequest{{Key: "hot", Rate: rt, Cost: 1}}
-			cached.Apply(context.Background(), hot, res)
-			cached.Apply(context.Background(), hot, res)
+			for range 2 { // the second is denied and remembered
+				if _, err := cached.Apply(context.Background(), hot, res); err != nil {
+					b.Fatal(err)
+				}
+			}
 			reqs := hot
 			if name == "miss" {
 				big := limiter.RateLimit{RequestsPerUnit: 1000000, Unit: limiter.Second}
@@ -522,7 +533,7 @@ func BenchmarkDenyCache(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				res := make([]limiter.BucketResult, 1)
 				for pb.Next() {
-					cached.Apply(context.Background(), reqs, res)
+					_, _ = cached.Apply(context.Background(), reqs, res) // a memory store never fails
 				}
 			})
 		})

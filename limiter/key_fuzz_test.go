@@ -61,7 +61,7 @@ func decodeKey(body string) (canonKey, error) {
 		if body[0] == '!' {
 			var r, u, m, capacity uint64
 			if _, err := fmt.Sscanf(body, "!%d/%dx%d/%d", &r, &u, &m, &capacity); err != nil {
-				return c, fmt.Errorf("bad override %q: %v", body, err)
+				return c, fmt.Errorf("bad override %q: %w", body, err)
 			}
 			want := fmt.Sprintf("!%d/%dx%d/%d", r, u, m, capacity)
 			if body != want {
@@ -169,7 +169,9 @@ func refBody(c canonKey) string {
 	}
 	if c.Override != "" {
 		var r, u, m, capacity uint64
-		fmt.Sscanf(c.Override, "%d/%d/%d/%d", &r, &u, &m, &capacity)
+		// Override was written by fmt from four numbers; a failed scan
+		// leaves zeros, which still tell overrides apart by what was read.
+		_, _ = fmt.Sscanf(c.Override, "%d/%d/%d/%d", &r, &u, &m, &capacity)
 		fmt.Fprintf(&b, "!%d/%dx%d/%d", r, u, m, capacity)
 	}
 	return b.String()

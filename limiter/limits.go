@@ -198,7 +198,7 @@ func (l *Limits) build(parent *node, ds []DescriptorConfig, file string, path []
 			if !rl.Unlimited && rl.RequestsPerUnit > 0 {
 				rt, err := rl.Rate()
 				if err != nil {
-					return fmt.Errorf("%s:%d: rate_limit: %v", file, d.Line, err)
+					return fmt.Errorf("%s:%d: rate_limit: %w", file, d.Line, err)
 				}
 				r.Rate = rt
 			}

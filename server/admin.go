@@ -50,7 +50,7 @@ func (s *Server) handleBreakerReset(w http.ResponseWriter, r *http.Request) {
 	b.Reset()
 	s.log.Info("breaker reset by admin", "breaker", name, "from", from.String(), "remote", r.RemoteAddr)
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(struct {
+	_ = json.NewEncoder(w).Encode(struct { // best effort: the client may be gone
 		Breaker string       `json:"breaker"`
 		State   BreakerState `json:"state"`
 	}{name, breakerState(b.Snapshot())})

@@ -8,10 +8,12 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/limiter/limitertest"
 	"github.com/sluice-rl/sluice/server"
 	"github.com/sluice-rl/sluice/server/metrics"
 )
@@ -29,12 +31,12 @@ func TestHealthcheckRoute(t *testing.T) {
 	}}
 	h := start(t, edgeDomains(), false, withChecks(chk),
 		withConfig(func(c *server.Config) { c.HTTP.Healthcheck = true }))
-	waitFor(t, "healthy", func() bool { c, _ := h.get("/healthcheck"); return c == 200 })
+	limitertest.Eventually(t, 5*time.Second, "healthy", func() bool { c, _ := h.get("/healthcheck"); return c == 200 })
 	if _, body := h.get("/healthcheck"); body != "OK" {
 		t.Errorf("healthy body = %q, want OK", body)
 	}
 	failing.Store(true)
-	waitFor(t, "unhealthy", func() bool { c, _ := h.get("/healthcheck"); return c == 500 })
+	limitertest.Eventually(t, 5*time.Second, "unhealthy", func() bool { c, _ := h.get("/healthcheck"); return c == 500 })
 
 	plain := start(t, edgeDomains(), false)
 	if code, _ := plain.get("/healthcheck"); code != http.StatusNotFound {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sluice-rl/sluice/breaker"
+	"github.com/sluice-rl/sluice/limiter/limitertest"
 	"github.com/sluice-rl/sluice/server"
 )
 
@@ -35,7 +36,9 @@ func (h *harness) detailed() (int, server.DetailedHealth, map[string]any) {
 		h.t.Fatalf("decode %q: %v", body, err)
 	}
 	var m map[string]any
-	json.Unmarshal([]byte(body), &m)
+	if err := json.Unmarshal([]byte(body), &m); err != nil {
+		h.t.Fatalf("decode %q: %v", body, err)
+	}
 	return code, d, m
 }
 
@@ -66,7 +69,7 @@ func TestDetailedShape(t *testing.T) {
 		o.Version = "v1.2.3"
 		o.FailureMode = "local"
 	}))
-	waitFor(t, "checked", func() bool { _, d, _ := h.detailed(); return d.Status == server.StatusPass })
+	limitertest.Eventually(t, 5*time.Second, "checked", func() bool { _, d, _ := h.detailed(); return d.Status == server.StatusPass })
 
 	code, d, m := h.detailed()
 	if code != 200 {
@@ -102,7 +105,7 @@ func TestDetailedShape(t *testing.T) {
 
 	// Postgres down: warn, still ready.
 	pgDown.Store(true)
-	waitFor(t, "postgres fail", func() bool { _, d, _ := h.detailed(); return d.Checks["postgres"].Status == "fail" })
+	limitertest.Eventually(t, 5*time.Second, "postgres fail", func() bool { _, d, _ := h.detailed(); return d.Checks["postgres"].Status == "fail" })
 	code, d, _ = h.detailed()
 	if code != 200 || d.Status != "warn" || !strings.Contains(*d.Checks["postgres"].LastError, "connection refused") {
 		t.Errorf("postgres down: %d %+v", code, d)
@@ -111,7 +114,7 @@ func TestDetailedShape(t *testing.T) {
 		t.Errorf("ready = %d with only an optional backend down", c)
 	}
 	pgDown.Store(false)
-	waitFor(t, "postgres pass", func() bool { _, d, _ := h.detailed(); return d.Status == "pass" })
+	limitertest.Eventually(t, 5*time.Second, "postgres pass", func() bool { _, d, _ := h.detailed(); return d.Status == "pass" })
 
 	// An open breaker over a backend that answers PING: warn.
 	redisBr.ForceOpen()
@@ -135,7 +138,7 @@ func TestDetailedFailWhenNoDecision(t *testing.T) {
 	h := start(t, edgeDomains(), false, withChecks(chk), withOptions(func(o *server.Options) { o.FailureMode = "error" }))
 	// Before its first check the backend shows warn ("not checked yet"):
 	// wait for the check itself to fail.
-	waitFor(t, "fail", func() bool {
+	limitertest.Eventually(t, 5*time.Second, "fail", func() bool {
 		c, d, _ := h.detailed()
 		return c == 503 && d.Status == "fail" && d.Checks["redis"].Status == "fail"
 	})
@@ -150,7 +153,7 @@ func TestDetailedFailWhenNoDecision(t *testing.T) {
 		t.Errorf("live = %d, want 200", c)
 	}
 	down.Store(false)
-	waitFor(t, "pass", func() bool { c, d, _ := h.detailed(); return c == 200 && d.Status == "pass" })
+	limitertest.Eventually(t, 5*time.Second, "pass", func() bool { c, d, _ := h.detailed(); return c == 200 && d.Status == "pass" })
 }
 
 func TestDetailedConfigError(t *testing.T) {
@@ -208,7 +211,7 @@ func TestAdminBreakerReset(t *testing.T) {
 	})
 
 	h := start(t, edgeDomains(), false, withChecks(chk), withOptions(func(o *server.Options) { o.AdminToken = token }))
-	h.srv.HandleAdmin("GET /admin/ping", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "pong") }))
+	h.srv.HandleAdmin("GET /admin/ping", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "pong") }))
 	for _, c := range []struct {
 		name, path, auth string
 		want             int

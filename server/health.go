@@ -156,7 +156,7 @@ func (s *Server) handleDetailed(w http.ResponseWriter, _ *http.Request) {
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	enc.Encode(h)
+	_ = enc.Encode(h) // best effort: the client may be gone
 }
 
 func timePtr(t time.Time) *time.Time {

@@ -14,6 +14,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/sluice-rl/sluice/limiter/limitertest"
 	"github.com/sluice-rl/sluice/server"
 )
 
@@ -78,7 +79,8 @@ func TestDrain(t *testing.T) {
 	// Decisions are still made during the drain.
 	check(t, h.mustCall(req("edge", desc(kv{"user", "d"}))), OK, want{OK, "user", 0, -1})
 	h.stop()
-	if _, err := http.Get(h.base + "/health/live"); err == nil {
+	if resp, err := http.Get(h.base + "/health/live"); err == nil {
+		resp.Body.Close()
 		t.Errorf("HTTP still serving after Run returned")
 	}
 }
@@ -94,15 +96,15 @@ func TestReadinessChecks(t *testing.T) {
 		return nil
 	}}
 	h := start(t, edgeDomains(), false, withChecks(chk))
-	waitFor(t, "ready", func() bool { c, _ := h.get("/health/ready"); return c == 200 })
+	limitertest.Eventually(t, 5*time.Second, "ready", func() bool { c, _ := h.get("/health/ready"); return c == 200 })
 	failing.Store(true)
-	waitFor(t, "not ready", func() bool { c, _ := h.get("/health/ready"); return c == 503 })
+	limitertest.Eventually(t, 5*time.Second, "not ready", func() bool { c, _ := h.get("/health/ready"); return c == 503 })
 	_, body := h.get("/health/ready")
 	if !strings.Contains(body, "redis: connection refused") {
 		t.Errorf("ready body = %q", body)
 	}
 	hc := healthpb.NewHealthClient(h.conn)
-	waitFor(t, "grpc NOT_SERVING", func() bool {
+	limitertest.Eventually(t, 5*time.Second, "grpc NOT_SERVING", func() bool {
 		r, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: server.ServiceName})
 		return err == nil && r.Status == healthpb.HealthCheckResponse_NOT_SERVING
 	})
@@ -110,7 +112,7 @@ func TestReadinessChecks(t *testing.T) {
 		t.Errorf("live = %d while a backend is down, want 200", code)
 	}
 	failing.Store(false)
-	waitFor(t, "ready again", func() bool { c, _ := h.get("/health/ready"); return c == 200 })
+	limitertest.Eventually(t, 5*time.Second, "ready again", func() bool { c, _ := h.get("/health/ready"); return c == 200 })
 	// Probing readiness does not run the check: results are cached.
 	before := calls.Load()
 	for i := 0; i < 50; i++ {
@@ -137,7 +139,7 @@ func TestReflectionListsServices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream.CloseSend()
+	_ = stream.CloseSend() // the stream is cut by the server anyway
 	got := map[string]bool{}
 	for _, s := range resp.GetListServicesResponse().GetService() {
 		got[s.Name] = true

@@ -40,8 +40,7 @@ type harness struct {
 
 type setup struct {
 	cfg    server.Config
-	limits *limiter.Limits // nil: no SetLimits
-	store  limiter.Store   // nil: memory store on the harness clock
+	store  limiter.Store // nil: memory store on the harness clock
 	bounds limiter.Bounds
 	checks []server.Check
 	opts   []func(*server.Options)
@@ -164,15 +163,25 @@ func (h *harness) get(path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func (h *harness) postJSON(body string) (*http.Response, string) {
+func (h *harness) postJSON(body string) (jsonReply, string) {
 	h.t.Helper()
 	resp, err := http.Post(h.base+"/json", "application/json", strings.NewReader(body))
 	if err != nil {
 		h.t.Fatalf("POST /json: %v", err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, string(b)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		h.t.Fatalf("POST /json: read the answer: %v", err)
+	}
+	return jsonReply{StatusCode: resp.StatusCode, Header: resp.Header}, string(b)
+}
+
+// jsonReply is what postJSON returns of a response, whose body it has
+// read and closed.
+type jsonReply struct {
+	StatusCode int
+	Header     http.Header
 }
 
 // Request builders.
@@ -218,16 +227,4 @@ type failStore struct{}
 
 func (failStore) Apply(context.Context, []limiter.BucketRequest, []limiter.BucketResult) (bool, error) {
 	return false, errors.New("connection refused")
-}
-
-// waitFor polls cond until it holds or a few seconds pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

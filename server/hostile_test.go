@@ -327,7 +327,7 @@ func FuzzScanJSONRequest(f *testing.F) {
 			if verr == nil && err != nil {
 				t.Fatalf("scanJSONRequest refuses %v; protojson and Validate accept", err)
 			}
-			if _, ok := err.(*limiter.InvalidRequestError); ok && verr == nil {
+			if inv := (*limiter.InvalidRequestError)(nil); errors.As(err, &inv) && verr == nil {
 				t.Fatalf("scanJSONRequest refuses %v; Validate accepts", err)
 			}
 			if err != nil && len(in.Descriptors) <= bd.MaxDescriptors && strings.HasPrefix(err.Error(), "descriptors:") {

@@ -40,7 +40,7 @@ func (s *Server) Handler() http.Handler {
 
 func (s *Server) handleLive(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	io.WriteString(w, "ok\n")
+	_, _ = io.WriteString(w, "ok\n") // best effort: the client may be gone
 }
 
 func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {
@@ -48,10 +48,10 @@ func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	if err := s.Ready(); err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		io.WriteString(w, "not ready: "+err.Error()+"\n")
+		_, _ = io.WriteString(w, "not ready: "+err.Error()+"\n")
 		return
 	}
-	io.WriteString(w, "ready\n")
+	_, _ = io.WriteString(w, "ready\n")
 }
 
 // handleHealthcheck answers GET /healthcheck as envoyproxy/ratelimit
@@ -152,7 +152,7 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error)
 	b := make([]byte, n+1)
 	k, err := io.ReadFull(rd, b)
 	switch {
-	case err == io.ErrUnexpectedEOF || err == io.EOF:
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
 		return b[:k], nil
 	case err != nil:
 		return nil, err
@@ -165,7 +165,7 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error)
 func writeError(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(struct {
+	_ = json.NewEncoder(w).Encode(struct { // best effort: the client may be gone
 		Error string `json:"error"`
 	}{msg})
 }

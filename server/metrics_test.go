@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/limiter/limitertest"
 	"github.com/sluice-rl/sluice/limiter/memory"
 	"github.com/sluice-rl/sluice/server"
 	"github.com/sluice-rl/sluice/server/metrics"
@@ -63,7 +64,7 @@ func TestMetricsScrape(t *testing.T) {
 	}
 
 	var f metricstest.Families
-	waitFor(t, "a backend check in /metrics", func() bool {
+	limitertest.Eventually(t, 5*time.Second, "a backend check in /metrics", func() bool {
 		code, body := h.get("/metrics")
 		if code != 200 {
 			t.Fatalf("GET /metrics: %d", code)
@@ -233,10 +234,10 @@ func TestMetricsCountRefusedCalls(t *testing.T) {
 	// The server counts a call after it has sent the status: wait a
 	// while for all 10, then say which are missing.
 	f := metricstest.Gather(t, reg)
-	for deadline := time.Now().Add(5 * time.Second); f.Sum(t, "sluice_grpc_server_handled_total") < 10 && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
+	limitertest.Eventually(t, 5*time.Second, "10 calls handled", func() bool {
 		f = metricstest.Gather(t, reg)
-	}
+		return f.Sum(t, "sluice_grpc_server_handled_total") >= 10
+	})
 	for _, c := range []struct {
 		labels []string
 		want   float64

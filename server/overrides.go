@@ -262,7 +262,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	_ = enc.Encode(v) // best effort: the client may be gone
 }
 
 func pathID(w http.ResponseWriter, r *http.Request) (int64, bool) {

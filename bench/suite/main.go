@@ -349,7 +349,7 @@ func redisCommand(addr string, args ...string) (string, error) {
 		return "", err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second)) // a failure shows as the read's error
 	var b strings.Builder
 	fmt.Fprintf(&b, "*%d\r\n", len(args))
 	for _, a := range args {
@@ -433,7 +433,7 @@ func waitRedis(ctx context.Context, addr string) error {
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err == nil {
-			c.SetDeadline(time.Now().Add(time.Second))
+			_ = c.SetDeadline(time.Now().Add(time.Second)) // a failure shows as the read's error
 			fmt.Fprint(c, "PING\r\n")
 			line, _ := bufio.NewReader(c).ReadString('\n')
 			c.Close()
@@ -467,13 +467,13 @@ func stopProcess(c *exec.Cmd) {
 	if c.Process == nil {
 		return
 	}
-	c.Process.Signal(syscall.SIGTERM)
+	_ = c.Process.Signal(syscall.SIGTERM) // fails only when it has exited already
 	done := make(chan struct{})
-	go func() { c.Wait(); close(done) }()
+	go func() { _ = c.Wait(); close(done) }() // stopped on purpose: the status says nothing
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
-		c.Process.Kill()
+		_ = c.Process.Kill()
 		<-done
 	}
 }

@@ -57,7 +57,7 @@ func TestStartupErrorsInOneFormat(t *testing.T) {
 func openStoreErr(c *config.Config, log *slog.Logger, m *metrics.Metrics) error {
 	st, err := openStore(c, log, m)
 	if err == nil {
-		st.close()
+		return st.close()
 	}
 	return err
 }

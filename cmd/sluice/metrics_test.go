@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-rl/sluice/limiter/limitertest"
 	"github.com/sluice-rl/sluice/server/metrics/metricstest"
 )
 
@@ -30,16 +32,15 @@ func (r *running) scrape() (metricstest.Families, string) {
 // waitMetric scrapes until the series has the value.
 func (r *running) waitMetric(name string, want float64, labels ...string) metricstest.Families {
 	r.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		f, _ := r.scrape()
-		if got := f.Value(r.t, name, labels...); got == want {
-			return f
-		} else if time.Now().After(deadline) {
-			r.t.Fatalf("%s{%s} = %v, want %v; log:\n%s", name, strings.Join(labels, ","), got, want, r.logs.String())
+	var f metricstest.Families
+	limitertest.Eventually(r.t, 10*time.Second, fmt.Sprintf("%s{%s} = %v", name, strings.Join(labels, ","), want), func() error {
+		f, _ = r.scrape()
+		if got := f.Value(r.t, name, labels...); got != want {
+			return fmt.Errorf("it is %v; log:\n%s", got, r.logs.String())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return f
 }
 
 func TestServeMetrics(t *testing.T) {

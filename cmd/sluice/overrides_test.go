@@ -1,3 +1,5 @@
+//go:build integration
+
 package main
 
 // End-to-end tests of overrides: replicas of `sluice serve` on one Redis
@@ -7,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -295,7 +298,7 @@ func TestOverridesPostgresOutage(t *testing.T) {
 		var e struct {
 			Breaker *server.BreakerState `json:"breaker"`
 		}
-		if json.Unmarshal([]byte(out), &e); code != 503 || e.Breaker == nil {
+		if err := json.Unmarshal([]byte(out), &e); err != nil || code != 503 || e.Breaker == nil {
 			t.Fatalf("PUT with Postgres down = %d %s, want 503 with the breaker", code, out)
 		}
 		breakerStates[e.Breaker.State] = true
@@ -314,17 +317,12 @@ func TestOverridesPostgresOutage(t *testing.T) {
 	pg.Start()
 	back := b.waitHealth("all pass again", func(d server.DetailedHealth) bool { return d.Status == server.StatusPass })
 	t.Logf("Postgres started: health pass after %v", back.Round(time.Millisecond))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		code, out := a.adminCall("PUT", "/admin/overrides", body)
-		if code == 200 {
-			break
+	limitertest.Eventually(t, 10*time.Second, "admin writes to resume", func() error {
+		if code, out := a.adminCall("PUT", "/admin/overrides", body); code != 200 {
+			return fmt.Errorf("%d %s", code, out)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("admin writes did not resume: %d %s", code, out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	b.waitLimitWithin(5*time.Second, "api", "tenant", "acme", 70)
 }
 
@@ -343,7 +341,7 @@ func TestOverridesCLI(t *testing.T) {
 		return stdout.String(), stderr.String(), err
 	}
 	var stdout, stderr bytes.Buffer
-	if err := run(context.Background(), []string{"overrides"}, options{getenv: env{}.get, stdout: &stdout, stderr: &stderr}); err != (exitError{2}) || !strings.Contains(stderr.String(), "sluice overrides <command>") {
+	if err := run(context.Background(), []string{"overrides"}, options{getenv: env{}.get, stdout: &stdout, stderr: &stderr}); !errors.Is(err, exitError{2}) || !strings.Contains(stderr.String(), "sluice overrides <command>") {
 		t.Fatalf("sluice overrides with no command: %v %s", err, stderr.String())
 	}
 
@@ -398,8 +396,8 @@ func TestOverridesCLI(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, errOut, err := cli(c.env, c.args...)
-			ee, ok := err.(exitError)
-			if !ok || ee.code != c.code || !strings.Contains(errOut, c.stderr) {
+			var ee exitError
+			if !errors.As(err, &ee) || ee.code != c.code || !strings.Contains(errOut, c.stderr) {
 				t.Fatalf("err %v, stderr %q; want exit %d mentioning %q", err, errOut, c.code, c.stderr)
 			}
 		})

@@ -308,7 +308,7 @@ func (g *guardedCheck) check(ctx context.Context) error {
 	err := g.br.Do(ctx, g.fn)
 	if errors.Is(err, breaker.ErrOpen) {
 		if g.last != nil {
-			return fmt.Errorf("%w; last error: %v", err, g.last)
+			return fmt.Errorf("%w; last error: %w", err, g.last)
 		}
 		return err
 	}

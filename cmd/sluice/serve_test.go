@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,7 +14,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/sluice-rl/sluice/limiter/limitertest"
 	"github.com/sluice-rl/sluice/server"
 )
 
@@ -84,7 +86,7 @@ func startServe(t *testing.T, fn func(ctx context.Context, o options) error) *ru
 	}
 	r.conn = conn
 	r.client = rlsv3.NewRateLimitServiceClient(conn)
-	t.Cleanup(func() { r.stop() })
+	t.Cleanup(func() { _ = r.stop() }) // tests that care call stop themselves
 	return r
 }
 
@@ -134,28 +136,22 @@ func (r *running) limitOf(domain, key, value string) uint32 {
 
 func (r *running) waitLog(substr string) {
 	r.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(r.logs.String(), substr) {
-		if time.Now().After(deadline) {
-			r.t.Fatalf("log never showed %q:\n%s", substr, r.logs.String())
+	limitertest.Eventually(r.t, 10*time.Second, fmt.Sprintf("log to show %q", substr), func() error {
+		if logs := r.logs.String(); !strings.Contains(logs, substr) {
+			return fmt.Errorf("log:\n%s", logs)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func (r *running) waitLimit(domain, key, value string, want uint32) {
 	r.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got := r.limitOf(domain, key, value)
-		if got == want {
-			return
+	limitertest.Eventually(r.t, 10*time.Second, fmt.Sprintf("limit %d", want), func() error {
+		if got := r.limitOf(domain, key, value); got != want {
+			return fmt.Errorf("limit is %d; log:\n%s", got, r.logs.String())
 		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("limit is %d, want %d; log:\n%s", got, want, r.logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func limitFile(rpu string) string {
@@ -202,7 +198,7 @@ func TestRunServe(t *testing.T) {
 	// os/signal starts one goroutine for the process on first use; start
 	// it before counting.
 	warm := make(chan os.Signal, 1)
-	signal.Notify(warm, syscall.SIGUSR2)
+	signal.Notify(warm, os.Interrupt)
 	signal.Stop(warm)
 	before := runtime.NumGoroutine()
 
@@ -239,14 +235,13 @@ func TestRunServe(t *testing.T) {
 			t.Errorf("logs lack %q:\n%s", w, logs)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
+	limitertest.Eventually(t, 5*time.Second, "goroutines to end", func() error {
+		if n := runtime.NumGoroutine(); n > before {
 			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+			return fmt.Errorf("%d goroutines before, %d after:\n%s", before, n, buf[:runtime.Stack(buf, true)])
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestReloadOnFileChange(t *testing.T) {
@@ -281,33 +276,6 @@ func TestReloadOnFileChange(t *testing.T) {
 	r.waitLimit("inline", "k", "v", 3)
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestReloadOnSIGHUP(t *testing.T) {
-	cfg, limits := testConfigFile(t, "")
-	// Watching off: only the signal reloads.
-	data, _ := os.ReadFile(cfg)
-	writeFile(t, cfg, strings.Replace(string(data), "watch_interval: 20ms", "watch: false", 1))
-	r := startServe(t, serveWith(cfg, env{}.get))
-	writeFile(t, filepath.Join(limits, "api.yaml"), limitFile("40"))
-	time.Sleep(100 * time.Millisecond)
-	if got := r.limitOf("api", "tenant", "t"); got != 10 {
-		t.Fatalf("limit changed without a signal: %d", got)
-	}
-	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	r.waitLimit("api", "tenant", "t", 40)
-	r.waitLog("reason=signal")
-
-	writeFile(t, filepath.Join(limits, "api.yaml"), limitFile("oops"))
-	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	r.waitLog("reload failed")
-	if got := r.limitOf("api", "tenant", "t"); got != 40 {
-		t.Errorf("limit after a bad reload = %d, want 40", got)
 	}
 }
 
@@ -435,4 +403,45 @@ func TestServeHealthShowsNoCredentials(t *testing.T) {
 			t.Errorf("logs show %q:\n%s", secret, r.logs.String())
 		}
 	}
+}
+
+func (r *running) detailed() (int, server.DetailedHealth, string) {
+	r.t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get("http://" + r.http + "/health/detailed")
+	if err != nil {
+		r.t.Fatalf("GET /health/detailed: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var d server.DetailedHealth
+	if err := json.Unmarshal(body, &d); err != nil {
+		r.t.Fatalf("decode /health/detailed %q: %v", body, err)
+	}
+	return resp.StatusCode, d, string(body)
+}
+
+func (r *running) getCode(path string) int {
+	r.t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get("http://" + r.http + path)
+	if err != nil {
+		r.t.Fatalf("GET %s: %v", path, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// waitHealth polls /health/detailed until cond holds, for up to 10s, and
+// returns how long that took.
+func (r *running) waitHealth(what string, cond func(server.DetailedHealth) bool) time.Duration {
+	r.t.Helper()
+	start := time.Now()
+	limitertest.Eventually(r.t, 10*time.Second, "health to show "+what, func() error {
+		if _, d, body := r.detailed(); !cond(d) {
+			return fmt.Errorf("last:\n%s\nlog:\n%s", body, r.logs.String())
+		}
+		return nil
+	})
+	return time.Since(start)
 }

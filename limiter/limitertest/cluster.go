@@ -1,3 +1,5 @@
+//go:build integration
+
 package limitertest
 
 import (
@@ -9,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -18,80 +19,49 @@ import (
 // test and stopped by its PID when the test ends.
 type redisProc struct {
 	Addr string
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	out  *lockedBuffer
+	process
 }
 
-// startRedisProc runs redis-server with args (a config file first, for a
-// sentinel) and waits until addr answers PING.
-func startRedisProc(t testing.TB, dir, addr string, args ...string) *redisProc {
+// startRedisProc starts redis-server on a free loopback port with the
+// arguments args(port) gives (a config file first, for a sentinel), waits
+// until it answers PING, and tries other ports when the one found free was
+// taken before the server bound it.
+func startRedisProc(t testing.TB, dir string, args func(port int) ([]string, error)) *redisProc {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server not found in PATH (%v): run `make deps`", err)
 	}
-	out := &lockedBuffer{}
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("run %s: %v", bin, err)
-	}
-	p := &redisProc{Addr: addr, cmd: cmd, done: make(chan struct{}), out: out}
-	go func() {
-		_ = cmd.Wait()
-		close(p.done)
-	}()
+	p := &redisProc{}
 	t.Cleanup(p.Kill)
-	deadline := time.Now().Add(redisStartTimeout)
-	for {
-		select {
-		case <-p.done:
-			t.Fatalf("redis-server on %s exited at start: %s", addr, strings.TrimSpace(out.String()))
-		default:
+	err = startOnFreePort(func(port int) error {
+		a, err := args(port)
+		if err != nil {
+			return err
 		}
-		if err := pingRedis(addr, 200*time.Millisecond); err == nil {
-			return p
-		} else if time.Now().After(deadline) {
-			t.Fatalf("redis-server on %s did not answer PING within %v: %v; output: %s", addr, redisStartTimeout, err, out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
+		p.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		cmd := exec.Command(bin, a...)
+		cmd.Dir = dir
+		return p.launch(cmd, "redis-server on "+p.Addr, redisStartTimeout,
+			func() error { return pingRedis(p.Addr, 200*time.Millisecond) }, p.Kill)
+	})
+	if err != nil {
+		t.Fatalf("start redis-server: %v", err)
 	}
+	return p
 }
 
 // Kill stops the process with SIGKILL (like a crash) and waits for it.
-func (p *redisProc) Kill() {
-	p.mu.Lock()
-	cmd := p.cmd
-	p.cmd = nil
-	p.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	<-p.done
-}
+func (p *redisProc) Kill() { p.kill() }
 
 // Output is what the process printed.
-func (p *redisProc) Output() string { return p.out.String() }
+func (p *redisProc) Output() string { return p.output() }
 
 // nodeArgs are the arguments of a throwaway node: loopback, no
 // persistence, quiet.
 func nodeArgs(port int, dir string) []string {
 	return []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--protected-mode", "no", "--daemonize", "no", "--dir", dir, "--logfile", "", "--loglevel", "warning"}
-}
-
-func loopbackAddr(t testing.TB) (string, int) {
-	t.Helper()
-	port, err := freePort()
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), port
 }
 
 // command sends one command over a fresh connection and returns the reply
@@ -186,12 +156,13 @@ func StartRedisCluster(t testing.TB, masters int) *RedisCluster {
 	c := &RedisCluster{}
 	for i := 0; i < masters; i++ {
 		dir := t.TempDir()
-		addr, port := loopbackAddr(t)
-		_, bus := loopbackAddr(t)
-		args := append(nodeArgs(port, dir), "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
-			"--cluster-config-file", filepath.Join(dir, "nodes.conf"), "--cluster-node-timeout", "2000")
-		c.nodes = append(c.nodes, startRedisProc(t, dir, addr, args...))
-		c.Addrs = append(c.Addrs, addr)
+		n := startRedisProc(t, dir, func(port int) ([]string, error) {
+			bus, err := freePort()
+			return append(nodeArgs(port, dir), "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
+				"--cluster-config-file", filepath.Join(dir, "nodes.conf"), "--cluster-node-timeout", "2000"), err
+		})
+		c.nodes = append(c.nodes, n)
+		c.Addrs = append(c.Addrs, n.Addr)
 	}
 	args := append([]string{"--cluster", "create"}, c.Addrs...)
 	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
@@ -199,18 +170,14 @@ func StartRedisCluster(t testing.TB, masters int) *RedisCluster {
 	if err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
-	deadline := time.Now().Add(20 * time.Second)
 	for _, a := range c.Addrs {
-		for {
+		Eventually(t, 20*time.Second, "cluster node "+a+" to report cluster_state:ok", func() error {
 			info, err := command(a, "CLUSTER", "INFO")
-			if err == nil && strings.Contains(info, "cluster_state:ok") {
-				break
+			if err == nil && !strings.Contains(info, "cluster_state:ok") {
+				return fmt.Errorf("%s", info)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("cluster node %s not ok after 20s: %v\n%s", a, err, info)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return err
+		})
 	}
 	return c
 }
@@ -235,38 +202,43 @@ func StartRedisSentinel(t testing.TB) *RedisSentinel {
 	t.Helper()
 	s := &RedisSentinel{MasterName: "sluice", nodes: map[string]*redisProc{}}
 	mdir := t.TempDir()
-	maddr, mport := loopbackAddr(t)
-	s.nodes[maddr] = startRedisProc(t, mdir, maddr, nodeArgs(mport, mdir)...)
+	var mport int
+	master := startRedisProc(t, mdir, func(port int) ([]string, error) {
+		mport = port
+		return nodeArgs(port, mdir), nil
+	})
+	s.nodes[master.Addr] = master
 	rdir := t.TempDir()
-	raddr, rport := loopbackAddr(t)
-	s.nodes[raddr] = startRedisProc(t, rdir, raddr, append(nodeArgs(rport, rdir), "--replicaof", "127.0.0.1", strconv.Itoa(mport))...)
+	var rport int
+	replica := startRedisProc(t, rdir, func(port int) ([]string, error) {
+		rport = port
+		return append(nodeArgs(port, rdir), "--replicaof", "127.0.0.1", strconv.Itoa(mport)), nil
+	})
+	s.nodes[replica.Addr] = replica
+	raddr := replica.Addr
 
 	sdir := t.TempDir()
-	saddr, sport := loopbackAddr(t)
 	conf := filepath.Join(sdir, "sentinel.conf")
-	cfg := fmt.Sprintf("port %d\nbind 127.0.0.1\nprotected-mode no\ndir %s\nlogfile \"\"\nloglevel warning\n"+
-		"sentinel monitor %s 127.0.0.1 %d 1\nsentinel down-after-milliseconds %s 500\n"+
-		"sentinel failover-timeout %s 5000\nsentinel parallel-syncs %s 1\n",
-		sport, sdir, s.MasterName, mport, s.MasterName, s.MasterName, s.MasterName)
-	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s.sentinel = startRedisProc(t, sdir, saddr, conf, "--sentinel")
-	s.SentinelAddr = saddr
+	s.sentinel = startRedisProc(t, sdir, func(port int) ([]string, error) {
+		cfg := fmt.Sprintf("port %d\nbind 127.0.0.1\nprotected-mode no\ndir %s\nlogfile \"\"\nloglevel warning\n"+
+			"sentinel monitor %s 127.0.0.1 %d 1\nsentinel down-after-milliseconds %s 500\n"+
+			"sentinel failover-timeout %s 5000\nsentinel parallel-syncs %s 1\n",
+			port, sdir, s.MasterName, mport, s.MasterName, s.MasterName, s.MasterName)
+		return []string{conf, "--sentinel"}, os.WriteFile(conf, []byte(cfg), 0o644)
+	})
+	s.SentinelAddr = s.sentinel.Addr
+	saddr := s.SentinelAddr
 
 	// Wait until the replica has synced and the sentinel has seen it.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	Eventually(t, 20*time.Second, "the replica to sync and the sentinel to see it", func() error {
 		info, _ := command(raddr, "INFO", "replication")
 		reps, _ := command(saddr, "SENTINEL", "REPLICAS", s.MasterName)
 		if strings.Contains(info, "master_link_status:up") && strings.Contains(reps, strconv.Itoa(rport)) {
-			return s
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sentinel setup not ready after 20s: replica %q; sentinel replicas %q", info, reps)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("replica %q; sentinel replicas %q", info, reps)
+	})
+	return s
 }
 
 // URL is the redis+sentinel URL of the setup.
@@ -302,17 +274,20 @@ func (s *RedisSentinel) KillMaster(t testing.TB) string {
 // that node answers as a master, up to timeout, and returns it.
 func (s *RedisSentinel) WaitFailover(t testing.TB, old string, timeout time.Duration) string {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		m := s.Master(t)
-		if m != old {
-			if role, err := command(m, "ROLE"); err == nil && strings.HasPrefix(role, "master") {
-				return m
-			}
+	var m string
+	Eventually(t, timeout, "a failover from "+old, func() error {
+		m = s.Master(t)
+		if m == old {
+			return fmt.Errorf("sentinel names %s", m)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no failover from %s within %v (sentinel names %s)", old, timeout, m)
+		role, err := command(m, "ROLE")
+		if err != nil {
+			return fmt.Errorf("sentinel names %s: ROLE: %w", m, err)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		if !strings.HasPrefix(role, "master") {
+			return fmt.Errorf("sentinel names %s, whose role is %q", m, role)
+		}
+		return nil
+	})
+	return m
 }

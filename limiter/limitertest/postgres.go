@@ -1,3 +1,5 @@
+//go:build integration
+
 package limitertest
 
 import (
@@ -22,13 +24,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
-
-// EnvPostgresDSN names an existing Postgres (a DSN) for StartPostgres to use
-// instead of starting its own.
-const EnvPostgresDSN = "SLUICE_TEST_POSTGRES_DSN"
-
-// PostgresDatabase is the database that every test server has, empty.
-const PostgresDatabase = "sluice_test"
 
 const (
 	// postgresStartTimeout bounds the wait for a started server to accept
@@ -111,22 +106,16 @@ func NewPostgresServer(t testing.TB) *PostgresServer {
 	if out, err := pg.run("", "cp", "-a", tmpl, s.data); err != nil {
 		t.Fatalf("copy the Postgres template cluster: %v: %s", err, out)
 	}
-	// A free port can be taken between finding and binding it: try again.
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			t.Fatalf("find a free port for postgres: %v", err)
-		}
+	err = startOnFreePort(func(port int) error {
 		s.Port = port
 		s.DSN = fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable",
 			net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), PostgresDatabase)
-		if lastErr = s.start(); lastErr == nil {
-			return s
-		}
+		return s.start()
+	})
+	if err != nil {
+		t.Fatalf("start postgres: %v", err)
 	}
-	t.Fatalf("start postgres: %v", lastErr)
-	return nil
+	return s
 }
 
 // Start starts the server again on its port and data after Stop. It fails
@@ -141,49 +130,15 @@ func (s *PostgresServer) Start() {
 // Stop shuts the server down (fast shutdown: SIGINT, which ends open
 // sessions) and waits for it to exit, killing it (SIGKILL) when that takes
 // longer than 10s. It does nothing when the server is not running.
-func (s *PostgresServer) Stop() {
-	s.mu.Lock()
-	cmd, done := s.cmd, s.done
-	s.cmd = nil
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-done:
-	case <-time.After(postgresStopTimeout):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-}
+func (s *PostgresServer) Stop() { s.stop(syscall.SIGINT, postgresStopTimeout) }
 
 // PID is the postmaster's process id, or 0 when it is not running.
-func (s *PostgresServer) PID() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return 0
-	}
-	return s.cmd.Process.Pid
-}
+func (s *PostgresServer) PID() int { return s.pid() }
 
 // Output is what the server has logged since it was last started.
-func (s *PostgresServer) Output() string {
-	s.mu.Lock()
-	out := s.out
-	s.mu.Unlock()
-	if out == nil {
-		return ""
-	}
-	return out.String()
-}
+func (s *PostgresServer) Output() string { return s.output() }
 
 func (s *PostgresServer) start() error {
-	if err := s.running(); err != nil {
-		return err
-	}
-	out := &lockedBuffer{}
 	cmd := s.pg.command(filepath.Join(s.pg.bindir, "postgres"),
 		"-D", s.data,
 		"-k", s.dir,
@@ -199,7 +154,7 @@ func (s *PostgresServer) start() error {
 	cmd.Dir = s.dir
 	// Take the server down with the test process if that dies first.
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	return s.launch(cmd, out, fmt.Sprintf("postgres on port %d", s.Port), postgresStartTimeout, 20*time.Millisecond,
+	return s.launch(cmd, fmt.Sprintf("postgres on port %d", s.Port), postgresStartTimeout,
 		func() error { return pingPostgres(s.DSN, 500*time.Millisecond) }, s.Stop)
 }
 
@@ -253,7 +208,7 @@ func findPostgres() (*pgInstall, error) {
 		uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
 		gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
 		if err := errors.Join(err1, err2); err != nil {
-			return nil, fmt.Errorf("postgres user: %v", err)
+			return nil, fmt.Errorf("postgres user: %w", err)
 		}
 		pg.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
 	}
@@ -345,7 +300,7 @@ func (pg *pgInstall) template() (string, error) {
 func (pg *pgInstall) makeTemplate() (string, error) {
 	version, err := pg.run("", filepath.Join(pg.bindir, "postgres"), "--version")
 	if err != nil {
-		return "", fmt.Errorf("%s --version: %v: %s", filepath.Join(pg.bindir, "postgres"), err, version)
+		return "", fmt.Errorf("%s --version: %w: %s", filepath.Join(pg.bindir, "postgres"), err, version)
 	}
 	uid := os.Geteuid()
 	if pg.cred != nil {
@@ -370,12 +325,12 @@ func (pg *pgInstall) makeTemplate() (string, error) {
 		"--no-sync", "--no-instructions",
 		// 1 MiB WAL segments rather than 16: less to copy per server.
 		"--wal-segsize=1"); err != nil {
-		return "", fmt.Errorf("initdb: %v: %s", err, out)
+		return "", fmt.Errorf("initdb: %w: %s", err, out)
 	}
 	// Single-user mode creates the database without starting a server.
 	if out, err := pg.run("CREATE DATABASE "+PostgresDatabase+";\n", filepath.Join(pg.bindir, "postgres"),
 		"--single", "-D", newData, "-F", "-c", "exit_on_error=true", "postgres"); err != nil {
-		return "", fmt.Errorf("create database %s: %v: %s", PostgresDatabase, err, out)
+		return "", fmt.Errorf("create database %s: %w: %s", PostgresDatabase, err, out)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "ready"), []byte(version), 0o644); err != nil {
 		return "", fmt.Errorf("mark template ready: %w", err)

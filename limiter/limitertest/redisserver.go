@@ -1,23 +1,19 @@
+//go:build integration
+
 package limitertest
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
-
-// EnvRedisAddr names an existing Redis (host:port) for StartRedis to use
-// instead of starting its own.
-const EnvRedisAddr = "SLUICE_TEST_REDIS_ADDR"
 
 // redisStartTimeout bounds the wait for a started redis-server to answer.
 const redisStartTimeout = 10 * time.Second
@@ -64,21 +60,15 @@ func NewRedisServer(t testing.TB) *RedisServer {
 	}
 	s := &RedisServer{t: t, bin: bin, dir: t.TempDir()}
 	t.Cleanup(s.Stop)
-	// A free port can be taken between finding and binding it: try again.
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			t.Fatalf("find a free port for redis-server: %v", err)
-		}
+	err = startOnFreePort(func(port int) error {
 		s.port = port
 		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if lastErr = s.start(); lastErr == nil {
-			return s
-		}
+		return s.start()
+	})
+	if err != nil {
+		t.Fatalf("start redis-server: %v", err)
 	}
-	t.Fatalf("start redis-server: %v", lastErr)
-	return nil
+	return s
 }
 
 // Start starts the server again on its port after Stop. It fails the test
@@ -92,68 +82,33 @@ func (s *RedisServer) Start() {
 
 // Stop kills the server (SIGKILL, like a crash) and waits for it to exit.
 // It does nothing when the server is not running.
-func (s *RedisServer) Stop() {
-	s.mu.Lock()
-	cmd, done := s.cmd, s.done
-	s.cmd = nil
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	<-done
-}
+func (s *RedisServer) Stop() { s.kill() }
 
 // Pause stops the server process (SIGSTOP) without closing its sockets, so
 // clients see a server that accepts but never answers. Resume undoes it;
 // Stop works on a paused server too.
-func (s *RedisServer) Pause() { s.signal(syscall.SIGSTOP) }
+func (s *RedisServer) Pause() { s.pause(syscall.SIGSTOP) }
 
 // Resume continues a paused server (SIGCONT).
-func (s *RedisServer) Resume() { s.signal(syscall.SIGCONT) }
+func (s *RedisServer) Resume() { s.pause(syscall.SIGCONT) }
 
 // PID is the server's process id, or 0 when it is not running.
-func (s *RedisServer) PID() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return 0
-	}
-	return s.cmd.Process.Pid
-}
+func (s *RedisServer) PID() int { return s.pid() }
 
-func (s *RedisServer) signal(sig syscall.Signal) {
+// Output is what the server has logged since it was last started.
+func (s *RedisServer) Output() string { return s.output() }
+
+func (s *RedisServer) pause(sig syscall.Signal) {
 	s.t.Helper()
-	s.mu.Lock()
-	cmd := s.cmd
-	s.mu.Unlock()
-	if cmd == nil {
-		s.t.Fatalf("redis-server on %s is not running", s.Addr)
-	}
-	if err := cmd.Process.Signal(sig); err != nil {
-		s.t.Fatalf("signal redis-server (pid %d): %v", cmd.Process.Pid, err)
+	if err := s.process.signal(sig); err != nil {
+		s.t.Fatalf("redis-server on %s: %v", s.Addr, err)
 	}
 }
 
 func (s *RedisServer) start() error {
-	if err := s.running(); err != nil {
-		return err
-	}
-	out := &lockedBuffer{}
-	cmd := exec.Command(s.bin,
-		"--port", strconv.Itoa(s.port),
-		"--bind", "127.0.0.1",
-		"--save", "",
-		"--appendonly", "no",
-		"--protected-mode", "no",
-		"--daemonize", "no",
-		"--dir", s.dir,
-		"--logfile", "",
-		"--loglevel", "warning",
-		"--databases", "1",
-	)
+	cmd := exec.Command(s.bin, append(nodeArgs(s.port, s.dir), "--databases", "1")...)
 	cmd.Dir = s.dir
-	return s.launch(cmd, out, fmt.Sprintf("redis-server on port %d", s.port), redisStartTimeout, 10*time.Millisecond,
+	return s.launch(cmd, fmt.Sprintf("redis-server on port %d", s.port), redisStartTimeout,
 		func() error { return pingRedis(s.Addr, 200*time.Millisecond) }, s.Stop)
 }
 
@@ -176,31 +131,4 @@ func pingRedis(addr string, timeout time.Duration) error {
 		return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
 	}
 	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// lockedBuffer collects a process's output from its copying goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

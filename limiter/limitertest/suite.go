@@ -186,8 +186,6 @@ func RunStore(t *testing.T, newHarness func(t *testing.T) Harness) {
 	}
 }
 
-const hour = time.Hour
-
 func testStepByStep(t *testing.T, h Harness) {
 	e := newEnv(t, h, domain("d", node("user", "", rl(5, limiter.Hour, 0))))
 	r := req("d", desc(one("user", "alice")))

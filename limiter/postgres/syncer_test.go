@@ -1,3 +1,5 @@
+//go:build integration
+
 package postgres_test
 
 import (
@@ -58,12 +60,7 @@ func (r *replica) has(value string, rpu uint32) bool {
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	limitertest.Eventually(t, timeout, what, cond)
 	return time.Since(start)
 }
 
@@ -145,8 +142,14 @@ func TestSyncerExpiry(t *testing.T) {
 	waitFor(t, 2*time.Second, "override deleted", func() bool {
 		return count(t, db, "SELECT count(*) FROM sluice_overrides") == 0
 	})
-	// Let both replicas reload after the expiry's notification.
-	time.Sleep(300 * time.Millisecond)
+	// A replica's syncs run one at a time, each expiring what is due
+	// before it loads: once a sync that started now has finished on both,
+	// neither has an expiry of this override still in flight.
+	for _, r := range []*replica{a, b} {
+		if err := r.s.ResyncWait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	h, err := db.OverrideHistory(context.Background(), stored.ID)
 	if err != nil {
 		t.Fatal(err)

@@ -133,7 +133,7 @@ func (w *Walker) decode(dec *yaml.Decoder, n *yaml.Node, data []byte) (err error
 		}
 	}()
 	err = dec.Decode(n)
-	if err == nil || err == io.EOF {
+	if err == nil || errors.Is(err, io.EOF) {
 		return err
 	}
 	msg := err.Error()

@@ -81,7 +81,6 @@ type Metrics struct {
 	grpcHandled *prometheus.CounterVec
 	grpcDur     *prometheus.HistogramVec
 	methods     atomic.Pointer[map[string]*methodMetrics]
-	methodsMu   sync.Mutex
 }
 
 // latencyBuckets are the classic buckets of the latency histograms, 50µs

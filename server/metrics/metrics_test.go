@@ -215,9 +215,9 @@ func TestOtherMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.WatchBreaker(b)
-	b.Do(context.Background(), func(context.Context) error { return errors.New("boom") })
-	b.Do(context.Background(), func(context.Context) error { return nil }) // rejected
-	b.Do(context.Background(), func(context.Context) error { return nil }) // rejected
+	_ = b.Do(context.Background(), func(context.Context) error { return errors.New("boom") })
+	_ = b.Do(context.Background(), func(context.Context) error { return nil }) // rejected
+	_ = b.Do(context.Background(), func(context.Context) error { return nil }) // rejected
 
 	m.BackendCheck("redis", nil, time.Millisecond)
 	m.BackendCheck("postgres", errors.New("down"), time.Millisecond)

@@ -16,8 +16,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
+	"github.com/sluice-rl/sluice/limiter/limitertest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
@@ -83,13 +82,7 @@ func echoServer(t *testing.T, lis net.Listener, opts ...grpc.ServerOption) (*grp
 // waitActive waits until the server is running a call.
 func waitActive(t *testing.T, e *echoRLS) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for e.active.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the call never reached the server")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	limitertest.Eventually(t, 5*time.Second, "the call to reach the server", func() bool { return e.active.Load() > 0 })
 }
 
 func listen(t *testing.T) net.Listener {
@@ -302,17 +295,13 @@ func TestLeanClientServerGoesAndComesBack(t *testing.T) {
 		t.Skipf("address %s not free again: %v", addr, err)
 	}
 	echoServer(t, lis2)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	limitertest.Eventually(t, 5*time.Second, "calls to work with the server back", func() error {
 		r, err := c.ShouldRateLimit(ctx, req("ok", "back", 1))
-		if err == nil && echoed(r) == "back" {
-			break
+		if err == nil && echoed(r) != "back" {
+			return fmt.Errorf("echoed %q", echoed(r))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server back, calls still fail: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 func TestLeanClientClose(t *testing.T) {
@@ -476,7 +465,7 @@ func TestLeanClientHTTPAnswers(t *testing.T) {
 	// A server that is not gRPC, or answers with an HTTP error: gRPC's
 	// mapping of HTTP statuses, and trailers read as gRPC's.
 	var mode atomic.Value
-	h := h2c.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch mode.Load().(string) {
 		case "404":
 			w.WriteHeader(http.StatusNotFound)
@@ -493,9 +482,10 @@ func TestLeanClientHTTPAnswers(t *testing.T) {
 			w.Header().Set("grpc-status", "5")
 			w.Header().Set("grpc-message", "no%20such%20thing%E2%9C%93")
 		}
-	}), &http2.Server{})
+	})
 	lis := listen(t)
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, Protocols: new(http.Protocols)}
+	srv.Protocols.SetUnencryptedHTTP2(true) // h2c, as the lean client speaks
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

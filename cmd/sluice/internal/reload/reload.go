@@ -378,13 +378,15 @@ func statPrint(paths []string) (string, time.Time) {
 func fingerprint(paths []string) (string, [32]byte) {
 	h := sha256.New()
 	for _, f := range files(paths) {
-		io.WriteString(h, f)
+		_, _ = io.WriteString(h, f) // a hash.Hash never returns an error
 		h.Write([]byte{0})
 		if fh, err := os.Open(f); err == nil {
-			io.Copy(h, fh)
+			// A read error leaves a different hash: the file is reloaded and
+			// the reload reports the error.
+			_, _ = io.Copy(h, fh)
 			fh.Close()
 		} else {
-			io.WriteString(h, "\x00missing")
+			_, _ = io.WriteString(h, "\x00missing")
 		}
 		h.Write([]byte{0})
 	}
