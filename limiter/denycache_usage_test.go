@@ -32,7 +32,7 @@ func TestDenyCacheNeverAnswersUsage(t *testing.T) {
 
 	// Drain the admission bucket and let the cache learn it is short.
 	for i := 0; i < 3; i++ {
-		cached.Apply(ctx, []limiter.BucketRequest{take}, res)
+		_, _ = cached.Apply(ctx, []limiter.BucketRequest{take}, res)
 	}
 	if ok, _ := cached.Apply(ctx, []limiter.BucketRequest{take}, res); ok || cached.Stats().Local == 0 {
 		t.Fatalf("admission bucket not known short: %v %+v", ok, cached.Stats())
@@ -58,12 +58,12 @@ func TestDenyCacheNeverAnswersUsage(t *testing.T) {
 	// 13 charges of 7 tokens on a balance of 10: -81. A refund of 81
 	// leaves 0 (a check fails), one more leaves 1 (it passes).
 	refund := limiter.BucketRequest{Key: "u", Rate: urt, Cost: 81, Op: limiter.OpRefund}
-	cached.Apply(ctx, []limiter.BucketRequest{refund}, res[:1])
+	_, _ = cached.Apply(ctx, []limiter.BucketRequest{refund}, res[:1])
 	if ok, _ := cached.Apply(ctx, []limiter.BucketRequest{check}, res[:1]); ok {
 		t.Fatalf("check at a balance of 0 passed: %+v (charges were lost)", res[0])
 	}
 	refund.Cost = 1
-	cached.Apply(ctx, []limiter.BucketRequest{refund}, res[:1])
+	_, _ = cached.Apply(ctx, []limiter.BucketRequest{refund}, res[:1])
 	if ok, _ := cached.Apply(ctx, []limiter.BucketRequest{check}, res[:1]); !ok || res[0].Remaining != 1 {
 		t.Fatalf("check at a balance of 1: %v %+v", ok, res[0])
 	}

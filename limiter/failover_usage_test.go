@@ -33,7 +33,7 @@ func TestFailoverCountsLostUsage(t *testing.T) {
 				t.Fatal(err)
 			}
 			for range 2 {
-				f.Apply(context.Background(), reqs, make([]limiter.BucketResult, len(reqs)))
+				_, _ = f.Apply(context.Background(), reqs, make([]limiter.BucketResult, len(reqs)))
 			}
 			if got := f.Counts().LostUsage; got != c.lost {
 				t.Fatalf("lost usage = %d tokens, want %d", got, c.lost)

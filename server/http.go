@@ -63,7 +63,7 @@ func (s *Server) handleHealthcheck(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusInternalServerError)
 		return
 	}
-	io.WriteString(w, "OK")
+	_, _ = io.WriteString(w, "OK") // a failed write is the client gone
 }
 
 var (

@@ -45,7 +45,9 @@ func TestAdminOverridesCRUD(t *testing.T) {
 		t.Fatalf("second PUT = %d %s", code, out)
 	}
 	var updated limiter.Override
-	json.Unmarshal([]byte(out), &updated)
+	if err := json.Unmarshal([]byte(out), &updated); err != nil {
+		t.Fatalf("second PUT answer %q: %v", out, err)
+	}
 	if updated.ID != created.ID || updated.UpdatedBy != server.DefaultActor || !updated.RateLimit.Banned() {
 		t.Fatalf("updated %+v", updated)
 	}
@@ -156,7 +158,7 @@ func TestAdminOverridesPostgresDown(t *testing.T) {
 				Error   string               `json:"error"`
 				Breaker *server.BreakerState `json:"breaker"`
 			}
-			if json.Unmarshal([]byte(out), &e); code != 503 || e.Breaker == nil || !strings.Contains(e.Error, "overrides unavailable") {
+			if _ = json.Unmarshal([]byte(out), &e); code != 503 || e.Breaker == nil || !strings.Contains(e.Error, "overrides unavailable") {
 				t.Fatalf("%s %s with Postgres down = %d %s, want 503 with the breaker", r.method, r.path, code, out)
 			}
 			states[e.Breaker.State] = true

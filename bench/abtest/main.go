@@ -290,13 +290,13 @@ func freePort() (int, error) {
 }
 
 func stopProcess(c *exec.Cmd) {
-	c.Process.Signal(syscall.SIGTERM)
+	_ = c.Process.Signal(syscall.SIGTERM) // already gone: Wait returns at once
 	done := make(chan struct{})
-	go func() { c.Wait(); close(done) }()
+	go func() { _ = c.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
-		c.Process.Kill()
+		_ = c.Process.Kill()
 		<-done
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -341,14 +342,16 @@ func TestVersionAndUsage(t *testing.T) {
 	version, revision = "v1.2.3", "abc123"
 	defer func() { version, revision = "dev", "" }()
 	out.Reset()
-	run(context.Background(), []string{"version"}, options{getenv: env{}.get, stdout: &out, stderr: &errb})
+	if err := run(context.Background(), []string{"version"}, options{getenv: env{}.get, stdout: &out, stderr: &errb}); err != nil {
+		t.Fatalf("version: %v", err)
+	}
 	if !strings.HasPrefix(out.String(), "sluice v1.2.3 (revision abc123, go") {
 		t.Errorf("version = %q", out.String())
 	}
 	for _, args := range [][]string{nil, {"frobnicate"}, {"serve", "-bogus"}, {"check", "extra"}} {
 		errb.Reset()
 		err := run(context.Background(), args, options{getenv: env{}.get, stdout: &out, stderr: &errb})
-		if ee, ok := err.(exitError); !ok || ee.code != 2 {
+		if ee := (exitError{}); !errors.As(err, &ee) || ee.code != 2 {
 			t.Errorf("run(%q) = %v, want exit 2", args, err)
 		}
 		if errb.Len() == 0 {

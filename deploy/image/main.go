@@ -205,8 +205,12 @@ func buildBinary(ctx context.Context, o options, out string) error {
 // goTool is the go command of the toolchain running this program, so a
 // test run with one toolchain does not build with another from PATH.
 func goTool() string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
-		return p
+	// GOROOT is the toolchain's own root when it runs this program
+	// (go run, go test); runtime.GOROOT is deprecated for that.
+	if root := os.Getenv("GOROOT"); root != "" {
+		if p := filepath.Join(root, "bin", "go"); fileExists(p) {
+			return p
+		}
 	}
 	return "go"
 }

@@ -116,12 +116,12 @@ func testScriptMatchesDecide(t *testing.T, usage bool) {
 			if op := reqs[i].Op; !op.Usage() && (op != limiter.OpRefund || rng.IntN(2) == 0) {
 				reqs[i].Rate.MaxDebt = 0
 			}
-			switch x := rng.IntN(20); {
-			case x == 0:
+			switch rng.IntN(20) {
+			case 0:
 				reqs[i].Cost = 0
-			case x == 1:
+			case 1:
 				reqs[i].Cost = reqs[i].Rate.Cap + 1 + uint64(rng.IntN(3))
-			case x == 2:
+			case 2:
 				reqs[i].Cost = 1 << 40
 			default:
 				reqs[i].Cost = 1 + uint64(rng.IntN(int(reqs[i].Rate.Cap)))

@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"errors"
+
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/encoding/proto"
@@ -92,7 +94,7 @@ func release(buf mem.Buffer) {
 // splitBound separates a broken bound (the first result) from an error
 // the codec returns (the second).
 func splitBound(err error) (bound, codec error) {
-	if inv, ok := err.(*limiter.InvalidRequestError); ok {
+	if inv := (*limiter.InvalidRequestError)(nil); errors.As(err, &inv) {
 		return inv, nil
 	}
 	return nil, err

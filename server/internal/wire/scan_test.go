@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"errors"
 	"runtime"
 	"runtime/debug"
 	"testing"
@@ -109,7 +110,7 @@ func FuzzScanRequest(f *testing.F) {
 				}
 				continue
 			}
-			if serr == ErrMalformed {
+			if errors.Is(serr, ErrMalformed) {
 				t.Fatalf("ScanRequest finds malformed what proto.Unmarshal reads")
 			}
 			var s Request

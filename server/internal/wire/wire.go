@@ -237,7 +237,7 @@ func (s *Request) Parse(b []byte, bd *limiter.Bounds) error {
 			if err == nil {
 				err = s.parseDescriptor(d, src, bd, i)
 			}
-			if _, ok := err.(*limiter.InvalidRequestError); ok {
+			if inv := (*limiter.InvalidRequestError)(nil); errors.As(err, &inv) {
 				return err
 			}
 			if err != nil {
@@ -375,8 +375,7 @@ func parseLimitOverride(m wireMsg, o *limiter.RateLimit) error {
 		case num == 3 && typ == protowire.BytesType:
 			var w wireMsg
 			if w, err = m.bytes(); err == nil {
-				var v uint64
-				v = uint64(o.UnitMultiplier)
+				v := uint64(o.UnitMultiplier)
 				err = parseWrapped(w, &v)
 				o.UnitMultiplier = uint32(v)
 			}

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -113,7 +114,7 @@ func FuzzWireRequest(f *testing.F) {
 			var in rlsv3.RateLimitRequest
 			perr := proto.Unmarshal(data, &in)
 			werr := fast.Parse(data, &bd)
-			if inv, ok := werr.(*limiter.InvalidRequestError); ok {
+			if inv := (*limiter.InvalidRequestError)(nil); errors.As(werr, &inv) {
 				if perr != nil {
 					continue
 				}

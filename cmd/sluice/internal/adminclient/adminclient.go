@@ -218,7 +218,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	}
 	pretty.WriteByte('\n')
 	stdout.Write(bytes.TrimRight(pretty.Bytes(), "\n"))
-	io.WriteString(stdout, "\n")
+	_, _ = io.WriteString(stdout, "\n") // as the write above: nothing to tell a gone terminal
 	return 0
 }
 

@@ -62,8 +62,7 @@ type Setting struct {
 // LOCAL_CACHE_SIZE_IN_BYTES into a number of entries.
 const DenyCacheEntryBytes = 256
 
-func isTrue(v string) bool  { b, _ := strconv.ParseBool(v); return b }
-func isFalse(v string) bool { b, err := strconv.ParseBool(v); return err == nil && !b }
+func isTrue(v string) bool { b, _ := strconv.ParseBool(v); return b }
 
 // Settings is every envoyproxy/ratelimit setting (src/settings/settings.go),
 // plus GRPC_SERVER_TLS_CA_CERT, the name Envoy Gateway sets for the client

@@ -356,7 +356,7 @@ func (c *Config) validate() Errors {
 	// under adds a part's own config error, its fields placed under
 	// section (see yamlconf.Under).
 	under := func(section string, err error) {
-		if es, ok := yamlconf.Under(section, err).(Errors); ok {
+		if es := (Errors)(nil); errors.As(yamlconf.Under(section, err), &es) {
 			for _, e := range es {
 				errs = append(errs, c.at(e))
 			}
