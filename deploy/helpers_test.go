@@ -138,7 +138,10 @@ func sluiceBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "sluice")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/sluice")
+		// Static and -trimpath, as make check and the image build it, so
+		// the three share one build cache.
+		cmd := exec.Command("go", "build", "-trimpath", "-o", binPath, "./cmd/sluice")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		cmd.Dir = ".."
 		buildOut, buildErr = cmd.CombinedOutput()
 	})
