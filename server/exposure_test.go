@@ -8,8 +8,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -144,15 +142,8 @@ func TestMaxConnectionsHTTP(t *testing.T) {
 // TestHTTPTLS serves HTTP with mutual TLS and the admin API on its own
 // address with TLS; plaintext is refused on both.
 func TestHTTPTLS(t *testing.T) {
-	dir := t.TempDir()
 	ca := newCA(t)
-	write := func(name string, data []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := tempWriter(t)
 	sc, sk := ca.issue(t, 2, true)
 	cc, ck := ca.issue(t, 3, false)
 	const token = "an-admin-token-of-at-least-32-characters"

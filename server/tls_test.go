@@ -68,15 +68,8 @@ func (ca *testCA) issue(t *testing.T, serial int64, server bool) (certPEM, keyPE
 }
 
 func TestMutualTLS(t *testing.T) {
-	dir := t.TempDir()
 	ca := newCA(t)
-	write := func(name string, data []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := tempWriter(t)
 	sc, sk := ca.issue(t, 2, true)
 	cc, ck := ca.issue(t, 3, false)
 	h := start(t, edgeDomains(), false, withConfig(func(c *server.Config) {
@@ -121,5 +114,19 @@ func TestTLSConfigErrors(t *testing.T) {
 	cfg.GRPC.TLS = server.TLSConfig{CertFile: "a.pem"}
 	if _, err := server.New(cfg, nil, server.Options{}); err == nil {
 		t.Error("New accepted a certificate without a key")
+	}
+}
+
+// tempWriter returns a function that writes a file into a directory of
+// t's own and returns its path.
+func tempWriter(t *testing.T) func(name string, data []byte) string {
+	t.Helper()
+	dir := t.TempDir()
+	return func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
 }

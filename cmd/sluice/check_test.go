@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
+	"github.com/sluice-rl/sluice/limiter/limitertest"
 )
 
 // env is a fake environment for getenv.
@@ -314,7 +315,7 @@ func TestAdminTokenTooShort(t *testing.T) {
 		strings.Contains(msg, short) {
 		t.Errorf("check output %q: want the variable named and the token not shown", msg)
 	}
-	var stderr syncBuffer
+	var stderr limitertest.SyncBuffer
 	if err := serve(context.Background(), "", options{getenv: e.get, stderr: &stderr}); err == nil {
 		t.Fatal("serve started with a short admin token")
 	}

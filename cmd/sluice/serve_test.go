@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,31 +27,13 @@ import (
 	"github.com/sluice-rl/sluice/server"
 )
 
-// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // running is a `sluice serve` started by a test.
 type running struct {
 	t         *testing.T
 	grpc      string
 	http      string
 	adminAddr string // the admin API's address: http's unless separate
-	logs      *syncBuffer
+	logs      *limitertest.SyncBuffer
 	cancel    context.CancelFunc
 	done      chan error
 	conn      *grpc.ClientConn
@@ -63,7 +44,7 @@ type running struct {
 // the addresses, and waits for them; fn sets getenv.
 func startServe(t *testing.T, fn func(ctx context.Context, o options) error) *running {
 	t.Helper()
-	r := &running{t: t, logs: &syncBuffer{}, done: make(chan error, 1)}
+	r := &running{t: t, logs: &limitertest.SyncBuffer{}, done: make(chan error, 1)}
 	addrs := make(chan [3]string, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -283,7 +264,7 @@ func TestReloadOnFileChange(t *testing.T) {
 func TestServeRefusesBadLimits(t *testing.T) {
 	cfg, limits := testConfigFile(t, "")
 	writeFile(t, filepath.Join(limits, "api.yaml"), limitFile("-1"))
-	var stderr syncBuffer
+	var stderr limitertest.SyncBuffer
 	err := serve(context.Background(), cfg, options{getenv: env{}.get, stderr: &stderr})
 	if err == nil {
 		t.Fatal("serve started with a bad limit file")

@@ -3,7 +3,6 @@
 package limitertest
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -22,7 +21,7 @@ type process struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has exited
-	out  *lockedBuffer
+	out  *SyncBuffer
 }
 
 // errPortTaken reports that a server could not bind its port (another
@@ -39,7 +38,7 @@ func (p *process) launch(cmd *exec.Cmd, what string, timeout time.Duration, read
 	if err := p.running(); err != nil {
 		return err
 	}
-	out := &lockedBuffer{}
+	out := &SyncBuffer{}
 	cmd.Stdout = out
 	cmd.Stderr = out
 	if err := cmd.Start(); err != nil {
@@ -180,22 +179,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// lockedBuffer collects a process's output from its copying goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -1,39 +1,20 @@
 package reload
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
 	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/limiter/limitertest"
 	"github.com/sluice-rl/sluice/limiter/memory"
 )
-
-// syncBuffer is a bytes.Buffer safe for the logger and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func writeLimits(t *testing.T, path, rpu string) {
 	t.Helper()
@@ -48,7 +29,7 @@ func writeLimits(t *testing.T, path, rpu string) {
 
 // setup writes a config naming one limit file and returns a loaded
 // Reloader over a limiter, the limit file, and the log.
-func setup(t *testing.T, watch bool) (*Reloader, *limiter.Limiter, string, *syncBuffer) {
+func setup(t *testing.T, watch bool) (*Reloader, *limiter.Limiter, string, *limitertest.SyncBuffer) {
 	t.Helper()
 	dir := t.TempDir()
 	limits := filepath.Join(dir, "api.yaml")
@@ -63,7 +44,7 @@ func setup(t *testing.T, watch bool) (*Reloader, *limiter.Limiter, string, *sync
 		t.Fatal(err)
 	}
 	lim := limiter.New(memory.New(nil), limiter.Config{KeyPrefix: "t:"})
-	logs := &syncBuffer{}
+	logs := &limitertest.SyncBuffer{}
 	r := New(Options{Path: cfgPath, Getenv: getenv, Limiter: lim, Logger: slog.New(slog.NewTextHandler(logs, nil)),
 		Watch: watch, WatchInterval: 5 * time.Millisecond})
 	if err := r.LoadInitial(cfg); err != nil {
@@ -73,7 +54,7 @@ func setup(t *testing.T, watch bool) (*Reloader, *limiter.Limiter, string, *sync
 }
 
 // waitVersion waits until the limiter's limits are no longer at version.
-func waitVersion(t *testing.T, lim *limiter.Limiter, version string, logs *syncBuffer) string {
+func waitVersion(t *testing.T, lim *limiter.Limiter, version string, logs *limitertest.SyncBuffer) string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for lim.Limits().Version() == version {
