@@ -23,6 +23,7 @@ import (
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/memory"
 	"github.com/sluice-rl/sluice/server/internal/wire"
+	"github.com/sluice-rl/sluice/server/internal/wire/wiretest"
 )
 
 // floodSize is the size of the hostile requests below: the default bound
@@ -229,28 +230,14 @@ func TestPoolDropsOutliers(t *testing.T) {
 // the same message, and the /json scan to the counts (protojson's strings
 // cost their size; Validate measures them).
 func TestDecodeBounds(t *testing.T) {
-	bd := limiter.Bounds{MaxDescriptors: 2, MaxEntries: 2, MaxKeyLen: 4, MaxValueLen: 4, MaxCost: 1 << 32}
-	type e = ratelimitv3.RateLimitDescriptor_Entry
-	d := func(es ...*e) *ratelimitv3.RateLimitDescriptor { return &ratelimitv3.RateLimitDescriptor{Entries: es} }
-	kv := &e{Key: "k", Value: "v"}
-	cases := []struct {
-		name string
-		in   *rlsv3.RateLimitRequest
-		want string // "" accepted
-	}{
-		{"at the bounds", &rlsv3.RateLimitRequest{Descriptors: []*ratelimitv3.RateLimitDescriptor{d(kv, &e{Key: "kkkk", Value: "vvvv"}), d()}}, ""},
-		{"descriptors", &rlsv3.RateLimitRequest{Descriptors: []*ratelimitv3.RateLimitDescriptor{d(kv), d(kv), d(kv)}}, "descriptors: more than the bound of 2"},
-		{"entries", &rlsv3.RateLimitRequest{Descriptors: []*ratelimitv3.RateLimitDescriptor{d(kv), d(kv, kv, kv)}}, "descriptors[1].entries: more than the bound of 2"},
-		{"key", &rlsv3.RateLimitRequest{Descriptors: []*ratelimitv3.RateLimitDescriptor{d(kv, &e{Key: "kkkkk"})}}, "descriptors[0].entries[1].key: 5 bytes, longer than the bound of 4"},
-		{"value", &rlsv3.RateLimitRequest{Descriptors: []*ratelimitv3.RateLimitDescriptor{d(kv), d(&e{Key: "k", Value: "vvvvv"})}}, "descriptors[1].entries[0].value: 5 bytes, longer than the bound of 4"},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			data, err := proto.Marshal(c.in)
+	bd := wiretest.TightBounds
+	for _, c := range wiretest.BoundCases() {
+		t.Run(c.Name, func(t *testing.T) {
+			data, err := proto.Marshal(c.In)
 			if err != nil {
 				t.Fatal(err)
 			}
-			js, err := protojson.Marshal(c.in)
+			js, err := protojson.Marshal(c.In)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -264,8 +251,8 @@ func TestDecodeBounds(t *testing.T) {
 				errs[codec] = err
 			}
 			for name, err := range errs {
-				want := c.want
-				if name == "scanJSONRequest" && (c.name == "key" || c.name == "value") {
+				want := c.Want
+				if name == "scanJSONRequest" && (c.Name == "key" || c.Name == "value") {
 					want = ""
 				}
 				if want == "" && err != nil && !strings.Contains(err.Error(), "bound") {

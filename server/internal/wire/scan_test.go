@@ -6,11 +6,11 @@ import (
 	"runtime/debug"
 	"testing"
 
-	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/server/internal/wire/wiretest"
 )
 
 // grpcFlood is a RateLimitRequest of domain "edge" and size bytes of empty
@@ -55,24 +55,10 @@ func TestUnmarshalFloodBounded(t *testing.T) {
 // TestScanBounds holds Parse and ScanRequest to the bounds, each stopping
 // at the first descriptor, entry, key or value over, with the same message.
 func TestScanBounds(t *testing.T) {
-	bd := limiter.Bounds{MaxDescriptors: 2, MaxEntries: 2, MaxKeyLen: 4, MaxValueLen: 4, MaxCost: 1 << 32}
-	type e = ratelimitv3.RateLimitDescriptor_Entry
-	d := func(es ...*e) *ratelimitv3.RateLimitDescriptor { return &ratelimitv3.RateLimitDescriptor{Entries: es} }
-	kv := &e{Key: "k", Value: "v"}
-	cases := []struct {
-		name string
-		in   *rlsv3.RateLimitRequest
-		want string // "" accepted
-	}{
-		{"at the bounds", &rlsv3.RateLimitRequest{Descriptors: []*ratelimitv3.RateLimitDescriptor{d(kv, &e{Key: "kkkk", Value: "vvvv"}), d()}}, ""},
-		{"descriptors", &rlsv3.RateLimitRequest{Descriptors: []*ratelimitv3.RateLimitDescriptor{d(kv), d(kv), d(kv)}}, "descriptors: more than the bound of 2"},
-		{"entries", &rlsv3.RateLimitRequest{Descriptors: []*ratelimitv3.RateLimitDescriptor{d(kv), d(kv, kv, kv)}}, "descriptors[1].entries: more than the bound of 2"},
-		{"key", &rlsv3.RateLimitRequest{Descriptors: []*ratelimitv3.RateLimitDescriptor{d(kv, &e{Key: "kkkkk"})}}, "descriptors[0].entries[1].key: 5 bytes, longer than the bound of 4"},
-		{"value", &rlsv3.RateLimitRequest{Descriptors: []*ratelimitv3.RateLimitDescriptor{d(kv), d(&e{Key: "k", Value: "vvvvv"})}}, "descriptors[1].entries[0].value: 5 bytes, longer than the bound of 4"},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			data, err := proto.Marshal(c.in)
+	bd := wiretest.TightBounds
+	for _, c := range wiretest.BoundCases() {
+		t.Run(c.Name, func(t *testing.T) {
+			data, err := proto.Marshal(c.In)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -80,8 +66,8 @@ func TestScanBounds(t *testing.T) {
 			var in rlsv3.RateLimitRequest
 			_, _, serr := ScanRequest(data, &bd)
 			for name, err := range map[string]error{"Parse": s.Parse(data, &bd), "ScanRequest": serr, "UnmarshalRequest": UnmarshalRequest(data, &in, &bd)} {
-				if c.want == "" && err != nil || c.want != "" && (err == nil || err.Error() != c.want) {
-					t.Errorf("%s: %v, want %q", name, err, c.want)
+				if c.Want == "" && err != nil || c.Want != "" && (err == nil || err.Error() != c.Want) {
+					t.Errorf("%s: %v, want %q", name, err, c.Want)
 				}
 			}
 		})
