@@ -26,8 +26,17 @@ type DescriptorConfig struct {
 	ShareThreshold bool
 	DetailedMetric bool
 	ValueToMetric  bool
-	Descriptors    []DescriptorConfig
-	Line           int
+	// QuotaMode marks a quota-based service selection limit: its own
+	// status carries its code, and it denies the request only when every
+	// quota-mode descriptor of the request is over.
+	QuotaMode bool
+	// Metadata is returned, merged with that of the other limits that
+	// passed, in the response's dynamic metadata (when enabled). Values are
+	// what YAML or a protobuf Struct decode to: nil, bool, float64, string,
+	// []any and map[string]any.
+	Metadata    map[string]any
+	Descriptors []DescriptorConfig
+	Line        int
 }
 
 // Limits is a compiled, immutable set of domains, safe for concurrent use.
@@ -66,6 +75,8 @@ type Rule struct {
 	Path           string
 	DetailedMetric bool
 	ValueToMetric  bool
+	QuotaMode      bool
+	Metadata       map[string]any // never modified after Compile
 }
 
 type node struct {
