@@ -59,7 +59,9 @@ type Setting struct {
 
 // DenyCacheEntryBytes is the memory one entry of Sluice's deny cache is
 // taken to cost (the entry, its key and its index slot), to turn
-// LOCAL_CACHE_SIZE_IN_BYTES into a number of entries.
+// LOCAL_CACHE_SIZE_IN_BYTES into a number of entries. Measured by
+// limiter's BenchmarkDenyCacheEntryMemory: 183 bytes with a 45-byte key,
+// 263 with a 115-byte one.
 const DenyCacheEntryBytes = 256
 
 func isTrue(v string) bool { b, _ := strconv.ParseBool(v); return b }
