@@ -175,3 +175,64 @@ func TestMarshalDomainsKeepsQuotaModeAndMetadata(t *testing.T) {
 		t.Fatalf("round trip changed the limits (%v):\n%s", err, y)
 	}
 }
+
+// TestShareThresholdBuckets follows envoyproxy/ratelimit's share_threshold
+// cases: every value a shared wildcard matches maps to one bucket, at any
+// level (also one without a limit), an exact value beside it keeps its
+// own, and values of a wildcard without the flag keep theirs.
+func TestShareThresholdBuckets(t *testing.T) {
+	l := mustCompile(t, `domain: d
+descriptors:
+  - {key: files, value: "files/*", share_threshold: true, rate_limit: {unit: minute, requests_per_unit: 100}}
+  - {key: plain, value: "files/*", rate_limit: {unit: minute, requests_per_unit: 100}}
+  - key: files
+    value: "top/*"
+    share_threshold: true
+    descriptors:
+      - {key: files, value: "nested/*", share_threshold: true, rate_limit: {unit: minute, requests_per_unit: 300}}
+  - key: user
+    value: "user/*"
+    share_threshold: true
+    descriptors:
+      - {key: action, rate_limit: {unit: minute, requests_per_unit: 150}}
+  - {key: file, value: test1, rate_limit: {unit: minute, requests_per_unit: 50}}
+  - {key: file, value: "test*", share_threshold: true, rate_limit: {unit: minute, requests_per_unit: 100}}
+  - {key: midpath, value: "/api*v1", share_threshold: true, rate_limit: {unit: minute, requests_per_unit: 100}}
+`)
+	key := func(kv ...string) string {
+		t.Helper()
+		var es []limiter.Entry
+		for i := 0; i+1 < len(kv); i += 2 {
+			es = append(es, limiter.Entry{Key: kv[i], Value: kv[i+1]})
+		}
+		r, parts := l.Match("d", es, nil)
+		if r == nil {
+			t.Fatalf("no rule for %v", kv)
+		}
+		return string(limiter.AppendKey(nil, "", "d", parts, nil))
+	}
+	same := [][2][]string{
+		{{"files", "files/a"}, {"files", "files/b/c"}},
+		{{"files", "top/x", "files", "nested/1"}, {"files", "top/y", "files", "nested/2"}},
+		{{"file", "test2"}, {"file", "test3"}},
+		{{"midpath", "/api/v1"}, {"midpath", "/api/users/v1"}},
+	}
+	for _, c := range same {
+		if a, b := key(c[0]...), key(c[1]...); a != b {
+			t.Errorf("%v and %v: different buckets %q, %q", c[0], c[1], a, b)
+		}
+	}
+	differ := [][2][]string{
+		{{"plain", "files/a"}, {"plain", "files/b"}},                           // no share_threshold
+		{{"file", "test1"}, {"file", "test2"}},                                 // exact beside the wildcard
+		{{"user", "user/1", "action", "a"}, {"user", "user/1", "action", "b"}}, // a key-only level below keeps values apart
+	}
+	for _, c := range differ {
+		if a, b := key(c[0]...), key(c[1]...); a == b {
+			t.Errorf("%v and %v: one bucket %q", c[0], c[1], a)
+		}
+	}
+	if a, b := key("user", "user/1", "action", "a"), key("user", "user/2", "action", "a"); a != b {
+		t.Errorf("user/1 and user/2 with one action: different buckets %q, %q", a, b)
+	}
+}
