@@ -26,34 +26,43 @@ type FileErrors = yamlconf.Errors
 
 // The fields of the limit-file format, per mapping.
 var (
-	domainFields     = []string{"domain", "descriptors"}
-	descriptorFields = []string{"key", "value", "rate_limit", "shadow_mode", "share_threshold", "detailed_metric", "value_to_metric", "descriptors"}
+	domainFields     = []string{"domain", "descriptors", "name"}
+	descriptorFields = []string{"key", "value", "rate_limit", "shadow_mode", "quota_mode", "share_threshold", "detailed_metric", "value_to_metric", "metadata", "descriptors"}
 	rateLimitFields  = []string{"unit", "unit_multiplier", "requests_per_unit", "burst", "unlimited", "name", "replaces", "charge", "max_debt"}
 	replacesFields   = []string{"name"}
 )
 
-// unsupportedFields are fields of envoyproxy/ratelimit's format that Sluice
-// does not implement. They are rejected by name wherever they appear, so a
-// limit file never loads with part of its meaning silently dropped.
-var unsupportedFields = map[string]string{
-	"quota_mode": "quota mode (limits that only track usage for quota-aware routing)",
-	"metadata":   "descriptor metadata (sent to the client in dynamic metadata)",
-}
-
-// ParseLimitFile parses one limit file in the envoyproxy/ratelimit format
-// with Sluice's additions. name is used in errors. The error, if any, is a
-// FileErrors listing every problem found, each with its line.
+// ParseLimitFile parses a limit file that holds one domain, in the
+// envoyproxy/ratelimit format with Sluice's additions. name is used in
+// errors. The error, if any, is a FileErrors listing every problem found,
+// each with its line. A file of several domains (YAML documents) is an
+// error here; ParseLimitDocuments reads those.
 //
-// Decoding is strict: unknown fields, duplicate fields, fields of the wrong
-// type, and fields of envoyproxy/ratelimit's format that Sluice does not
-// implement are errors. A file holds exactly one domain.
+// Decoding is strict: unknown fields, duplicate fields and fields of the
+// wrong type are errors.
 func ParseLimitFile(name string, data []byte) (DomainConfig, error) {
 	p := newParser(name)
-	d := p.file(data)
+	ds := p.file(data)
+	if len(ds) > 1 {
+		p.Errorf(ds[1].Line, "", "a second domain (YAML document) in a file read as one domain")
+	}
 	if err := p.Err(); err != nil {
 		return DomainConfig{}, err
 	}
-	return d, nil
+	return ds[0], nil
+}
+
+// ParseLimitDocuments parses a limit file of one or more YAML documents
+// (separated by ---), one domain each, as Envoy Gateway writes them. Empty
+// documents are skipped; a domain given twice in the file is an error. The
+// error, if any, is a FileErrors naming each problem's line in the file.
+func ParseLimitDocuments(name string, data []byte) ([]DomainConfig, error) {
+	p := newParser(name)
+	ds := p.file(data)
+	if err := p.Err(); err != nil {
+		return nil, err
+	}
+	return ds, nil
 }
 
 // DecodeDomains decodes config.yaml's inline `domains:` sequence node. file
@@ -139,7 +148,7 @@ func LoadLimits(path string) ([]DomainConfig, error) {
 			errs = append(errs, FileError{File: f, Msg: fmt.Sprintf("read limit file: %v", unwrapPath(err))})
 			continue
 		}
-		d, err := ParseLimitFile(f, data)
+		ds, err := ParseLimitDocuments(f, data)
 		if err != nil {
 			var fe FileErrors
 			if errors.As(err, &fe) {
@@ -149,13 +158,15 @@ func LoadLimits(path string) ([]DomainConfig, error) {
 			}
 			continue
 		}
-		if prev, dup := where[d.Domain]; dup {
-			errs = append(errs, FileError{File: d.File, Line: d.Line,
-				Msg: fmt.Sprintf("domain %q is already defined at %s", d.Domain, prev)})
-			continue
+		for _, d := range ds {
+			if prev, dup := where[d.Domain]; dup {
+				errs = append(errs, FileError{File: d.File, Line: d.Line,
+					Msg: fmt.Sprintf("domain %q is already defined at %s", d.Domain, prev)})
+				continue
+			}
+			where[d.Domain] = fmt.Sprintf("%s:%d", d.File, d.Line)
+			out = append(out, d)
 		}
-		where[d.Domain] = fmt.Sprintf("%s:%d", d.File, d.Line)
-		out = append(out, d)
 	}
 	if len(errs) > 0 {
 		return nil, errs
@@ -192,33 +203,39 @@ func newParser(name string) *parser {
 	return &parser{Walker: yamlconf.NewWalker(name)}
 }
 
-// file parses a whole limit file: one YAML document holding one domain.
-func (p *parser) file(data []byte) (d DomainConfig) {
-	n, more := p.Parse(data)
-	if more > 0 {
-		p.Errorf(more, "", "a limit file holds one YAML document (one domain); found another here: put each domain in its own file")
-	}
-	if n == nil {
+// file parses a whole limit file: YAML documents holding one domain each.
+// Without errors, it returns at least one domain.
+func (p *parser) file(data []byte) []DomainConfig {
+	docs := p.ParseAll(data)
+	if len(docs) == 0 {
 		if p.Count() == 0 {
 			p.Errorf(1, "", "empty limit file: no domain (a limit file holds `domain:` and `descriptors:`)")
 		}
-		return d
+		return nil
 	}
-	if yamlconf.IsNull(n) {
-		p.Errorf(n.Line, "", "empty limit file: no domain (a limit file holds `domain:` and `descriptors:`)")
-		return d
+	var out []DomainConfig
+	where := map[string]int{}
+	for _, n := range docs {
+		if yamlconf.IsNull(n) {
+			p.Errorf(n.Line, "", "empty YAML document: no domain (each document holds `domain:` and `descriptors:`)")
+			continue
+		}
+		d, ok := p.domain(n, "")
+		if ok {
+			if at, dup := where[d.Domain]; dup {
+				p.Errorf(d.Line, "domain", "domain %q is already defined at line %d of this file", d.Domain, at)
+			} else {
+				where[d.Domain] = d.Line
+			}
+		}
+		out = append(out, d)
 	}
-	d, _ = p.domain(n, "")
-	return d
+	return out
 }
 
 // unknownField reports a field that does not belong in the mapping `where`
 // (whose fields are known), naming a better place or the closest spelling.
 func (p *parser) unknownField(f yamlconf.Field, where string, known []string) {
-	if what, ok := unsupportedFields[f.Name]; ok {
-		p.Errorf(f.Key.Line, f.Path, "Sluice does not support envoyproxy/ratelimit's %s; remove the field", what)
-		return
-	}
 	switch {
 	case where == "descriptor" && slices.Contains(rateLimitFields, f.Name):
 		p.Errorf(f.Key.Line, f.Path, "unknown field in a descriptor; it belongs inside rate_limit")
@@ -268,6 +285,11 @@ func (p *parser) domain(n *yaml.Node, path string) (d DomainConfig, ok bool) {
 			}
 		case "descriptors":
 			d.Descriptors = p.descriptors(f)
+		case "name":
+			// Envoy Gateway writes the RateLimitConfig resource's name
+			// beside the domain; envoyproxy/ratelimit ignores it, and so
+			// does Sluice, once it is known to be text.
+			p.String(f, true)
 		default:
 			p.unknownField(f, "domain", domainFields)
 		}
@@ -334,7 +356,7 @@ func (p *parser) descriptor(item *yaml.Node, path string) (d DescriptorConfig, o
 		return d, false
 	}
 	haveKey, keyOK, valueOK := false, false, true
-	var share yamlconf.Field
+	var share, quota yamlconf.Field
 	for _, f := range p.Fields(n, path) {
 		switch f.Name {
 		case "key":
@@ -356,6 +378,11 @@ func (p *parser) descriptor(item *yaml.Node, path string) (d DescriptorConfig, o
 			d.RateLimit = p.rateLimit(f)
 		case "shadow_mode":
 			d.ShadowMode = p.Bool(f)
+		case "quota_mode":
+			d.QuotaMode = p.Bool(f)
+			quota = f
+		case "metadata":
+			d.Metadata = p.metadata(f)
 		case "share_threshold":
 			d.ShareThreshold = p.Bool(f)
 			share = f
@@ -380,6 +407,9 @@ func (p *parser) descriptor(item *yaml.Node, path string) (d DescriptorConfig, o
 			p.Errorf(share.Key.Line, share.Path, "only applies to a wildcard value (one containing '*'); value %q is not a wildcard", d.Value)
 		}
 	}
+	if d.QuotaMode && d.RateLimit != nil && d.RateLimit.Charge == ChargeUsage {
+		p.Errorf(quota.Key.Line, quota.Path, "not allowed with rate_limit.charge: usage (a quota-mode limit is charged only when it passes)")
+	}
 	return d, keyOK && valueOK
 }
 
@@ -391,7 +421,8 @@ func (p *parser) rateLimit(f yamlconf.Field) *RateLimit {
 	}
 	hint := "give unit and requests_per_unit (rate_limit: {unit: second, requests_per_unit: 10}), or unlimited: true"
 	if yamlconf.IsNull(n) {
-		p.Errorf(f.Key.Line, f.Path, "is empty; %s", hint)
+		// rate_limit: null is no limit, as in envoyproxy/ratelimit; Envoy
+		// Gateway writes it on every inner node.
 		return nil
 	}
 	if n.Kind != yaml.MappingNode {
@@ -440,9 +471,8 @@ func (p *parser) rateLimit(f yamlconf.Field) *RateLimit {
 			rl.Unlimited = p.Bool(rf)
 		case "name":
 			if s, isStr := p.String(rf, false); isStr {
-				if s == "" {
-					p.Errorf(rf.Val.Line, rf.Path, "must not be empty (leave it out for no name)")
-				} else {
+				// An empty name is no name (Envoy Gateway writes name: "").
+				if s != "" {
 					rl.Name = s
 					if at, dup := p.names[s]; dup {
 						p.Errorf(rf.Val.Line, rf.Path, "limit name %q is already used at line %d; names must be unique within a domain", s, at)
@@ -516,7 +546,7 @@ func (p *parser) rateLimit(f yamlconf.Field) *RateLimit {
 // returns the references for checking once the domain's names are known.
 func (p *parser) replacesList(f yamlconf.Field, rl *RateLimit) []replaceRef {
 	n := p.Deref(f.Val)
-	if n == nil {
+	if n == nil || yamlconf.IsNull(n) {
 		return nil
 	}
 	if n.Kind != yaml.SequenceNode {

@@ -86,11 +86,11 @@ func TestTestdataLimits(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d, err := limiter.ParseLimitFile(f, data)
+			ds, err := limiter.ParseLimitDocuments(f, data)
 			if err != nil {
 				t.Fatalf("parse: %v", err)
 			}
-			if _, err := limiter.Compile([]limiter.DomainConfig{d}, limiter.CompileOptions{}); err != nil {
+			if _, err := limiter.Compile(ds, limiter.CompileOptions{}); err != nil {
 				t.Fatalf("compile: %v", err)
 			}
 		})
@@ -105,7 +105,7 @@ func TestTestdataLimits(t *testing.T) {
 			if len(wants) == 0 {
 				t.Fatal("no # want: line")
 			}
-			_, err = limiter.ParseLimitFile(f, data)
+			_, err = limiter.ParseLimitDocuments(f, data)
 			checkErrors(t, f, err, wants)
 		})
 	}
@@ -282,7 +282,7 @@ func TestParseLimitFileErrors(t *testing.T) {
 			[]want{{6, `descriptors[1].rate_limit.replaces[1].name: "x" is listed twice`}}},
 		{"replaces without own name is fine", "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unlimited: true, name: x}\n  - key: b\n    rate_limit: {unit: second, requests_per_unit: 1, replaces: [{name: x}]}\n", nil},
 		{"replaces in nested tree", "domain: d\ndescriptors:\n  - key: a\n    descriptors:\n      - key: b\n        rate_limit: {unlimited: true, replaces: [{name: top}]}\n  - key: c\n    rate_limit: {unlimited: true, name: top}\n", nil},
-		{"empty name", "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unlimited: true, name: \"\"}\n", []want{{4, "name: must not be empty"}}},
+		{"empty name is no name", "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unlimited: true, name: \"\"}\n  - key: b\n    rate_limit: {unlimited: true, name: \"\"}\n", nil},
 		{"unlimited false with rate", "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unlimited: false, unit: second, requests_per_unit: 3}\n", nil},
 		{"unlimited with everything", "domain: d\ndescriptors:\n  - key: a\n    rate_limit:\n      unlimited: true\n      unit: second\n      unit_multiplier: 2\n      requests_per_unit: 3\n      burst: 4\n",
 			[]want{{6, "unit: not allowed with unlimited"}, {7, "unit_multiplier: not allowed"}, {8, "requests_per_unit: not allowed"}, {9, "burst: not allowed"}}},
@@ -308,8 +308,17 @@ func TestParseLimitFileErrors(t *testing.T) {
 		{"share_threshold wildcard in middle", "domain: d\ndescriptors:\n  - key: a\n    value: \"a*b\"\n    share_threshold: true\n", nil},
 		{"merge of scalar", "domain: d\n<<: 1\n", []want{{2, "a merge (<<) must name a mapping"}}},
 		{"merge does not override", "domain: d\ndescriptors:\n  - key: a\n    rate_limit:\n      <<: {unit: hour, requests_per_unit: 1}\n      unit: second\n", nil},
-		{"unsupported in rate_limit", "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: second, requests_per_unit: 1, quota_mode: true}\n", []want{{4, "quota_mode: Sluice does not support"}}},
-		{"unsupported at top", "domain: d\nmetadata: {}\n", []want{{2, "metadata: Sluice does not support"}}},
+		{"metadata at top", "domain: d\nmetadata: {}\n", []want{{2, "metadata: unknown field at the top of a domain; it belongs on a descriptor"}}},
+		{"second document in ParseLimitFile", "domain: a\n---\ndomain: b\n", []want{{3, "a second domain (YAML document) in a file read as one domain"}}},
+		{"second document in error names its line", "domain: a\n---\ndomain: b\ndescriptors:\n  - key: k\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n",
+			[]want{{3, "a second domain"}, {6, `descriptors[0].rate_limit.unit: unknown unit "fortnight"`}}},
+		{"rate_limit null is no limit", "domain: d\ndescriptors:\n  - key: a\n    rate_limit: null\n  - key: b\n    rate_limit:\n", nil},
+		{"replaces null", "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unlimited: true, replaces: null}\n", nil},
+		{"top-level name", "name: edge-policy\ndomain: d\n", nil},
+		{"top-level name not text", "name: [x]\ndomain: d\n", []want{{1, "name: must be a string, not a list"}}},
+		{"quota_mode not bool", "domain: d\ndescriptors:\n  - key: a\n    quota_mode: yes please\n", []want{{4, `quota_mode: must be true or false, not "yes please"`}}},
+		{"metadata null key", "domain: d\ndescriptors:\n  - key: a\n    metadata: {~: 1}\n", []want{{4, "descriptors[0].metadata: metadata keys must be text, not empty (null)"}}},
+		{"metadata duplicate key", "domain: d\ndescriptors:\n  - key: a\n    metadata:\n      x: 1\n      x: 2\n", []want{{6, "descriptors[0].metadata.x: given twice"}}},
 		{"too coarse with burst", "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: year, requests_per_unit: 1, burst: 4294967295}\n", []want{{4, "rate_limit: burst 4294967295 at 1 per year"}}},
 		{"many errors in one file", "domain: \"\"\ndescriptors:\n  - key: a\n    rate_limit: {unit: sec}\n  - key: a\n    shadow_mode: 1\n  - {}\n",
 			[]want{{1, "domain: must not be empty"}, {4, `unknown unit "sec"`}, {4, "descriptors[0].rate_limit.requests_per_unit: missing"},

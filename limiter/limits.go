@@ -3,6 +3,7 @@ package limiter
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -133,6 +134,16 @@ func Compile(domains []DomainConfig, opts CompileOptions) (*Limits, error) {
 func hashTree(h interface{ Write([]byte) (int, error) }, ds []DescriptorConfig, depth int) {
 	for _, d := range ds {
 		fmt.Fprintf(h, "%d %q %q %v %v %v %v", depth, d.Key, d.Value, d.ShadowMode, d.ShareThreshold, d.DetailedMetric, d.ValueToMetric)
+		if d.QuotaMode || len(d.Metadata) > 0 {
+			// Only then, so that files without them keep their versions.
+			// JSON orders map keys, so equal metadata hashes equally; the
+			// parser bounded its size.
+			md, err := json.Marshal(d.Metadata)
+			if err != nil {
+				md = []byte(fmt.Sprintf("%#v", d.Metadata))
+			}
+			fmt.Fprintf(h, " quota=%v md=%s", d.QuotaMode, md)
+		}
 		if r := d.RateLimit; r != nil {
 			fmt.Fprintf(h, " rl{%q %d %d %d %d %v %q}", r.Name, r.RequestsPerUnit, r.Unit, r.multiplier(), r.Capacity(), r.Unlimited, r.Replaces)
 			if r.Charge != ChargeAdmission || r.MaxDebt != 0 {
@@ -189,14 +200,21 @@ func (l *Limits) build(parent *node, ds []DescriptorConfig, file string, path []
 			if !rl.Unlimited && rl.Burst == 0 {
 				rl.Burst = rl.RequestsPerUnit
 			}
-			r := &Rule{Limit: rl, Shadow: shadow || d.ShadowMode, DetailedMetric: d.DetailedMetric, ValueToMetric: d.ValueToMetric}
+			r := &Rule{Limit: rl, Shadow: shadow || d.ShadowMode, DetailedMetric: d.DetailedMetric, ValueToMetric: d.ValueToMetric,
+				// envoyproxy/ratelimit answers an unlimited descriptor OK
+				// before counting quota descriptors: quota_mode on an
+				// unlimited limit does nothing.
+				QuotaMode: d.QuotaMode && !rl.Unlimited,
+				Metadata:  d.Metadata,
+			}
 			r.Path = rl.Name
 			if r.Path == "" {
 				r.Path = strings.Join(p, ".")
 			}
 			if rl.Charge == ChargeUsage {
-				// quota_mode, when it comes, is refused with usage here too.
 				switch {
+				case d.QuotaMode:
+					return fmt.Errorf("%s:%d: quota_mode: rule %s: not allowed with rate_limit.charge: usage (a quota-mode limit is charged only when it passes)", file, d.Line, r.Path)
 				case rl.Unlimited:
 					return fmt.Errorf("%s:%d: rate_limit.charge: rule %s: usage does not apply to an unlimited limit", file, d.Line, r.Path)
 				case rl.RequestsPerUnit == 0:

@@ -485,6 +485,8 @@ type descriptorDoc struct {
 	ShareThreshold bool            `json:"share_threshold,omitempty" yaml:"share_threshold,omitempty"`
 	DetailedMetric bool            `json:"detailed_metric,omitempty" yaml:"detailed_metric,omitempty"`
 	ValueToMetric  bool            `json:"value_to_metric,omitempty" yaml:"value_to_metric,omitempty"`
+	QuotaMode      bool            `json:"quota_mode,omitempty" yaml:"quota_mode,omitempty"`
+	Metadata       map[string]any  `json:"metadata,omitempty" yaml:"metadata,omitempty"`
 	Descriptors    []descriptorDoc `json:"descriptors,omitempty" yaml:"descriptors,omitempty"`
 }
 
@@ -511,6 +513,7 @@ func descriptorDocs(ds []DescriptorConfig) []descriptorDoc {
 			Key: d.Key, Value: d.Value,
 			ShadowMode: d.ShadowMode, ShareThreshold: d.ShareThreshold,
 			DetailedMetric: d.DetailedMetric, ValueToMetric: d.ValueToMetric,
+			QuotaMode: d.QuotaMode, Metadata: d.Metadata,
 			Descriptors: descriptorDocs(d.Descriptors),
 		}
 		if d.RateLimit != nil {

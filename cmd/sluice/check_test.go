@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
+	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/limitertest"
 )
 
@@ -259,8 +261,18 @@ func TestCheckLimitTestdata(t *testing.T) {
 			if err := check("", env{"SLUICE_LIMITS": f}.get, &out, &errb); err != nil {
 				t.Fatalf("check: %v\n%s", err, errb.String())
 			}
-			if !strings.Contains(out.String(), "ok: 1 domain, ") {
-				t.Errorf("summary = %q", out.String())
+			// A file may hold several domains (YAML documents).
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ds, err := limiter.ParseLimitDocuments(f, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := len(ds)
+			if want := fmt.Sprintf("ok: %d %s, ", n, plural(n, "domain")); !strings.Contains(out.String(), want) {
+				t.Errorf("summary = %q, want %q", out.String(), want)
 			}
 		})
 	}

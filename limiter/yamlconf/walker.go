@@ -119,6 +119,34 @@ func (w *Walker) Parse(data []byte) (root *yaml.Node, more int) {
 	return root, more
 }
 
+// ParseAll reads every YAML document of data and sets the budget from all
+// of them. docs holds each non-empty document's content, in order; empty
+// documents (a lone "---", or a trailing one) are left out. A syntax error
+// is recorded, with its line, and ends the reading: the documents before
+// it are returned.
+func (w *Walker) ParseAll(data []byte) (docs []*yaml.Node) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	holder := &yaml.Node{Kind: yaml.SequenceNode}
+	for {
+		doc := &yaml.Node{}
+		if err := w.decode(dec, doc, data); err != nil {
+			break
+		}
+		holder.Content = append(holder.Content, doc)
+	}
+	// One budget for the file, from all its documents: aliases cannot
+	// cross documents, so this only adds headroom.
+	w.SetBudget(holder)
+	for _, doc := range holder.Content {
+		root := w.Deref(doc)
+		if root == nil || (IsNull(root) && root.Value == "") {
+			continue
+		}
+		docs = append(docs, root)
+	}
+	return docs
+}
+
 // decode reads the next document, recording a syntax error with the line
 // the YAML parser gives (or, when it gives none, the line of the offending
 // byte or alias). It returns io.EOF at the end of the input.
