@@ -76,8 +76,12 @@ type Rule struct {
 	Path           string
 	DetailedMetric bool
 	ValueToMetric  bool
-	QuotaMode      bool
-	Metadata       map[string]any // never modified after Compile
+	// MetricKey, when not nil, names the rule's decisions in metrics as
+	// envoyproxy/ratelimit names its stats (detailed_metric on the rule,
+	// or value_to_metric on its path); nil: by Path.
+	MetricKey *MetricKey
+	QuotaMode bool
+	Metadata  map[string]any // never modified after Compile
 }
 
 type node struct {
@@ -85,8 +89,11 @@ type node struct {
 	value    string // pattern; "" for any value
 	wildcard bool
 	share    bool
-	rule     *Rule
-	children map[string]*group
+	// valueToMetric: the node's value_to_metric, kept for the metric keys
+	// of the rules at and below it.
+	valueToMetric bool
+	rule          *Rule
+	children      map[string]*group
 }
 
 type group struct {
@@ -156,7 +163,9 @@ func hashTree(h interface{ Write([]byte) (int, error) }, ds []DescriptorConfig, 
 	}
 }
 
-func (l *Limits) build(parent *node, ds []DescriptorConfig, file string, path []string, shadow bool) error {
+// build adds ds below parent; chain holds the nodes from the domain's root
+// down to parent.
+func (l *Limits) build(parent *node, ds []DescriptorConfig, file string, chain []*node, shadow bool) error {
 	for i := range ds {
 		d := &ds[i]
 		if d.Key == "" {
@@ -170,7 +179,7 @@ func (l *Limits) build(parent *node, ds []DescriptorConfig, file string, path []
 			g = &group{exact: map[string]*node{}}
 			parent.children[d.Key] = g
 		}
-		n := &node{key: d.Key, value: d.Value, share: d.ShareThreshold}
+		n := &node{key: d.Key, value: d.Value, share: d.ShareThreshold, valueToMetric: d.ValueToMetric}
 		switch {
 		case d.Value == "":
 			if g.any != nil {
@@ -191,7 +200,7 @@ func (l *Limits) build(parent *node, ds []DescriptorConfig, file string, path []
 			}
 			g.exact[d.Value] = n
 		}
-		p := append(path[:len(path):len(path)], d.Key)
+		c := append(chain[:len(chain):len(chain)], n)
 		if d.RateLimit != nil {
 			rl := *d.RateLimit
 			if rl.UnitMultiplier == 0 {
@@ -209,8 +218,9 @@ func (l *Limits) build(parent *node, ds []DescriptorConfig, file string, path []
 			}
 			r.Path = rl.Name
 			if r.Path == "" {
-				r.Path = strings.Join(p, ".")
+				r.Path = keyPath(c)
 			}
+			r.MetricKey = newMetricKey(c, d.DetailedMetric)
 			if rl.Charge == ChargeUsage {
 				switch {
 				case d.QuotaMode:
@@ -234,11 +244,23 @@ func (l *Limits) build(parent *node, ds []DescriptorConfig, file string, path []
 			n.rule = r
 			l.count++
 		}
-		if err := l.build(n, d.Descriptors, file, p, shadow); err != nil {
+		if err := l.build(n, d.Descriptors, file, c, shadow); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// keyPath joins the keys of chain with '.' ("tenant.plan").
+func keyPath(chain []*node) string {
+	var b strings.Builder
+	for i, n := range chain {
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(n.key)
+	}
+	return b.String()
 }
 
 // HasLimitName reports whether a limit of the domain is called name

@@ -242,3 +242,54 @@ func TestHasLimitName(t *testing.T) {
 		t.Error("nil limits have a name")
 	}
 }
+
+// TestMetricKeyOnlyWithFlags: only rules whose metrics ask for it get a
+// metric key (the others keep their Path, and count without building a
+// label); a flag below a rule or on a sibling does not reach it, one above
+// it does.
+func TestMetricKeyOnlyWithFlags(t *testing.T) {
+	l := mustCompile(t, DomainConfig{Domain: "d", Descriptors: []DescriptorConfig{
+		{Key: "plain", RateLimit: named("")},
+		{Key: "top", ValueToMetric: true, Descriptors: []DescriptorConfig{
+			{Key: "below", RateLimit: named("")},
+		}},
+		{Key: "parent", RateLimit: named(""), Descriptors: []DescriptorConfig{
+			{Key: "child", ValueToMetric: true, DetailedMetric: true, RateLimit: named("")},
+		}},
+		{Key: "sibling", ValueToMetric: true},
+		{Key: "exact", Value: "v", ValueToMetric: true, RateLimit: named("")},
+	}})
+	for _, c := range []struct {
+		entries []Entry
+		key     string // "" for no metric key
+		static  bool
+	}{
+		{[]Entry{{"plain", "x"}}, "", false},
+		{[]Entry{{"top", "a"}, {"below", "b"}}, "top_a.below", false},
+		{[]Entry{{"parent", "p"}}, "", false},
+		{[]Entry{{"parent", "p"}, {"child", "c"}}, "parent_p.child_c", false},
+		// value_to_metric on a configured value writes that value: the
+		// key is the same for every request.
+		{[]Entry{{"exact", "v"}}, "exact_v", true},
+	} {
+		r, _ := l.Match("d", c.entries, nil)
+		if r == nil {
+			t.Fatalf("%v: no rule", c.entries)
+		}
+		if c.key == "" {
+			if r.MetricKey != nil {
+				t.Errorf("%v: metric key %q, want none", c.entries, r.MetricKey.Append(nil, c.entries))
+			}
+			continue
+		}
+		if r.MetricKey == nil {
+			t.Fatalf("%v: no metric key, want %q", c.entries, c.key)
+		}
+		if got := string(r.MetricKey.Append(nil, c.entries)); got != c.key {
+			t.Errorf("%v: metric key %q, want %q", c.entries, got, c.key)
+		}
+		if s, ok := r.MetricKey.Static(); ok != c.static || (ok && s != c.key) {
+			t.Errorf("%v: Static() = %q, %v; want static %v", c.entries, s, ok, c.static)
+		}
+	}
+}

@@ -31,7 +31,8 @@ type ruleMetrics struct {
 	plain  codeCounters
 	domain string
 	rule   *limiter.Rule
-	// detailed rules label decisions with request values, up to the cap.
+	// detailed rules label decisions with request values (their metric
+	// key takes some), up to the cap.
 	detailed bool
 	mu       sync.Mutex
 	values   map[string]codeCounters
@@ -87,12 +88,18 @@ func (m *Metrics) ruleMetrics(c *decisionCache, domain string, r *limiter.Rule) 
 	if v, ok := c.rules.Load(r); ok {
 		return v.(*ruleMetrics)
 	}
-	rm := &ruleMetrics{
-		plain:    m.codeCounters(domain, r.Path, r.Shadow),
-		domain:   domain,
-		rule:     r,
-		detailed: r.DetailedMetric || r.ValueToMetric,
+	rm := &ruleMetrics{domain: domain, rule: r}
+	label := r.Path
+	if r.MetricKey != nil {
+		// A key without request values is as bounded as the limits
+		// themselves: it is the rule's plain label, outside the cap.
+		if s, ok := r.MetricKey.Static(); ok {
+			label = cutLabel([]byte(s))
+		} else {
+			rm.detailed = true
+		}
 	}
+	rm.plain = m.codeCounters(domain, label, r.Shadow)
 	v, _ := c.rules.LoadOrStore(r, rm)
 	return v.(*ruleMetrics)
 }
@@ -165,24 +172,23 @@ func (m *Metrics) ObserveDecision(lims *limiter.Limits, req *limiter.Request, re
 // maxDetailedLabel bounds the length of a descriptor label with values.
 const maxDetailedLabel = 200
 
+// cutLabel returns b cut at maxDetailedLabel bytes, as valid UTF-8 (a cut
+// may split a character).
+func cutLabel(b []byte) string {
+	if len(b) > maxDetailedLabel {
+		b = b[:maxDetailedLabel]
+	}
+	return strings.ToValidUTF8(string(b), "\uFFFD")
+}
+
 // detailedCounters returns the series of a detailed rule for the request
-// values in entries: detailed_metric labels every entry as key_value
-// ("tenant_acme.plan_free"), value_to_metric the last one ("tenant.plan_free").
-// Labels are cut at maxDetailedLabel bytes. Past the cap on detailed
-// series, the rule's plain series.
+// values in entries, labelled with the rule's metric key (envoyproxy/
+// ratelimit's stats key without the domain: "tenant_acme.plan_free" for
+// detailed_metric). Labels are cut at maxDetailedLabel bytes. Past the cap
+// on detailed series, the rule's plain series.
 func (m *Metrics) detailedCounters(rm *ruleMetrics, entries []limiter.Entry) codeCounters {
 	var arr [256]byte
-	b := arr[:0]
-	for i, e := range entries {
-		if i > 0 {
-			b = append(b, '.')
-		}
-		b = append(b, e.Key...)
-		if rm.rule.DetailedMetric || i == len(entries)-1 {
-			b = append(b, '_')
-			b = append(b, e.Value...)
-		}
-	}
+	b := rm.rule.MetricKey.Append(arr[:0], entries)
 	if len(b) > maxDetailedLabel {
 		b = b[:maxDetailedLabel]
 	}
@@ -193,7 +199,7 @@ func (m *Metrics) detailedCounters(rm *ruleMetrics, entries []limiter.Entry) cod
 		return cc
 	}
 	raw := string(b)
-	label := strings.ToValidUTF8(raw, "\uFFFD") // a cut may split a character
+	label := cutLabel(b)
 	key := rm.domain + "\x00" + label
 	m.detailedMu.Lock()
 	_, seen := m.detailedSeen[key]
