@@ -20,9 +20,10 @@ type Options struct {
 	// Version and Revision label sluice_build_info.
 	Version, Revision string
 	// MaxDetailedSeries caps the decision series that carry request
-	// values (rules with detailed_metric or value_to_metric), over all
-	// rules and reloads; past it, such decisions count under the rule's
-	// plain label. 0 means DefaultMaxDetailedSeries.
+	// values (rules whose metric key takes one: detailed_metric or
+	// value_to_metric), over all rules and reloads; past it, such
+	// decisions count under the rule's plain label. 0 means
+	// DefaultMaxDetailedSeries.
 	MaxDetailedSeries int
 	// Logger receives errors of the /metrics handler; nil discards them.
 	Logger *slog.Logger
