@@ -45,6 +45,7 @@ type Limits struct {
 	domains map[string]*node
 	version string
 	shadow  bool
+	quota   bool
 	count   int
 	usage   bool // some rule charges usage
 }
@@ -98,15 +99,21 @@ type group struct {
 type CompileOptions struct {
 	// ShadowMode puts every limit in shadow mode.
 	ShadowMode bool
+	// QuotaMode puts every admission limit in quota mode (never a usage
+	// limit, which stays usage).
+	QuotaMode bool
 }
 
 // Compile builds Limits from validated domain configs. It checks what a
 // single file cannot: a domain defined twice, and rates too coarse to keep
 // exactly; errors name the file and line.
 func Compile(domains []DomainConfig, opts CompileOptions) (*Limits, error) {
-	l := &Limits{domains: make(map[string]*node, len(domains)), shadow: opts.ShadowMode}
+	l := &Limits{domains: make(map[string]*node, len(domains)), shadow: opts.ShadowMode, quota: opts.QuotaMode}
 	h := sha256.New()
 	fmt.Fprintf(h, "shadow=%v\n", opts.ShadowMode)
+	if opts.QuotaMode {
+		fmt.Fprintf(h, "quota=true\n") // only then: versions without it stay
+	}
 	where := map[string]string{}
 	sorted := append([]DomainConfig(nil), domains...)
 	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Domain < sorted[j].Domain })
@@ -139,6 +146,12 @@ func hashTree(h interface{ Write([]byte) (int, error) }, ds []DescriptorConfig, 
 				// Only then, so that admission limits keep their versions.
 				fmt.Fprintf(h, " charge{%v %d}", r.Charge, r.MaxDebt)
 			}
+		}
+		if d.QuotaMode {
+			fmt.Fprintf(h, " quota")
+		}
+		if d.Metadata != nil {
+			fmt.Fprintf(h, " metadata%v", d.Metadata) // fmt sorts map keys
 		}
 		fmt.Fprintln(h)
 		hashTree(h, d.Descriptors, depth+1)
@@ -189,14 +202,16 @@ func (l *Limits) build(parent *node, ds []DescriptorConfig, file string, path []
 			if !rl.Unlimited && rl.Burst == 0 {
 				rl.Burst = rl.RequestsPerUnit
 			}
-			r := &Rule{Limit: rl, Shadow: shadow || d.ShadowMode, DetailedMetric: d.DetailedMetric, ValueToMetric: d.ValueToMetric}
+			r := &Rule{Limit: rl, Shadow: shadow || d.ShadowMode, DetailedMetric: d.DetailedMetric, ValueToMetric: d.ValueToMetric,
+				QuotaMode: d.QuotaMode, Metadata: d.Metadata}
 			r.Path = rl.Name
 			if r.Path == "" {
 				r.Path = strings.Join(p, ".")
 			}
 			if rl.Charge == ChargeUsage {
-				// quota_mode, when it comes, is refused with usage here too.
 				switch {
+				case d.QuotaMode:
+					return fmt.Errorf("%s:%d: rate_limit.charge: rule %s: usage does not apply to a quota_mode limit, whose denied takes pay nothing", file, d.Line, r.Path)
 				case rl.Unlimited:
 					return fmt.Errorf("%s:%d: rate_limit.charge: rule %s: usage does not apply to an unlimited limit", file, d.Line, r.Path)
 				case rl.RequestsPerUnit == 0:
