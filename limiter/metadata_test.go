@@ -29,7 +29,9 @@ func TestPassedMetadata(t *testing.T) {
 	}
 	lim := limiter.New(memory.New(nil), limiter.Config{})
 	lim.SetLimits(lims)
-	d := func(v string) limiter.Descriptor { return limiter.Descriptor{Entries: []limiter.Entry{{Key: "backend", Value: v}}} }
+	d := func(v string) limiter.Descriptor {
+		return limiter.Descriptor{Entries: []limiter.Entry{{Key: "backend", Value: v}}}
+	}
 	decide := func(ds ...limiter.Descriptor) map[string]any {
 		t.Helper()
 		var resp limiter.Response
