@@ -118,10 +118,31 @@ func Decide(reqs []BucketRequest, slot []int, debt []int64, res []BucketResult) 
 		res[i].OK = true
 		debt[slot[i]] += need
 	}
+	// Quota takes, booked after the enforced ones (a bucket listed twice
+	// sees them): the call is denied when there are some and none fits.
+	quota, quotaOK := false, false
+	for i := range reqs {
+		if reqs[i].Op != OpQuotaTake {
+			continue
+		}
+		quota = true
+		r := reqs[i].Rate
+		need := int64(reqs[i].Cost * r.Den)
+		if reqs[i].Cost > r.Cap || debt[slot[i]]+need > int64(r.Cap*r.Den) {
+			res[i].OK = false
+			continue
+		}
+		res[i].OK = true
+		quotaOK = true
+		debt[slot[i]] += need
+	}
+	if quota && !quotaOK {
+		allowed = false
+	}
 	if !allowed {
 		// Undo the takes that were booked.
 		for i := range reqs {
-			if reqs[i].Op == OpTake && res[i].OK {
+			if (reqs[i].Op == OpTake || reqs[i].Op == OpQuotaTake) && res[i].OK {
 				debt[slot[i]] -= int64(reqs[i].Cost * reqs[i].Rate.Den)
 			}
 		}

@@ -236,8 +236,8 @@ func (c *DenyCache) Apply(ctx context.Context, reqs []BucketRequest, res []Bucke
 		wait = c.classify(reqs, s, now)
 	}
 	if allShort(s.state) && c.fill(reqs, res, now) {
-		// Every bucket known short: an enforced take denies, and shadow
-		// takes alone pass without paying.
+		// Every bucket known short: an enforced take denies, and so do
+		// quota takes (all short); shadow takes alone pass without paying.
 		c.hits.Add(1)
 		c.local.Add(1)
 		return !c.deniedBy(reqs, s.state), nil
@@ -304,15 +304,28 @@ func (c *DenyCache) releaseAll(reqs []BucketRequest, s *denyScratch) {
 	}
 }
 
-// deniedBy reports whether an enforced take of the call is known short.
+// deniedBy reports whether an enforced take of the call is known short,
+// or the call has quota takes and every one is known short.
 func (c *DenyCache) deniedBy(reqs []BucketRequest, state []uint8) bool {
+	quota, quotaShort := false, true
 	for i := range reqs {
-		if state[i] == stShort && reqs[i].Op == OpTake {
-			return true
+		switch reqs[i].Op {
+		case OpTake:
+			if state[i] == stShort {
+				return true
+			}
+		case OpQuotaTake:
+			quota = true
+			quotaShort = quotaShort && state[i] == stShort
 		}
 	}
-	return false
+	return quota && quotaShort
 }
+
+// forced reports whether op is a take the deny cache makes fail when its
+// bucket is known short: an enforced take, or a quota take of a call
+// whose quota takes are all short (deny is only called then).
+func forced(op Op) bool { return op == OpTake || op == OpQuotaTake }
 
 // classify looks up every take and shadow take of the call at time now,
 // filling state, and returns the probe signal of a remembered bucket some
@@ -324,7 +337,7 @@ func (c *DenyCache) classify(reqs []BucketRequest, s *denyScratch, now int64) <-
 	for i := range reqs {
 		state[i] = stNone
 		r := &reqs[i]
-		if r.Op != OpTake && r.Op != OpShadowTake {
+		if r.Op != OpTake && r.Op != OpShadowTake && r.Op != OpQuotaTake {
 			continue
 		}
 		if repeated(reqs, i) {
@@ -396,7 +409,7 @@ func (c *DenyCache) deny(ctx context.Context, s *denyScratch, reqs []BucketReque
 	c.hits.Add(1)
 	s.reqs = append(s.reqs[:0], reqs...)
 	for i := range s.reqs {
-		if s.state[i] == stShort && s.reqs[i].Op == OpTake {
+		if s.state[i] == stShort && forced(s.reqs[i].Op) {
 			s.reqs[i].Cost = s.reqs[i].Rate.Cap + 1 // cannot pass: the call is denied
 		}
 	}
@@ -523,7 +536,7 @@ func (c *DenyCache) learn(reqs []BucketRequest, res []BucketResult, state []uint
 		num := int64(r.Rate.Num)
 		capD := int64(r.Rate.Cap * r.Rate.Den)
 		var low int64
-		short := !res[i].OK && (r.Op == OpTake || r.Op == OpShadowTake)
+		short := !res[i].OK && (r.Op == OpTake || r.Op == OpShadowTake || r.Op == OpQuotaTake)
 		switch {
 		case short:
 			if r.Cost > r.Rate.Cap || res[i].ResetMicros < 1 {

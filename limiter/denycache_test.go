@@ -587,3 +587,43 @@ func TestDenyCacheProbeIsUrgent(t *testing.T) {
 		t.Fatal("Urgent does not report WithUrgent")
 	}
 }
+
+// TestDenyCacheQuota: a call whose quota takes are all known short is
+// denied without the next store, and a call with one of them not known
+// short goes to the next store and may pass.
+func TestDenyCacheQuota(t *testing.T) {
+	c := limitertest.NewClock(1_000_000_000)
+	behind := &countingStore{Store: memory.New(c.Now)}
+	cache := limiter.NewDenyCache(behind, limiter.DenyCacheConfig{Now: c.Now})
+	rt, err := (&limiter.RateLimit{RequestsPerUnit: 1, Unit: limiter.Hour, Burst: 1}).Rate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt2 := rt
+	rt2.Cap = 2
+	a := limiter.BucketRequest{Key: "a", Rate: rt, Cost: 1, Op: limiter.OpQuotaTake}
+	b := limiter.BucketRequest{Key: "b", Rate: rt2, Cost: 1, Op: limiter.OpQuotaTake}
+	res := make([]limiter.BucketResult, 2)
+	for i, want := range []bool{true, true, false} { // both, then b alone, then neither fits
+		ok, err := cache.Apply(context.Background(), []limiter.BucketRequest{a, b}, res)
+		if err != nil || ok != want {
+			t.Fatalf("call %d: allowed %v, %v; want %v", i, ok, err, want)
+		}
+	}
+	calls := behind.calls.Load()
+	ok, err := cache.Apply(context.Background(), []limiter.BucketRequest{a, b}, res)
+	if err != nil || ok || res[0].OK || res[1].OK {
+		t.Fatalf("both quotas known short: allowed %v %+v, %v", ok, res, err)
+	}
+	if behind.calls.Load() != calls || cache.Stats().Local != 1 {
+		t.Fatalf("both quotas known short: %d calls reached the store, %d answered locally; want 0 and 1",
+			behind.calls.Load()-calls, cache.Stats().Local)
+	}
+	// A third quota the cache does not know: to the store, which admits it.
+	q := limiter.BucketRequest{Key: "q", Rate: rt, Cost: 1, Op: limiter.OpQuotaTake}
+	res = make([]limiter.BucketResult, 3)
+	ok, err = cache.Apply(context.Background(), []limiter.BucketRequest{a, b, q}, res)
+	if err != nil || !ok || res[0].OK || res[1].OK || !res[2].OK {
+		t.Fatalf("one quota unknown: allowed %v %+v, %v; want allowed by the third alone", ok, res, err)
+	}
+}

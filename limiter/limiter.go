@@ -75,6 +75,10 @@ type Status struct {
 	// would have denied.
 	Shadow       bool
 	ShadowDenied bool
+	// Quota is set when a quota-mode limit applied: its code is its own,
+	// and it makes the request OVER_LIMIT only when every quota-mode
+	// descriptor of the request is over.
+	Quota bool
 	// Cut is the tokens of a usage charge that the debt floor (max_debt)
 	// cut off rather than charged; counted so none is lost silently.
 	Cut uint64
@@ -286,6 +290,7 @@ func (l *Limiter) Decide(ctx context.Context, req *Request, resp *Response) erro
 	}
 
 	banned := false
+	quotaBans, quotaTakes := 0, 0
 	for i := range req.Descriptors {
 		d := &req.Descriptors[i]
 		st := &resp.Statuses[i]
@@ -296,7 +301,7 @@ func (l *Limiter) Decide(ctx context.Context, req *Request, resp *Response) erro
 		}
 		var limit *RateLimit
 		var rate Rate
-		shadow := false
+		shadow, quota := false, false
 		charge := ChargeAdmission
 		if d.Override != nil {
 			limit = d.Override
@@ -318,6 +323,7 @@ func (l *Limiter) Decide(ctx context.Context, req *Request, resp *Response) erro
 				rate, _ = o.rate(true) // checked by Validate; usage only adds a clamped debt
 			}
 			shadow = lim.shadow
+			quota = lim.quota && charge != ChargeUsage
 		} else {
 			rule := s.rules[i]
 			if rule == nil || replaced(rule) {
@@ -325,6 +331,9 @@ func (l *Limiter) Decide(ctx context.Context, req *Request, resp *Response) erro
 			}
 			st.Rule = rule
 			limit, rate, shadow, charge = &rule.Limit, rule.Rate, rule.Shadow, rule.Limit.Charge
+			// The global quota mode never makes a usage limit a quota
+			// (Compile refuses quota_mode with usage on one rule).
+			quota = rule.QuotaMode || (lim.quota && charge != ChargeUsage)
 		}
 		if limit.Unlimited {
 			st.Remaining = Unlimited
@@ -341,6 +350,13 @@ func (l *Limiter) Decide(ctx context.Context, req *Request, resp *Response) erro
 				continue
 			}
 			st.Code = OverLimit
+			if quota {
+				// A quota that is always over: it denies the request
+				// only when no other quota can pass (below).
+				st.Quota = true
+				quotaBans++
+				continue
+			}
 			banned = true
 			continue
 		}
@@ -362,6 +378,10 @@ func (l *Limiter) Decide(ctx context.Context, req *Request, resp *Response) erro
 			op = OpPeek
 		case shadow:
 			op = OpShadowTake
+		case quota:
+			op = OpQuotaTake
+			st.Quota = true
+			quotaTakes++
 		}
 		sp := s.spans[i]
 		s.key = AppendKey(s.key[:0], l.prefix, req.Domain, s.parts[sp[0]:sp[1]], d.Override)
@@ -369,13 +389,18 @@ func (l *Limiter) Decide(ctx context.Context, req *Request, resp *Response) erro
 		s.idx = append(s.idx, i)
 	}
 
+	if quotaBans > 0 && quotaTakes == 0 {
+		// Every quota-mode descriptor is a ban: the request is over, as
+		// for a plain ban.
+		banned = true
+	}
 	if len(s.reqs) > 0 {
 		if banned {
 			// A banned descriptor denies the request: no admission take
 			// pays, but the other buckets still report their state, and
 			// usage charges (reports of work done) are charged anyway.
 			for j := range s.reqs {
-				if s.reqs[j].Op == OpTake || s.reqs[j].Op == OpShadowTake {
+				if op := s.reqs[j].Op; op == OpTake || op == OpShadowTake || op == OpQuotaTake {
 					s.reqs[j].Op = OpPeek
 				}
 			}
@@ -403,11 +428,24 @@ func (l *Limiter) Decide(ctx context.Context, req *Request, resp *Response) erro
 			st.Code = OverLimit
 		}
 	}
+	// OVER_LIMIT when a plain descriptor is over, or every quota-mode
+	// descriptor is (envoyproxy/ratelimit's quota mode).
+	quotas, quotasOver := 0, 0
 	for i := range resp.Statuses {
-		if resp.Statuses[i].Code == OverLimit {
-			resp.Code = OverLimit
-			break
+		st := &resp.Statuses[i]
+		if st.Quota {
+			quotas++
+			if st.Code == OverLimit {
+				quotasOver++
+			}
+			continue
 		}
+		if st.Code == OverLimit {
+			resp.Code = OverLimit
+		}
+	}
+	if quotas > 0 && quotas == quotasOver {
+		resp.Code = OverLimit
 	}
 	return nil
 }

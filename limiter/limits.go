@@ -46,6 +46,7 @@ type Limits struct {
 	domains map[string]*node
 	version string
 	shadow  bool
+	quota   bool
 	count   int
 	usage   bool // some rule charges usage
 }
@@ -106,15 +107,21 @@ type group struct {
 type CompileOptions struct {
 	// ShadowMode puts every limit in shadow mode.
 	ShadowMode bool
+	// QuotaMode puts every admission limit in quota mode (never a usage
+	// limit, which stays usage).
+	QuotaMode bool
 }
 
 // Compile builds Limits from validated domain configs. It checks what a
 // single file cannot: a domain defined twice, and rates too coarse to keep
 // exactly; errors name the file and line.
 func Compile(domains []DomainConfig, opts CompileOptions) (*Limits, error) {
-	l := &Limits{domains: make(map[string]*node, len(domains)), shadow: opts.ShadowMode}
+	l := &Limits{domains: make(map[string]*node, len(domains)), shadow: opts.ShadowMode, quota: opts.QuotaMode}
 	h := sha256.New()
 	fmt.Fprintf(h, "shadow=%v\n", opts.ShadowMode)
+	if opts.QuotaMode {
+		fmt.Fprintf(h, "quota=true\n") // only then: versions without it stay
+	}
 	where := map[string]string{}
 	sorted := append([]DomainConfig(nil), domains...)
 	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Domain < sorted[j].Domain })

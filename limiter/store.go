@@ -31,6 +31,12 @@ const (
 	OpCheck
 	// OpShadowCheck is an OpCheck that never denies the call.
 	OpShadowCheck
+	// OpQuotaTake is a take of a quota-mode limit: it is OK when the
+	// bucket holds its cost, and denies the call only when every
+	// OpQuotaTake of the call is short. It pays when the call is allowed
+	// and it is OK; a short one pays nothing, nor does any when the call
+	// is denied.
+	OpQuotaTake
 )
 
 // Usage reports whether op is one of usage mode's (charges and checks).
@@ -61,10 +67,13 @@ type BucketResult struct {
 
 // Store keeps token buckets. Apply decides all buckets of one request in one
 // atomic step: if any OpTake bucket lacks its cost, or any OpCharge or
-// OpCheck is not OK, no take pays (refunds and usage charges still apply); a bucket listed twice sees the earlier entries' effect.
-// res has len(reqs) entries and is filled in order. Apply returns whether
-// the request was allowed (every OpTake, OpCharge and OpCheck bucket OK), or an error when the
-// backend failed, in which case nothing is known to have been paid.
+// OpCheck is not OK, or the call has OpQuotaTake buckets and every one
+// lacks its cost, no take pays (refunds and usage charges still apply); a
+// bucket listed twice sees the earlier entries' effect. res has len(reqs)
+// entries and is filled in order. Apply returns whether the request was
+// allowed (every OpTake, OpCharge and OpCheck bucket OK, and some
+// OpQuotaTake OK when there is one), or an error when the backend failed,
+// in which case nothing is known to have been paid.
 type Store interface {
 	Apply(ctx context.Context, reqs []BucketRequest, res []BucketResult) (allowed bool, err error)
 }

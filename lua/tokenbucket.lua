@@ -4,7 +4,9 @@
 -- ARGV     six integers per key: op, num, den, cap, cost, maxdebt
 --          op: 0 take (all or nothing), 1 shadow take, 2 peek, 3 refund,
 --          4 usage charge, 5 shadow usage charge, 6 usage check,
---          7 shadow usage check; maxdebt is 0 for admission limits
+--          7 shadow usage check, 8 quota take (denies only when every
+--          quota take of the call is short); maxdebt is 0 for admission
+--          limits
 -- Returns  {allowed, ok_1, remaining_1, reset_us_1, ok_2, ...}, followed by
 --          cut_1 ... cut_n (tokens the debt floor cut off each usage
 --          charge) only when some charge was cut
@@ -124,7 +126,7 @@ local ok = {}
 local allowed = true
 for i = 1, n do
   local o = op[i]
-  if o >= 4 then
+  if o >= 4 and o <= 7 then
     local need = den[i]
     local good
     if o <= 5 and cost[i] > cap[i] then
@@ -151,9 +153,26 @@ for i = 1, n do
     end
   end
 end
+-- op 8, quota takes, booked after the enforced ones: the call is denied
+-- when there are some and none fits
+local quota, quotaok = false, false
+for i = 1, n do
+  if op[i] == 8 then
+    quota = true
+    local need = cost[i] * den[i]
+    if cost[i] > cap[i] or debt[slot[i]] + need > capd[i] then
+      ok[i] = false
+    else
+      ok[i] = true
+      quotaok = true
+      debt[slot[i]] = debt[slot[i]] + need
+    end
+  end
+end
+if quota and not quotaok then allowed = false end
 if not allowed then
   for i = 1, n do
-    if op[i] == 0 and ok[i] then debt[slot[i]] = debt[slot[i]] - cost[i] * den[i] end
+    if (op[i] == 0 or op[i] == 8) and ok[i] then debt[slot[i]] = debt[slot[i]] - cost[i] * den[i] end
   end
 end
 
@@ -208,7 +227,7 @@ for i = 1, n do
   if op[i] == 2 or op[i] == 3 then good = true end
   if good then
     reset = ceildiv(d, num[i])
-  elseif op[i] >= 6 then
+  elseif op[i] == 6 or op[i] == 7 then
     reset = ceildiv(d + den[i] - capd[i], num[i])
   elseif cost[i] > cap[i] then
     reset = 0

@@ -115,6 +115,9 @@ func (r *rls) answerDirect(ctx context.Context, s *scratch) (any, error) {
 			from = ends[i]
 		}
 	}
+	if r.dynMeta {
+		s.out = wire.AppendDynamicMetadata(s.out, wire.DynamicMetadata(&s.in.Req, &s.resp))
+	}
 	// The answer is sent after the handler returns, and s goes back to
 	// the pool when it does: copy it out of s.
 	ans := make([]byte, len(s.out))

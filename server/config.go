@@ -43,6 +43,11 @@ type GRPCConfig struct {
 	// messages allocated; interceptors see bytes). Both hold a request to
 	// the bounds while reading it. See codec.go.
 	Codec string `yaml:"codec"`
+	// ResponseDynamicMetadata sets the response's dynamic_metadata as
+	// envoyproxy/ratelimit's RESPONSE_DYNAMIC_METADATA does: the domain,
+	// the descriptors and the merged metadata of the limits that passed.
+	// Off by default: it costs allocations on every answer.
+	ResponseDynamicMetadata bool `yaml:"response_dynamic_metadata"`
 }
 
 // TLSConfig turns on TLS when CertFile and KeyFile are set, and mutual TLS

@@ -26,6 +26,7 @@ type rls struct {
 	lim     *limiter.Limiter
 	metrics *metrics.Metrics // nil: none
 	headers HeaderConfig
+	dynMeta bool // grpc.response_dynamic_metadata
 	maxMsg  int
 	bounds  limiter.Bounds // lim's, held to while decoding
 	pool    sync.Pool      // *scratch; see put
@@ -37,7 +38,8 @@ type rls struct {
 }
 
 func newRLS(lim *limiter.Limiter, cfg Config) *rls {
-	r := &rls{lim: lim, headers: cfg.ResponseHeaders, maxMsg: cfg.GRPC.MaxRecvMsgBytes, bounds: limiter.DefaultBounds}
+	r := &rls{lim: lim, headers: cfg.ResponseHeaders, dynMeta: cfg.GRPC.ResponseDynamicMetadata,
+		maxMsg: cfg.GRPC.MaxRecvMsgBytes, bounds: limiter.DefaultBounds}
 	if lim != nil {
 		r.bounds = lim.Bounds()
 	}
@@ -131,6 +133,9 @@ func (r *rls) response(s *scratch) *rlsv3.RateLimitResponse {
 	rb := wire.NewResponse(&s.resp)
 	if r.headers.Enabled {
 		r.setHeaders(rb, s)
+	}
+	if r.dynMeta {
+		rb.Msg.DynamicMetadata = wire.StructOf(wire.DynamicMetadata(&s.in.Req, &s.resp))
 	}
 	return &rb.Msg
 }

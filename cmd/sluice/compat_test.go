@@ -47,7 +47,7 @@ func TestCompatModeRefuses(t *testing.T) {
 		{map[string]string{"PORT": "abc"}, `PORT: "abc" is not a port number`},
 		{map[string]string{"USE_PROMETHEUS": "maybe"}, `USE_PROMETHEUS: "maybe" is not a boolean`},
 		{map[string]string{"CONFIG_TYPE": "GRPC_XDS_SOTW"}, "CONFIG_TYPE: GRPC_XDS_SOTW (limits over xDS) is not supported yet"},
-		{map[string]string{"QUOTA_MODE": "true"}, "QUOTA_MODE: global quota mode is not supported yet"},
+		{map[string]string{"QUOTA_MODE": "maybe"}, `QUOTA_MODE: "maybe" is not a boolean`},
 	} {
 		var stderr bytes.Buffer
 		o := options{getenv: func(k string) string { return tc.env[k] }, stdout: io.Discard, stderr: &stderr,

@@ -51,6 +51,7 @@ type env struct {
 	lim    *limiter.Limiter
 	prefix string
 	shadow bool
+	quota  bool // global quota mode
 }
 
 func newEnv(t *testing.T, h Harness, domains ...limiter.DomainConfig) *env {
@@ -63,7 +64,7 @@ func newEnv(t *testing.T, h Harness, domains ...limiter.DomainConfig) *env {
 
 func (e *env) load(domains ...limiter.DomainConfig) {
 	e.t.Helper()
-	l, err := limiter.Compile(domains, limiter.CompileOptions{ShadowMode: e.shadow})
+	l, err := limiter.Compile(domains, limiter.CompileOptions{ShadowMode: e.shadow, QuotaMode: e.quota})
 	if err != nil {
 		e.t.Fatalf("compile: %v", err)
 	}
@@ -180,6 +181,10 @@ func RunStore(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"UsageFloor", testUsageFloor},
 		{"UsageModeChange", testUsageModeChange},
 		{"UsageRequestOverride", testUsageRequestOverride},
+		{"QuotaSelection", testQuotaSelection},
+		{"QuotaPlainOver", testQuotaPlainOver},
+		{"QuotaBan", testQuotaBan},
+		{"GlobalQuota", testGlobalQuota},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.run(t, newHarness(t)) })

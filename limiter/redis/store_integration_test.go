@@ -24,11 +24,14 @@ import (
 // and checks, buckets whose rate changes between admission and usage (a
 // reload), and debt floors low enough to cut charges.
 func TestScriptMatchesDecide(t *testing.T) {
-	t.Run("admission", func(t *testing.T) { testScriptMatchesDecide(t, false) })
-	t.Run("usage", func(t *testing.T) { testScriptMatchesDecide(t, true) })
+	t.Run("admission", func(t *testing.T) { testScriptMatchesDecide(t, false, false) })
+	t.Run("usage", func(t *testing.T) { testScriptMatchesDecide(t, true, false) })
+	t.Run("quota", func(t *testing.T) { testScriptMatchesDecide(t, false, true) })
 }
 
-func testScriptMatchesDecide(t *testing.T, usage bool) {
+// testScriptMatchesDecide runs random calls through the script and the Go
+// model; with usage they mix in usage ops, with quota quota takes.
+func testScriptMatchesDecide(t *testing.T, usage, quota bool) {
 	addr := limitertest.StartRedis(t)
 	s := newTestStore(t, addr)
 	rc := rawClient(t, addr)
@@ -66,6 +69,7 @@ func testScriptMatchesDecide(t *testing.T, usage bool) {
 	}
 	newPool()
 	var denied, allowedN, refunds, single, cuts, charges int
+	var quotaCalls, quotaDenied int // calls with quota takes; denied by them alone
 	var history []string
 	defer func() {
 		if t.Failed() {
@@ -100,6 +104,8 @@ func testScriptMatchesDecide(t *testing.T, usage bool) {
 				x = 10 + rng.IntN(4)
 			}
 			switch {
+			case x < 5 && quota && rng.IntN(2) == 0:
+				reqs[i].Op = limiter.OpQuotaTake
 			case x < 5:
 				reqs[i].Op = limiter.OpTake
 			case x < 7:
@@ -155,6 +161,12 @@ func testScriptMatchesDecide(t *testing.T, usage bool) {
 		} else {
 			denied++
 		}
+		if hasOp(reqs, limiter.OpQuotaTake) {
+			quotaCalls++
+			if !gotOK && !hasOp(reqs, limiter.OpTake) {
+				quotaDenied++
+			}
+		}
 		tol := 3*maxWindow + 10
 		for i := range reqs {
 			g, w := got[i], want[i]
@@ -171,6 +183,12 @@ func testScriptMatchesDecide(t *testing.T, usage bool) {
 		calls, single, allowedN, denied, refunds, charges, cuts, maxWindow)
 	if allowedN == 0 || denied == 0 {
 		t.Fatalf("the random calls did not exercise both outcomes")
+	}
+	if quota {
+		if quotaCalls == 0 || quotaDenied == 0 || quotaDenied == quotaCalls {
+			t.Fatalf("the random calls did not exercise quota takes both ways (%d calls, %d denied by quotas)", quotaCalls, quotaDenied)
+		}
+		t.Logf("%d calls with quota takes, %d denied by quotas alone", quotaCalls, quotaDenied)
 	}
 	if usage && (charges == 0 || cuts == 0) {
 		t.Fatalf("the random calls did not exercise usage charges (%d) and the debt floor (%d)", charges, cuts)
@@ -680,4 +698,13 @@ func TestApplyAllocs(t *testing.T) {
 			}
 		}
 	}
+}
+
+func hasOp(reqs []limiter.BucketRequest, op limiter.Op) bool {
+	for i := range reqs {
+		if reqs[i].Op == op {
+			return true
+		}
+	}
+	return false
 }

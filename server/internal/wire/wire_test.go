@@ -13,6 +13,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sluice-rl/sluice/limiter"
@@ -206,7 +207,12 @@ func TestWireResponse(t *testing.T) {
 			got = AppendHeader(got, k, []byte(v))
 		}
 		rb.SetHeaders(n)
-		want, err := proto.Marshal(&rb.Msg)
+		if rng.IntN(2) == 0 {
+			m := randomMetadata(rng, 3)
+			rb.Msg.DynamicMetadata = StructOf(m)
+			got = AppendDynamicMetadata(got, m)
+		}
+		want, err := proto.MarshalOptions{Deterministic: true}.Marshal(&rb.Msg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -215,5 +221,76 @@ func TestWireResponse(t *testing.T) {
 			uerr := proto.Unmarshal(got, &g)
 			t.Fatalf("decision %+v:\n got %x (%v %v)\nwant %x (%v)", resp, got, &g, uerr, want, &rb.Msg)
 		}
+	}
+}
+
+// randomMetadata is a random Struct-shaped map, nested up to depth.
+func randomMetadata(rng *rand.Rand, depth int) map[string]any {
+	keys := []string{"", "name", "ü", "route", strings.Repeat("k", 130)}
+	m := map[string]any{}
+	for n := rng.IntN(4); n > 0; n-- {
+		m[keys[rng.IntN(len(keys))]] = randomValue(rng, depth)
+	}
+	return m
+}
+
+func randomValue(rng *rand.Rand, depth int) any {
+	k := rng.IntN(8)
+	if depth == 0 {
+		k %= 5
+	}
+	switch k {
+	case 0:
+		return nil
+	case 1:
+		return rng.IntN(2) == 0
+	case 2:
+		return []string{"", "service_1", strings.Repeat("v", 200)}[rng.IntN(3)]
+	case 3:
+		return []float64{0, -1.5, 1 << 60, 3}[rng.IntN(4)]
+	case 4:
+		return rng.IntN(5) // a decoder's int: a number too
+	case 5, 6:
+		return randomMetadata(rng, depth-1)
+	}
+	var l []any
+	for n := rng.IntN(4); n > 0; n-- {
+		l = append(l, randomValue(rng, depth-1))
+	}
+	return l
+}
+
+// TestDynamicMetadata: the fields and shapes envoyproxy/ratelimit writes.
+func TestDynamicMetadata(t *testing.T) {
+	req := &limiter.Request{Domain: "edge", HitsAddend: 3, Descriptors: []limiter.Descriptor{
+		{Entries: []limiter.Entry{{Key: "tenant", Value: "acme"}, {Key: "plan", Value: ""}}},
+		{Entries: []limiter.Entry{{Key: "user", Value: "u=1"}}, Cost: 0, HasCost: true,
+			Override: &limiter.RateLimit{RequestsPerUnit: 5, Unit: limiter.Minute, UnitMultiplier: 3}},
+	}}
+	rule := &limiter.Rule{Limit: limiter.RateLimit{RequestsPerUnit: 1, Unit: limiter.Second},
+		Metadata: map[string]any{"name": "service_1"}}
+	resp := &limiter.Response{Code: limiter.OK, Statuses: []limiter.Status{
+		{Code: limiter.OK, Rule: rule, Limit: &rule.Limit}, {Code: limiter.OK}}}
+	got := StructOf(DynamicMetadata(req, resp))
+	want, err := structpb.NewStruct(map[string]any{
+		"domain":     "edge",
+		"hitsAddend": 3,
+		"descriptors": []any{
+			map[string]any{"entries": []any{"tenant=acme", "plan="}},
+			map[string]any{"entries": []any{"user=u=1"}, "hitsAddend": 0,
+				"limit": "requests_per_unit:5 unit:MINUTE unit_multiplier:{value:3}"},
+		},
+		"metadata": map[string]any{"name": "service_1"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(got, want) {
+		t.Fatalf("dynamic metadata\n got %v\nwant %v", got, want)
+	}
+	// envoyproxy/ratelimit's text of the same override, spaces aside.
+	o := &ratelimitv3.RateLimitDescriptor_RateLimitOverride{RequestsPerUnit: 5, Unit: typev3.RateLimitUnit_MINUTE, UnitMultiplier: wrapperspb.UInt32(3)}
+	if txt := strings.Join(strings.Fields(o.String()), " "); txt != got.Fields["descriptors"].GetListValue().Values[1].GetStructValue().Fields["limit"].GetStringValue() {
+		t.Fatalf("limit text %q, the runtime writes %q", got.Fields["descriptors"].GetListValue().Values[1].GetStructValue().Fields["limit"].GetStringValue(), txt)
 	}
 }

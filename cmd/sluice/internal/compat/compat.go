@@ -178,8 +178,8 @@ var Settings = []Setting{
 	{"MEMCACHE_TLS_CACERT", "", "string", Warned, nil},
 	{"MEMCACHE_TLS_SKIP_HOSTNAME_VERIFICATION", "false", "bool", Warned, nil},
 	{"SHADOW_MODE", "false", "bool", Mapped, nil},
-	{"QUOTA_MODE", "false", "bool", Refused, nil},
-	{"RESPONSE_DYNAMIC_METADATA", "false", "bool", Refused, nil},
+	{"QUOTA_MODE", "false", "bool", Mapped, nil},
+	{"RESPONSE_DYNAMIC_METADATA", "false", "bool", Mapped, nil},
 	{"MERGE_DOMAIN_CONFIG", "false", "bool", Warned, nil},
 	{"TRACING_ENABLED", "false", "bool", Warned, nil},
 	{"TRACING_SERVICE_NAME", "RateLimit", "string", Warned, nil},
@@ -201,8 +201,6 @@ var refusals = map[string]string{
 	"GRPC_UDS":                             "listening on a unix socket is not supported yet; use GRPC_HOST and GRPC_PORT",
 	"GRPC_CLIENT_TLS_SAN":                  "checking the client certificate's SAN is not supported yet; without it Sluice would accept clients envoyproxy/ratelimit refuses",
 	"REDIS_TLS_SKIP_HOSTNAME_VERIFICATION": "skipping only the host name check is not supported yet; give REDIS_URL the certificate's host name",
-	"QUOTA_MODE":                           "global quota mode is not supported yet; it changes decisions",
-	"RESPONSE_DYNAMIC_METADATA":            "response dynamic metadata is not supported yet",
 }
 
 // Report is what Load found besides errors, for the startup log.
@@ -439,6 +437,10 @@ func apply(c *config.Config, getenv func(string) string, rep *Report) config.Err
 	c.Limits.Watch = true
 	c.Limits.ShadowMode = e.bool("SHADOW_MODE")
 	c.SetBy("limits.shadow_mode", "SHADOW_MODE")
+	c.Limits.QuotaMode = e.bool("QUOTA_MODE")
+	c.SetBy("limits.quota_mode", "QUOTA_MODE")
+	c.GRPC.ResponseDynamicMetadata = e.bool("RESPONSE_DYNAMIC_METADATA")
+	c.SetBy("grpc.response_dynamic_metadata", "RESPONSE_DYNAMIC_METADATA")
 
 	// Response headers: off unless asked for, named as envoyproxy/ratelimit names them.
 	h := &c.ResponseHeaders

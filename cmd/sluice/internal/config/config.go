@@ -91,8 +91,11 @@ type PostgresConfig struct {
 // LimitsConfig says where limits come from: inline Domains, the file or
 // directory at Path, or both; SLUICE_LIMITS replaces both.
 type LimitsConfig struct {
-	Path          string        `yaml:"path"`
-	ShadowMode    bool          `yaml:"shadow_mode"`
+	Path       string `yaml:"path"`
+	ShadowMode bool   `yaml:"shadow_mode"`
+	// QuotaMode puts every admission limit in quota mode, as
+	// envoyproxy/ratelimit's QUOTA_MODE does; usage limits stay usage.
+	QuotaMode     bool          `yaml:"quota_mode"`
 	Watch         bool          `yaml:"watch"`
 	WatchInterval time.Duration `yaml:"watch_interval"`
 	Domains       yaml.Node     `yaml:"domains"`
@@ -480,12 +483,18 @@ type Source struct {
 	Inline     *yaml.Node // config.yaml's domains, or nil
 	Path       string     // a limit file or directory, or ""
 	Shadow     bool       // limits.shadow_mode
+	Quota      bool       // limits.quota_mode
+}
+
+// CompileOptions are the global modes the limits compile with.
+func (s Source) CompileOptions() limiter.CompileOptions {
+	return limiter.CompileOptions{ShadowMode: s.Shadow, QuotaMode: s.Quota}
 }
 
 // LimitsSource is where c's limits come from: SLUICE_LIMITS, else the
 // inline domains and limits.path (relative to the config file).
 func (c *Config) LimitsSource() Source {
-	s := Source{Shadow: c.Limits.ShadowMode}
+	s := Source{Shadow: c.Limits.ShadowMode, Quota: c.Limits.QuotaMode}
 	if c.Limits.envPath != "" {
 		s.Path = c.Limits.envPath
 		return s
@@ -509,7 +518,7 @@ func (s Source) Load() (*limiter.Limits, error) {
 	if err != nil {
 		return nil, err
 	}
-	lims, err := limiter.Compile(domains, limiter.CompileOptions{ShadowMode: s.Shadow})
+	lims, err := limiter.Compile(domains, s.CompileOptions())
 	if err != nil {
 		return nil, err
 	}

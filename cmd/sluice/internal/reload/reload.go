@@ -74,8 +74,8 @@ type Reloader struct {
 	// and new override snapshots.
 	loadMu    sync.Mutex
 	domains   []limiter.DomainConfig // from the files, as last loaded
-	shadow    bool
-	overrides []limiter.Override // in force, from Postgres
+	opts      limiter.CompileOptions // the global modes, as last loaded
+	overrides []limiter.Override     // in force, from Postgres
 
 	mu       sync.Mutex
 	version  string    // of the running limits
@@ -119,11 +119,11 @@ func (r *Reloader) LoadInitial(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	lims, err := r.compile(domains, src.Shadow, r.overrides)
+	lims, err := r.compile(domains, src.CompileOptions(), r.overrides)
 	if err != nil {
 		return err
 	}
-	r.domains, r.shadow = domains, src.Shadow
+	r.domains, r.opts = domains, src.CompileOptions()
 	r.lim.SetLimits(lims)
 	r.record(lims.Version(), nil)
 	r.log.Info("limits loaded", "version", lims.Version(), "domains", len(lims.Domains()), "rules", lims.Rules())
@@ -134,8 +134,7 @@ func (r *Reloader) LoadInitial(cfg *config.Config) error {
 // overrides merged in. Overrides are checked when stored, so they cannot
 // break a config that compiles; should one do so anyway, the config is
 // compiled without the overrides rather than not at all.
-func (r *Reloader) compile(domains []limiter.DomainConfig, shadow bool, overrides []limiter.Override) (*limiter.Limits, error) {
-	opts := limiter.CompileOptions{ShadowMode: shadow}
+func (r *Reloader) compile(domains []limiter.DomainConfig, opts limiter.CompileOptions, overrides []limiter.Override) (*limiter.Limits, error) {
 	if len(overrides) == 0 {
 		return limiter.Compile(domains, opts)
 	}
@@ -155,7 +154,7 @@ func (r *Reloader) SetOverrides(overrides []limiter.Override) {
 	if r.domains == nil && r.lim.Limits() == nil {
 		return // the first load merges them
 	}
-	lims, err := r.compile(r.domains, r.shadow, overrides)
+	lims, err := r.compile(r.domains, r.opts, overrides)
 	if err != nil {
 		r.log.Error("overrides not applied; keeping the running limits", "err", err.Error())
 		return
@@ -299,7 +298,7 @@ func (r *Reloader) reload(reason string) {
 	domains, err := src.LoadDomains()
 	var lims *limiter.Limits
 	if err == nil {
-		lims, err = r.compile(domains, src.Shadow, r.overrides)
+		lims, err = r.compile(domains, src.CompileOptions(), r.overrides)
 	}
 	if err != nil {
 		r.record("", err)
@@ -307,7 +306,7 @@ func (r *Reloader) reload(reason string) {
 		r.log.Error("reload failed; keeping the running limits", "reason", reason, "err", err.Error())
 		return
 	}
-	r.domains, r.shadow = domains, src.Shadow
+	r.domains, r.opts = domains, src.CompileOptions()
 	old := r.lim.Limits()
 	r.lim.SetLimits(lims)
 	r.record(lims.Version(), nil)
