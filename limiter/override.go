@@ -190,7 +190,7 @@ func (r *RateLimit) doc() rateLimitJSON {
 	if r.RequestsPerUnit > 0 && r.Burst != 0 {
 		d.Burst = r.Burst
 	}
-	if r.Charge != ChargeAdmission {
+	if r.Charge != ChargeAdmission || r.ChargeSet {
 		d.Charge = r.Charge.String()
 	}
 	d.MaxDebt = r.MaxDebt
