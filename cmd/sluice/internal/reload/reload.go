@@ -38,6 +38,10 @@ type Options struct {
 	Path string
 	// Getenv reads the SLUICE_* environment on each reload.
 	Getenv func(string) string
+	// Load reads the configuration on each reload; nil is config.Load.
+	// The compat mode passes its own, so a reload keeps reading
+	// envoyproxy/ratelimit's settings (limits path, charging default).
+	Load func(path string, getenv func(string) string) (*config.Config, error)
 	// Limiter is given the limits.
 	Limiter *limiter.Limiter
 	// Logger logs each load; it is scoped with component=limits.
@@ -55,6 +59,7 @@ type Options struct {
 type Reloader struct {
 	path   string // config file; "" for built-in defaults
 	getenv func(string) string
+	load   func(string, func(string) string) (*config.Config, error)
 	lim    *limiter.Limiter
 	log    *slog.Logger
 	// metrics counts reloads by result; nil counts nothing.
@@ -74,7 +79,7 @@ type Reloader struct {
 	// and new override snapshots.
 	loadMu    sync.Mutex
 	domains   []limiter.DomainConfig // from the files, as last loaded
-	shadow    bool
+	opts      limiter.CompileOptions
 	overrides []limiter.Override // in force, from Postgres
 
 	mu       sync.Mutex
@@ -103,7 +108,11 @@ func (r *Reloader) record(version string, err error) {
 // New returns a Reloader; it loads nothing until LoadInitial and watches
 // nothing until Open.
 func New(o Options) *Reloader {
-	return &Reloader{path: o.Path, getenv: o.Getenv, lim: o.Limiter, log: o.Logger.With("component", "limits"),
+	load := o.Load
+	if load == nil {
+		load = config.Load
+	}
+	return &Reloader{path: o.Path, getenv: o.Getenv, load: load, lim: o.Limiter, log: o.Logger.With("component", "limits"),
 		metrics: o.Metrics, watch: o.Watch, interval: o.WatchInterval}
 }
 
@@ -119,11 +128,11 @@ func (r *Reloader) LoadInitial(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	lims, err := r.compile(domains, src.Shadow, r.overrides)
+	lims, err := r.compile(domains, src.CompileOptions(), r.overrides)
 	if err != nil {
 		return err
 	}
-	r.domains, r.shadow = domains, src.Shadow
+	r.domains, r.opts = domains, src.CompileOptions()
 	r.lim.SetLimits(lims)
 	r.record(lims.Version(), nil)
 	r.log.Info("limits loaded", "version", lims.Version(), "domains", len(lims.Domains()), "rules", lims.Rules())
@@ -134,8 +143,7 @@ func (r *Reloader) LoadInitial(cfg *config.Config) error {
 // overrides merged in. Overrides are checked when stored, so they cannot
 // break a config that compiles; should one do so anyway, the config is
 // compiled without the overrides rather than not at all.
-func (r *Reloader) compile(domains []limiter.DomainConfig, shadow bool, overrides []limiter.Override) (*limiter.Limits, error) {
-	opts := limiter.CompileOptions{ShadowMode: shadow}
+func (r *Reloader) compile(domains []limiter.DomainConfig, opts limiter.CompileOptions, overrides []limiter.Override) (*limiter.Limits, error) {
 	if len(overrides) == 0 {
 		return limiter.Compile(domains, opts)
 	}
@@ -155,7 +163,7 @@ func (r *Reloader) SetOverrides(overrides []limiter.Override) {
 	if r.domains == nil && r.lim.Limits() == nil {
 		return // the first load merges them
 	}
-	lims, err := r.compile(r.domains, r.shadow, overrides)
+	lims, err := r.compile(r.domains, r.opts, overrides)
 	if err != nil {
 		r.log.Error("overrides not applied; keeping the running limits", "err", err.Error())
 		return
@@ -284,7 +292,7 @@ func (r *Reloader) reload(reason string) {
 	defer r.loadMu.Unlock()
 	stat, sum := fingerprint(r.watched)
 	r.stat, r.sum = stat, sum
-	cfg, err := config.Load(r.path, r.getenv)
+	cfg, err := r.load(r.path, r.getenv)
 	if err != nil {
 		r.record("", err)
 		r.metrics.ConfigReload(err)
@@ -299,7 +307,7 @@ func (r *Reloader) reload(reason string) {
 	domains, err := src.LoadDomains()
 	var lims *limiter.Limits
 	if err == nil {
-		lims, err = r.compile(domains, src.Shadow, r.overrides)
+		lims, err = r.compile(domains, src.CompileOptions(), r.overrides)
 	}
 	if err != nil {
 		r.record("", err)
@@ -307,7 +315,7 @@ func (r *Reloader) reload(reason string) {
 		r.log.Error("reload failed; keeping the running limits", "reason", reason, "err", err.Error())
 		return
 	}
-	r.domains, r.shadow = domains, src.Shadow
+	r.domains, r.opts = domains, src.CompileOptions()
 	old := r.lim.Limits()
 	r.lim.SetLimits(lims)
 	r.record(lims.Version(), nil)
