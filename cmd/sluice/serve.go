@@ -232,6 +232,7 @@ func openStore(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*store
 		rs.Close()
 		return nil, fmt.Errorf("redis: %w", err)
 	}
+	m.WatchFailover(mode, fo.Counts)
 	log.Info("store: redis", "url", rs.URL(), "mode", rs.Mode(), "batching", rs.Batching(),
 		"deny_cache_size", cfg.Redis.DenyCacheSize, "failure_mode", mode.String(),
 		"local_fraction", cfg.Redis.LocalFraction, "timeout", rs.Timeout().String())
