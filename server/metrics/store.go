@@ -174,10 +174,10 @@ func (c *unrecordedCollector) Collect(ch chan<- prometheus.Metric) {
 	n := counts()
 	for _, m := range []limiter.FailureMode{limiter.FailLocal, limiter.FailAllow, limiter.FailError} {
 		var v uint64
-		switch {
-		case m == limiter.FailLocal:
+		switch m {
+		case limiter.FailLocal:
 			v = n.LocalUsage
-		case m == mode:
+		case mode:
 			v = n.LostUsage
 		}
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(v), m.String())
