@@ -97,6 +97,10 @@ type FailoverCounts struct {
 	// no store charged because the primary failed under FailAllow or
 	// FailError: counted, so no report is dropped silently.
 	LostUsage uint64
+	// LocalUsage is the usage-charged tokens the local store charged
+	// under FailLocal: they hold this replica's local budget, but are
+	// never charged to the primary when it comes back.
+	LocalUsage uint64
 }
 
 // Failover is a Store that decides with a primary store and applies a
@@ -113,7 +117,7 @@ type Failover struct {
 	hook     func(FailureMode, error)
 
 	primaryN, localN, allowedN, errorsN atomic.Uint64
-	lostUsage                           atomic.Uint64
+	lostUsage, localUsage               atomic.Uint64
 
 	pool sync.Pool // *[]BucketRequest
 }
@@ -144,7 +148,8 @@ func (f *Failover) LocalFraction() float64 { return f.fraction }
 // Counts returns the calls answered so far, by path.
 func (f *Failover) Counts() FailoverCounts {
 	return FailoverCounts{Primary: f.primaryN.Load(), Local: f.localN.Load(),
-		Allowed: f.allowedN.Load(), Errors: f.errorsN.Load(), LostUsage: f.lostUsage.Load()}
+		Allowed: f.allowedN.Load(), Errors: f.errorsN.Load(), LostUsage: f.lostUsage.Load(),
+		LocalUsage: f.localUsage.Load()}
 }
 
 // Apply implements Store. When the primary fails it answers by the
@@ -167,27 +172,33 @@ func (f *Failover) Apply(ctx context.Context, reqs []BucketRequest, res []Bucket
 	switch f.mode {
 	case FailLocal:
 		f.localN.Add(1)
-		return f.applyLocal(ctx, reqs, res)
+		allowed, err := f.applyLocal(ctx, reqs, res)
+		if err == nil {
+			f.localUsage.Add(usageTokens(reqs))
+		}
+		return allowed, err
 	case FailAllow:
 		f.allowedN.Add(1)
-		f.countLost(reqs)
+		f.lostUsage.Add(usageTokens(reqs))
 		for i := range reqs {
 			res[i] = BucketResult{OK: true, Remaining: reqs[i].Rate.Cap}
 		}
 		return true, nil
 	}
 	f.errorsN.Add(1)
-	f.countLost(reqs)
+	f.lostUsage.Add(usageTokens(reqs))
 	return false, err
 }
 
-// countLost counts the usage charges of a call no store decided.
-func (f *Failover) countLost(reqs []BucketRequest) {
+// usageTokens is the tokens the usage charges of a call report.
+func usageTokens(reqs []BucketRequest) uint64 {
+	var n uint64
 	for i := range reqs {
 		if op := reqs[i].Op; op == OpCharge || op == OpShadowCharge {
-			f.lostUsage.Add(reqs[i].Cost)
+			n += reqs[i].Cost
 		}
 	}
+	return n
 }
 
 func (f *Failover) applyLocal(ctx context.Context, reqs []BucketRequest, res []BucketResult) (bool, error) {

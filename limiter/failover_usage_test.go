@@ -10,7 +10,8 @@ import (
 
 // TestFailoverCountsLostUsage: a usage report that no store charges,
 // because Redis is down in allow or error mode, is counted; in local mode
-// the local store charges it.
+// the local store charges it, and that is counted apart, since Redis never
+// learns of it.
 func TestFailoverCountsLostUsage(t *testing.T) {
 	ul := limiter.RateLimit{RequestsPerUnit: 10, Unit: limiter.Second, Charge: limiter.ChargeUsage}
 	urt, err := ul.Rate()
@@ -24,9 +25,9 @@ func TestFailoverCountsLostUsage(t *testing.T) {
 		{Key: "a", Rate: perSecond(t, 10, 10), Cost: 1},
 	}
 	for _, c := range []struct {
-		mode limiter.FailureMode
-		lost uint64
-	}{{limiter.FailAllow, 2 * 320}, {limiter.FailError, 2 * 320}, {limiter.FailLocal, 0}} {
+		mode        limiter.FailureMode
+		lost, local uint64
+	}{{limiter.FailAllow, 2 * 320, 0}, {limiter.FailError, 2 * 320, 0}, {limiter.FailLocal, 0, 2 * 320}} {
 		t.Run(c.mode.String(), func(t *testing.T) {
 			f, err := limiter.NewFailover(failing(), limiter.FailoverConfig{Mode: c.mode, Local: memory.New(nil)})
 			if err != nil {
@@ -37,6 +38,9 @@ func TestFailoverCountsLostUsage(t *testing.T) {
 			}
 			if got := f.Counts().LostUsage; got != c.lost {
 				t.Fatalf("lost usage = %d tokens, want %d", got, c.lost)
+			}
+			if got := f.Counts().LocalUsage; got != c.local {
+				t.Fatalf("local usage = %d tokens, want %d", got, c.local)
 			}
 		})
 	}

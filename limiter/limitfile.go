@@ -490,7 +490,7 @@ func (p *parser) rateLimit(f yamlconf.Field) *RateLimit {
 				if !ok {
 					p.Errorf(rf.Val.Line, rf.Path, "unknown charging mode %q; valid modes are admission, usage", s)
 				}
-				rl.Charge = c
+				rl.Charge, rl.ChargeSet = c, ok
 			}
 		case "max_debt":
 			maxDebtF = &rf

@@ -110,6 +110,57 @@ type CompileOptions struct {
 	// QuotaMode puts every admission limit in quota mode (never a usage
 	// limit, which stays usage).
 	QuotaMode bool
+	// DefaultCharge is the charging mode of the limits that do not state
+	// one (RateLimit.ChargeSet unset): limits delivered over xDS, whose
+	// format cannot say, and files that leave it out. It never applies to
+	// a ban, an unlimited limit or a quota-mode rule, which stay
+	// admission; the zero value is admission.
+	DefaultCharge Charge
+	// DomainCharge is DefaultCharge for the named domains, in place of
+	// the global one.
+	DomainCharge map[string]Charge
+}
+
+// chargeFor is the default charging mode of domain's limits. Under the
+// global quota mode every limit that states no charge is a quota-mode
+// rule, which a default never makes usage.
+func (o *CompileOptions) chargeFor(domain string) Charge {
+	if o.QuotaMode {
+		return ChargeAdmission
+	}
+	if c, ok := o.DomainCharge[domain]; ok {
+		return c
+	}
+	return o.DefaultCharge
+}
+
+// effectiveCharge is the charging mode of d's limit under the default
+// def: its own when it states one, else def where a default may apply.
+func effectiveCharge(d *DescriptorConfig, def Charge) Charge {
+	r := d.RateLimit
+	if r.chargeStated() || r.Unlimited || r.RequestsPerUnit == 0 || d.QuotaMode {
+		return r.Charge
+	}
+	return def
+}
+
+// hashOptions writes the options that change decisions into the version
+// hash; the defaults write nothing, so limits compiled without them keep
+// their versions.
+func (o *CompileOptions) hashOptions(h interface{ Write([]byte) (int, error) }) {
+	fmt.Fprintf(h, "shadow=%v\n", o.ShadowMode)
+	if o.DefaultCharge != ChargeAdmission || len(o.DomainCharge) > 0 {
+		ds := make([]string, 0, len(o.DomainCharge))
+		for d := range o.DomainCharge {
+			ds = append(ds, d)
+		}
+		sort.Strings(ds)
+		fmt.Fprintf(h, "charge=%v", o.DefaultCharge)
+		for _, d := range ds {
+			fmt.Fprintf(h, " %q=%v", d, o.DomainCharge[d])
+		}
+		fmt.Fprintln(h)
+	}
 }
 
 // Compile builds Limits from validated domain configs. It checks what a
@@ -118,7 +169,7 @@ type CompileOptions struct {
 func Compile(domains []DomainConfig, opts CompileOptions) (*Limits, error) {
 	l := &Limits{domains: make(map[string]*node, len(domains)), shadow: opts.ShadowMode, quota: opts.QuotaMode}
 	h := sha256.New()
-	fmt.Fprintf(h, "shadow=%v\n", opts.ShadowMode)
+	opts.hashOptions(h)
 	if opts.QuotaMode {
 		fmt.Fprintf(h, "quota=true\n") // only then: versions without it stay
 	}
@@ -134,19 +185,21 @@ func Compile(domains []DomainConfig, opts CompileOptions) (*Limits, error) {
 		}
 		where[d.Domain] = fmt.Sprintf("%s:%d", d.File, d.Line)
 		root := &node{}
-		if err := l.build(root, d.Descriptors, d.File, nil, opts.ShadowMode); err != nil {
+		def := opts.chargeFor(d.Domain)
+		if err := l.build(root, d.Descriptors, d.File, nil, opts.ShadowMode, def); err != nil {
 			return nil, err
 		}
 		l.domains[d.Domain] = root
 		fmt.Fprintf(h, "domain %q\n", d.Domain)
-		hashTree(h, d.Descriptors, 1)
+		hashTree(h, d.Descriptors, 1, def)
 	}
 	l.version = "sha256:" + hex.EncodeToString(h.Sum(nil))
 	return l, nil
 }
 
-func hashTree(h interface{ Write([]byte) (int, error) }, ds []DescriptorConfig, depth int) {
-	for _, d := range ds {
+func hashTree(h interface{ Write([]byte) (int, error) }, ds []DescriptorConfig, depth int, def Charge) {
+	for i := range ds {
+		d := &ds[i]
 		fmt.Fprintf(h, "%d %q %q %v %v %v %v", depth, d.Key, d.Value, d.ShadowMode, d.ShareThreshold, d.DetailedMetric, d.ValueToMetric)
 		if d.QuotaMode || len(d.Metadata) > 0 {
 			// Only then, so that files without them keep their versions.
@@ -160,19 +213,19 @@ func hashTree(h interface{ Write([]byte) (int, error) }, ds []DescriptorConfig, 
 		}
 		if r := d.RateLimit; r != nil {
 			fmt.Fprintf(h, " rl{%q %d %d %d %d %v %q}", r.Name, r.RequestsPerUnit, r.Unit, r.multiplier(), r.Capacity(), r.Unlimited, r.Replaces)
-			if r.Charge != ChargeAdmission || r.MaxDebt != 0 {
+			if c := effectiveCharge(d, def); c != ChargeAdmission || r.MaxDebt != 0 {
 				// Only then, so that admission limits keep their versions.
-				fmt.Fprintf(h, " charge{%v %d}", r.Charge, r.MaxDebt)
+				fmt.Fprintf(h, " charge{%v %d}", c, r.MaxDebt)
 			}
 		}
 		fmt.Fprintln(h)
-		hashTree(h, d.Descriptors, depth+1)
+		hashTree(h, d.Descriptors, depth+1, def)
 	}
 }
 
 // build adds ds below parent; chain holds the nodes from the domain's root
 // down to parent.
-func (l *Limits) build(parent *node, ds []DescriptorConfig, file string, chain []*node, shadow bool) error {
+func (l *Limits) build(parent *node, ds []DescriptorConfig, file string, chain []*node, shadow bool, def Charge) error {
 	for i := range ds {
 		d := &ds[i]
 		if d.Key == "" {
@@ -210,6 +263,7 @@ func (l *Limits) build(parent *node, ds []DescriptorConfig, file string, chain [
 		c := append(chain[:len(chain):len(chain)], n)
 		if d.RateLimit != nil {
 			rl := *d.RateLimit
+			rl.Charge = effectiveCharge(d, def)
 			if rl.UnitMultiplier == 0 {
 				rl.UnitMultiplier = 1
 			}
@@ -251,7 +305,7 @@ func (l *Limits) build(parent *node, ds []DescriptorConfig, file string, chain [
 			n.rule = r
 			l.count++
 		}
-		if err := l.build(n, d.Descriptors, file, c, shadow); err != nil {
+		if err := l.build(n, d.Descriptors, file, c, shadow, def); err != nil {
 			return err
 		}
 	}

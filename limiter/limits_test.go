@@ -293,3 +293,32 @@ func TestMetricKeyOnlyWithFlags(t *testing.T) {
 		}
 	}
 }
+
+// Under the global quota mode a default charge never applies: every limit
+// that states no charge is a quota-mode rule, and stays admission; one
+// that states usage stays usage (and not quota).
+func TestGlobalQuotaModeKeepsDefaultChargeOff(t *testing.T) {
+	ds, err := ParseLimitFile("q.yaml", []byte(`domain: d
+descriptors:
+  - key: backend
+    rate_limit: {unit: second, requests_per_unit: 10}
+  - key: tokens
+    rate_limit: {unit: second, requests_per_unit: 10, charge: usage}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := Compile([]DomainConfig{ds}, CompileOptions{QuotaMode: true, DefaultCharge: ChargeUsage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]Charge{"backend": ChargeAdmission, "tokens": ChargeUsage} {
+		r, _ := l.Match("d", []Entry{{Key: key, Value: "x"}}, nil)
+		if r == nil {
+			t.Fatalf("%s: no rule", key)
+		}
+		if r.Limit.Charge != want {
+			t.Errorf("%s: charge %v, want %v", key, r.Limit.Charge, want)
+		}
+	}
+}

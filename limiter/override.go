@@ -120,13 +120,19 @@ func (o *Override) Validate(b Bounds, now time.Time) error {
 // validateOverrideLimit checks a limit built in Go as the limit-file parser
 // checks one read from text.
 func validateOverrideLimit(r *RateLimit) error {
-	// The override storage has no columns for the charging mode yet: an
-	// override must not load as admission when it says usage.
-	if r.Charge != ChargeAdmission {
-		return overrideErr("rate_limit.charge", "%s is not supported for overrides yet; only admission", r.Charge)
+	if r.Charge > ChargeUsage {
+		return overrideErr("rate_limit.charge", "unknown charging mode %s; valid modes are admission, usage", r.Charge)
 	}
-	if r.MaxDebt != 0 {
-		return overrideErr("rate_limit.max_debt", "not supported for overrides yet (it applies only to charge: usage)")
+	if r.MaxDebt != 0 && r.Charge != ChargeUsage {
+		return overrideErr("rate_limit.max_debt", "applies only to charge: usage")
+	}
+	if r.Charge == ChargeUsage {
+		switch {
+		case r.Unlimited:
+			return overrideErr("rate_limit.charge", "usage does not apply to an unlimited limit")
+		case r.RequestsPerUnit == 0:
+			return overrideErr("rate_limit.charge", "usage does not apply to a ban (requests_per_unit: 0), which has no bucket to charge")
+		}
 	}
 	if r.Unlimited {
 		if r.Unit != UnitUnknown || r.RequestsPerUnit != 0 || r.Burst != 0 || r.UnitMultiplier > 1 {
@@ -190,7 +196,7 @@ func (r *RateLimit) doc() rateLimitJSON {
 	if r.RequestsPerUnit > 0 && r.Burst != 0 {
 		d.Burst = r.Burst
 	}
-	if r.Charge != ChargeAdmission {
+	if r.Charge != ChargeAdmission || r.ChargeSet {
 		d.Charge = r.Charge.String()
 	}
 	d.MaxDebt = r.MaxDebt
@@ -449,8 +455,10 @@ func fallback(level []DescriptorConfig, key, value string) *DescriptorConfig {
 }
 
 // overrideLimit is the limit an override puts on a node whose limit was
-// old (nil for none): the override's, with old's name and replaces kept
-// unless the override gives its own.
+// old (nil for none): the override's, with old's name, replaces and stated
+// charging mode kept unless the override gives its own (an override of a
+// usage budget's rate stays a usage budget; a ban or unlimited override
+// takes no charging mode).
 func overrideLimit(old *RateLimit, o RateLimit) *RateLimit {
 	r := o
 	if old != nil {
@@ -459,6 +467,9 @@ func overrideLimit(old *RateLimit, o RateLimit) *RateLimit {
 		}
 		if len(r.Replaces) == 0 {
 			r.Replaces = old.Replaces
+		}
+		if !r.chargeStated() && old.chargeStated() && !r.Unlimited && r.RequestsPerUnit > 0 {
+			r.Charge, r.ChargeSet, r.MaxDebt = old.Charge, old.ChargeSet, old.MaxDebt
 		}
 	}
 	return &r

@@ -116,6 +116,12 @@ type RateLimit struct {
 	Replaces        []string
 	// Charge is the charging mode; the zero value is admission.
 	Charge Charge
+	// ChargeSet records that the limit states its charging mode (charge:
+	// in a limit file or override). Compile's defaults (CompileOptions)
+	// apply only to limits that leave it unset, such as those delivered
+	// over xDS, whose format has no such field. A Charge other than
+	// admission counts as stated either way.
+	ChargeSet bool
 	// MaxDebt is the most tokens a usage bucket may owe below zero; 0
 	// means the default, DefaultDebtFactor times the capacity, lowered to
 	// what the integer maths holds exactly. Only for ChargeUsage.
@@ -221,6 +227,10 @@ func gcd(a, b uint64) uint64 {
 	return a
 }
 
+// chargeStated reports whether the limit states its charging mode, so
+// that no default changes it.
+func (r *RateLimit) chargeStated() bool { return r.ChargeSet || r.Charge != ChargeAdmission }
+
 // Equal reports whether two limits are the same limit.
 func (r *RateLimit) Equal(o *RateLimit) bool {
 	if r == nil || o == nil {
@@ -228,7 +238,7 @@ func (r *RateLimit) Equal(o *RateLimit) bool {
 	}
 	if r.Name != o.Name || r.RequestsPerUnit != o.RequestsPerUnit || r.Unit != o.Unit ||
 		r.multiplier() != o.multiplier() || r.Capacity() != o.Capacity() || r.Unlimited != o.Unlimited ||
-		r.Charge != o.Charge || r.MaxDebt != o.MaxDebt || len(r.Replaces) != len(o.Replaces) {
+		r.Charge != o.Charge || r.chargeStated() != o.chargeStated() || r.MaxDebt != o.MaxDebt || len(r.Replaces) != len(o.Replaces) {
 		return false
 	}
 	for i := range r.Replaces {

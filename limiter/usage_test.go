@@ -81,25 +81,66 @@ func TestVersionFollowsCharge(t *testing.T) {
 	}
 }
 
-// TestOverrideRefusesUsage: the override storage cannot carry the mode
-// yet, so an override saying usage must not load as admission.
-func TestOverrideRefusesUsage(t *testing.T) {
+// TestOverrideUsage: an override carries the charging mode as a limit
+// file does, with the file's checks, each error naming the field.
+func TestOverrideUsage(t *testing.T) {
 	rl, err := ParseRateLimitJSON([]byte(`{"unit":"second","requests_per_unit":10,"charge":"usage","max_debt":50}`))
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
-	if rl.Charge != ChargeUsage || rl.MaxDebt != 50 {
+	if rl.Charge != ChargeUsage || rl.MaxDebt != 50 || !rl.ChargeSet {
 		t.Fatalf("parsed %+v", rl)
 	}
 	o := Override{Domain: "d", Descriptors: []OverrideEntry{{Key: "k", Value: "v"}}, RateLimit: *rl}
-	err = o.Validate(Bounds{}, time.Now())
-	var oe *OverrideError
-	if !errors.As(err, &oe) || oe.Field != "rate_limit.charge" || !strings.Contains(oe.Msg, "not supported for overrides yet") {
+	if err := o.Validate(Bounds{}, time.Now()); err != nil {
 		t.Fatalf("Validate = %v", err)
 	}
-	o.RateLimit.Charge = ChargeAdmission
-	if err := o.Validate(Bounds{}, time.Now()); !errors.As(err, &oe) || oe.Field != "rate_limit.max_debt" {
-		t.Fatalf("Validate = %v", err)
+	for _, c := range []struct {
+		name  string
+		rl    RateLimit
+		field string
+		msg   string
+	}{
+		{"usage on a ban", RateLimit{Unit: Hour, Charge: ChargeUsage}, "rate_limit.charge", "usage does not apply to a ban"},
+		{"usage on unlimited", RateLimit{Unlimited: true, Charge: ChargeUsage}, "rate_limit.charge", "usage does not apply to an unlimited limit"},
+		{"max_debt on admission", RateLimit{RequestsPerUnit: 1, Unit: Hour, MaxDebt: 3}, "rate_limit.max_debt", "applies only to charge: usage"},
+		{"max_debt too large", RateLimit{RequestsPerUnit: 1, Unit: Year, Charge: ChargeUsage, MaxDebt: 1 << 40}, "rate_limit", "max_debt"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			o.RateLimit = c.rl
+			err := o.Validate(Bounds{}, time.Now())
+			var oe *OverrideError
+			if !errors.As(err, &oe) || oe.Field != c.field || !strings.Contains(oe.Msg, c.msg) {
+				t.Fatalf("Validate = %v, want %s: ...%s", err, c.field, c.msg)
+			}
+		})
+	}
+}
+
+// TestOverrideKeepsUsage: an override that does not state a charging mode
+// keeps the stated mode of the limit it overrides, unless it is a ban.
+func TestOverrideKeepsUsage(t *testing.T) {
+	cfg := []DomainConfig{{Domain: "d", Descriptors: []DescriptorConfig{{Key: "k", RateLimit: &RateLimit{
+		RequestsPerUnit: 10, Unit: Hour, Charge: ChargeUsage, ChargeSet: true, MaxDebt: 7}}}}}
+	for _, c := range []struct {
+		name string
+		rl   RateLimit
+		want Charge
+	}{
+		{"rate", RateLimit{RequestsPerUnit: 99, Unit: Hour}, ChargeUsage},
+		{"stated admission", RateLimit{RequestsPerUnit: 99, Unit: Hour, ChargeSet: true}, ChargeAdmission},
+		{"ban", RateLimit{Unit: Hour}, ChargeAdmission},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			lims, err := Compile(MergeOverrides(cfg, []Override{{Domain: "d", Descriptors: []OverrideEntry{{Key: "k"}}, RateLimit: c.rl}}), CompileOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, _ := lims.Match("d", []Entry{{Key: "k", Value: "x"}}, nil)
+			if r == nil || r.Limit.Charge != c.want || r.Limit.RequestsPerUnit != c.rl.RequestsPerUnit {
+				t.Fatalf("rule %+v, want charge %v", r, c.want)
+			}
+		})
 	}
 }
 

@@ -80,8 +80,15 @@ func serve(ctx context.Context, path string, o options) error {
 		}
 	}()
 	lim := limiter.New(st.store, limiter.Config{KeyPrefix: cfg.Redis.KeyPrefix, Bounds: cfg.Bounds()})
-	rl := reload.New(reload.Options{Path: path, Getenv: getenv, Limiter: lim, Logger: log, Metrics: m,
-		Watch: cfg.Limits.Watch, WatchInterval: cfg.Limits.WatchInterval})
+	ro := reload.Options{Path: path, Getenv: getenv, Limiter: lim, Logger: log, Metrics: m,
+		Watch: cfg.Limits.Watch, WatchInterval: cfg.Limits.WatchInterval}
+	if o.compat != "" {
+		ro.Load = func(path string, getenv func(string) string) (*config.Config, error) {
+			cfg, _, err := compat.Load(path, getenv)
+			return cfg, err
+		}
+	}
+	rl := reload.New(ro)
 	if err := rl.LoadInitial(cfg); err != nil {
 		printErrors(stderr, err)
 		return exitError{1}
@@ -225,6 +232,7 @@ func openStore(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*store
 		rs.Close()
 		return nil, fmt.Errorf("redis: %w", err)
 	}
+	m.WatchFailover(mode, fo.Counts)
 	log.Info("store: redis", "url", rs.URL(), "mode", rs.Mode(), "batching", rs.Batching(),
 		"deny_cache_size", cfg.Redis.DenyCacheSize, "failure_mode", mode.String(),
 		"local_fraction", cfg.Redis.LocalFraction, "timeout", rs.Timeout().String())

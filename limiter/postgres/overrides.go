@@ -37,7 +37,7 @@ const (
 type HistoryEntry = limiter.OverrideChange
 
 const overrideColumns = `id, domain, path, unit, unit_multiplier, requests_per_unit, burst, unlimited,
-	name, replaces, reason, updated_by, created_at, updated_at, expires_at`
+	name, replaces, reason, updated_by, created_at, updated_at, expires_at, charge, max_debt`
 
 // scanOverride reads one row of overrideColumns.
 func scanOverride(row pgx.Row) (limiter.Override, error) {
@@ -49,11 +49,23 @@ func scanOverride(row pgx.Row) (limiter.Override, error) {
 		burst     *int64
 		replaces  []string
 		expires   *time.Time
+		charge    *string
+		maxDebt   *int64
 	)
 	err := row.Scan(&o.ID, &o.Domain, &path, &unit, &mult, &rpu, &burst, &o.RateLimit.Unlimited,
-		&o.RateLimit.Name, &replaces, &o.Reason, &o.UpdatedBy, &o.CreatedAt, &o.UpdatedAt, &expires)
+		&o.RateLimit.Name, &replaces, &o.Reason, &o.UpdatedBy, &o.CreatedAt, &o.UpdatedAt, &expires, &charge, &maxDebt)
 	if err != nil {
 		return o, err
+	}
+	if charge != nil {
+		c, ok := limiter.ParseCharge(*charge)
+		if !ok {
+			return o, fmt.Errorf("override %d: unknown charging mode %q", o.ID, *charge)
+		}
+		o.RateLimit.Charge, o.RateLimit.ChargeSet = c, true
+	}
+	if maxDebt != nil {
+		o.RateLimit.MaxDebt = uint64(*maxDebt)
 	}
 	if err := json.Unmarshal(path, &o.Descriptors); err != nil {
 		return o, fmt.Errorf("override %d: path: %w", o.ID, err)
@@ -84,6 +96,20 @@ func scanOverride(row pgx.Row) (limiter.Override, error) {
 		o.ExpiresAt = expires.UTC()
 	}
 	return o, nil
+}
+
+// chargeArgs are the charge and max_debt columns of r: NULL when r does
+// not state them.
+func chargeArgs(r *limiter.RateLimit) (charge *string, maxDebt *int64) {
+	if r.ChargeSet || r.Charge != limiter.ChargeAdmission {
+		c := r.Charge.String()
+		charge = &c
+	}
+	if r.MaxDebt != 0 {
+		d := int64(r.MaxDebt)
+		maxDebt = &d
+	}
+	return charge, maxDebt
 }
 
 // limitArgs are the rate_limit columns of o, in overrideColumns' order.
@@ -128,6 +154,7 @@ func (db *DB) PutOverride(ctx context.Context, o limiter.Override, actor string)
 		return stored, false, err
 	}
 	unit, mult, rpu, burst := limitArgs(&o.RateLimit)
+	charge, maxDebt := chargeArgs(&o.RateLimit)
 	replaces := o.RateLimit.Replaces
 	if replaces == nil {
 		replaces = []string{}
@@ -145,10 +172,11 @@ func (db *DB) PutOverride(ctx context.Context, o limiter.Override, actor string)
 			case err == nil:
 				stored, err = scanOverride(tx.QueryRow(ctx, `UPDATE sluice_overrides SET
 					unit = $2, unit_multiplier = $3, requests_per_unit = $4, burst = $5, unlimited = $6,
-					name = $7, replaces = $8, reason = $9, updated_by = $10, updated_at = now(), expires_at = $11
+					name = $7, replaces = $8, reason = $9, updated_by = $10, updated_at = now(), expires_at = $11,
+					charge = $12, max_debt = $13
 					WHERE id = $1 RETURNING `+overrideColumns,
 					old.ID, unit, mult, rpu, burst, o.RateLimit.Unlimited,
-					o.RateLimit.Name, replaces, o.Reason, actor, nullTime(o.ExpiresAt)))
+					o.RateLimit.Name, replaces, o.Reason, actor, nullTime(o.ExpiresAt), charge, maxDebt))
 				if err != nil {
 					return fmt.Errorf("update override %d: %w", old.ID, err)
 				}
@@ -157,11 +185,12 @@ func (db *DB) PutOverride(ctx context.Context, o limiter.Override, actor string)
 				return fmt.Errorf("look up override: %w", err)
 			}
 			stored, err = scanOverride(tx.QueryRow(ctx, `INSERT INTO sluice_overrides
-				(domain, path, unit, unit_multiplier, requests_per_unit, burst, unlimited, name, replaces, reason, updated_by, expires_at)
-				VALUES ($1, $2::jsonb, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+				(domain, path, unit, unit_multiplier, requests_per_unit, burst, unlimited, name, replaces, reason, updated_by, expires_at,
+				 charge, max_debt)
+				VALUES ($1, $2::jsonb, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 				ON CONFLICT DO NOTHING RETURNING `+overrideColumns,
 				o.Domain, path, unit, mult, rpu, burst, o.RateLimit.Unlimited,
-				o.RateLimit.Name, replaces, o.Reason, actor, nullTime(o.ExpiresAt)))
+				o.RateLimit.Name, replaces, o.Reason, actor, nullTime(o.ExpiresAt), charge, maxDebt))
 			switch {
 			case err == nil:
 				created = true

@@ -18,8 +18,8 @@ var (
 // repeated key, or a value of the wrong type, is a problem naming its line
 // and field path; a field not given, or given as null, keeps its value.
 // Fields may be structs, time.Durations (written 250ms, 2m), strings,
-// bools, integers, floats, or yaml.Node (kept undecoded, aliases
-// followed). lines, unless nil, receives the line of every path given.
+// bools, integers, floats, maps keyed by string (each value decoded as a
+// field), or yaml.Node (kept undecoded, aliases followed). lines, unless nil, receives the line of every path given.
 func (w *Walker) Decode(n *yaml.Node, dst any, lines map[string]int) {
 	d := decoder{w: w, lines: lines}
 	if d.lines == nil {
@@ -71,6 +71,27 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 				continue
 			}
 			d.value(f.Val, fv, f.Path)
+		}
+		return
+	}
+	if v.Kind() == reflect.Map && v.Type().Key().Kind() == reflect.String {
+		// A map keyed by names the user picks (domains): each value is
+		// decoded as a field would be, from the map's zero value.
+		if n.Kind != yaml.MappingNode {
+			d.w.Errorf(n.Line, path, "must be a mapping, not %s", Describe(n))
+			return
+		}
+		if v.IsNil() {
+			v.Set(reflect.MakeMap(v.Type()))
+		}
+		for _, f := range d.w.Fields(n, path) {
+			d.lines[f.Path] = f.Key.Line
+			ev := reflect.New(v.Type().Elem()).Elem()
+			if old := v.MapIndex(reflect.ValueOf(f.Name).Convert(v.Type().Key())); old.IsValid() {
+				ev.Set(old)
+			}
+			d.value(f.Val, ev, f.Path)
+			v.SetMapIndex(reflect.ValueOf(f.Name).Convert(v.Type().Key()), ev)
 		}
 		return
 	}

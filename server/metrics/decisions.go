@@ -26,9 +26,22 @@ func (m *Metrics) codeCounters(domain, descriptor string, shadow bool) codeCount
 	}
 }
 
+// lazyCounter is a series made on its first use, for counters that most
+// rules never need (usage tokens cut by the debt floor).
+type lazyCounter struct {
+	once sync.Once
+	c    prometheus.Counter
+}
+
+func (l *lazyCounter) add(vec *prometheus.CounterVec, v float64, labels ...string) {
+	l.once.Do(func() { l.c = vec.WithLabelValues(labels...) })
+	l.c.Add(v)
+}
+
 // ruleMetrics are one rule's series, resolved on its first decision.
 type ruleMetrics struct {
 	plain  codeCounters
+	cut    lazyCounter
 	domain string
 	rule   *limiter.Rule
 	// detailed rules label decisions with request values (their metric
@@ -40,12 +53,15 @@ type ruleMetrics struct {
 
 // domainMetrics are the series of one domain's descriptors without a rule.
 type domainMetrics struct {
-	noLimit codeCounters
-	request [2]codeCounters // by shadow
+	domain     string
+	noLimit    codeCounters
+	request    [2]codeCounters // by shadow
+	requestCut lazyCounter
 }
 
 func (m *Metrics) newDomainMetrics(domain string) *domainMetrics {
 	return &domainMetrics{
+		domain:  domain,
 		noLimit: m.codeCounters(domain, NoLimit, false),
 		request: [2]codeCounters{m.codeCounters(domain, RequestLimit, false), m.codeCounters(domain, RequestLimit, true)},
 	}
@@ -147,6 +163,10 @@ func (m *Metrics) ObserveDecision(lims *limiter.Limits, req *limiter.Request, re
 		}
 		if st.Rule != nil {
 			rm := m.ruleMetrics(c, req.Domain, st.Rule)
+			if st.Cut > 0 {
+				// Under the rule's plain label, never request values.
+				rm.cut.add(m.usageCut, float64(st.Cut), req.Domain, st.Rule.Path)
+			}
 			if rm.detailed && i < len(req.Descriptors) {
 				m.detailedCounters(rm, req.Descriptors[i].Entries)[code].Inc()
 				continue
@@ -158,6 +178,9 @@ func (m *Metrics) ObserveDecision(lims *limiter.Limits, req *limiter.Request, re
 			dm = m.domainMetrics(c, req.Domain)
 		}
 		if st.Limit != nil {
+			if st.Cut > 0 {
+				dm.requestCut.add(m.usageCut, float64(st.Cut), dm.domain, RequestLimit)
+			}
 			s := 0
 			if st.Shadow {
 				s = 1

@@ -52,6 +52,8 @@ type Metrics struct {
 
 	decisions   *prometheus.CounterVec
 	decisionDur prometheus.Histogram
+	usageCut    *prometheus.CounterVec
+	unrecorded  *unrecordedCollector
 	cache       atomic.Pointer[decisionCache]
 	cacheMu     sync.Mutex // serialises cache misses
 	unknown     *domainMetrics
@@ -118,6 +120,11 @@ func New(reg *prometheus.Registry, opts Options) *Metrics {
 		Name: "sluice_decisions_total",
 		Help: "Descriptor decisions, by domain, matched rule (its name or key path), code (ok, over_limit) and shadow mode. A shadow-mode rule that would have denied counts as over_limit with shadow=\"true\".",
 	}, []string{"domain", "descriptor", "code", "shadow"})
+	m.usageCut = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_usage_cut_tokens_total",
+		Help: "Tokens of usage reports (charge: usage) that a limit's debt floor (max_debt) cut off rather than charged, by domain and rule (as in sluice_decisions_total, without request values).",
+	}, []string{"domain", "descriptor"})
+	m.unrecorded = newUnrecordedCollector()
 	m.decisionDur = prometheus.NewHistogram(latencyOpts("sluice_decision_duration_seconds",
 		"Time to decide one rate-limit request (gRPC ShouldRateLimit or HTTP /json), store included."))
 	m.storeReqs = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -196,7 +203,7 @@ func New(reg *prometheus.Registry, opts Options) *Metrics {
 	m.methods.Store(&map[string]*methodMetrics{})
 
 	reg.MustRegister(
-		m.decisions, m.decisionDur, m.storeReqs, m.storeDur, m.batchSize, cacheHits,
+		m.decisions, m.decisionDur, m.usageCut, m.unrecorded, m.storeReqs, m.storeDur, m.batchSize, cacheHits,
 		m.failure, m.memory, m.breakers, m.transition, m.backendUp, m.backendCheck,
 		m.reloads, m.lastReload, overrides, m.grpcHandled, m.grpcDur, buildInfo,
 		collectors.NewGoCollector(),

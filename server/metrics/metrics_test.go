@@ -355,6 +355,7 @@ func TestNilMetrics(t *testing.T) {
 	m.FailureModeDecision(limiter.FailAllow, nil)
 	m.BreakerTransition("redis", breaker.StateClosed, breaker.StateOpen)
 	m.SetOverrides(nil)
+	m.WatchFailover(limiter.FailAllow, func() limiter.FailoverCounts { return limiter.FailoverCounts{} })
 	s := memory.New(nil)
 	if m.Store("memory", s) != limiter.Store(s) {
 		t.Error("Store on nil Metrics wraps")

@@ -145,3 +145,54 @@ func (m *Metrics) WatchMemoryStore(name string, stats func() MemoryStats) {
 	defer m.memory.mu.Unlock()
 	m.memory.stores = append(m.memory.stores, memoryStore{name: name, stats: stats})
 }
+
+// unrecordedCollector reads a failure mode's counts of usage reports that
+// Redis never recorded, at scrape time.
+type unrecordedCollector struct {
+	desc *prometheus.Desc
+
+	mu     sync.Mutex
+	mode   limiter.FailureMode
+	counts func() limiter.FailoverCounts
+}
+
+func newUnrecordedCollector() *unrecordedCollector {
+	return &unrecordedCollector{desc: prometheus.NewDesc("sluice_usage_unrecorded_tokens_total",
+		"Tokens of usage reports (charge: usage) that Redis never recorded because it failed or its breaker was open, by the failure mode that answered: allow and error record them nowhere; local charges them to the replica's local store only, never reconciled with Redis.",
+		[]string{"mode"}, nil)}
+}
+
+func (c *unrecordedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *unrecordedCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	mode, counts := c.mode, c.counts
+	c.mu.Unlock()
+	if counts == nil {
+		return
+	}
+	n := counts()
+	for _, m := range []limiter.FailureMode{limiter.FailLocal, limiter.FailAllow, limiter.FailError} {
+		var v uint64
+		switch m {
+		case limiter.FailLocal:
+			v = n.LocalUsage
+		case mode:
+			v = n.LostUsage
+		}
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(v), m.String())
+	}
+}
+
+// WatchFailover exports the usage reports the failure mode could not
+// record in Redis as sluice_usage_unrecorded_tokens_total{mode}, reading
+// counts (limiter.Failover.Counts) at each scrape. mode is the failure
+// mode in force: the tokens LostUsage counts are that mode's.
+func (m *Metrics) WatchFailover(mode limiter.FailureMode, counts func() limiter.FailoverCounts) {
+	if m == nil {
+		return
+	}
+	m.unrecorded.mu.Lock()
+	defer m.unrecorded.mu.Unlock()
+	m.unrecorded.mode, m.unrecorded.counts = mode, counts
+}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
+	"github.com/sluice-rl/sluice/limiter"
 )
 
 // Mode is the name of the compat mode: `sluice serve -compat envoy-ratelimit`.
@@ -128,8 +129,9 @@ var Settings = []Setting{
 	{"NEAR_LIMIT_RATIO", "0.8", "float", Warned, nil},
 	{"CACHE_KEY_PREFIX", "", "string", Mapped, nil},
 	{"BACKEND_TYPE", "redis", "string", Mapped, nil},
-	// true is Sluice's admission charging: a denied request pays nothing.
-	{"STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT", "false", "bool", Warned, isTrue},
+	// Selects the charging default: false (counting denied hits) is usage,
+	// true admission.
+	{"STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT", "false", "bool", Mapped, nil},
 	{"LIMIT_RESPONSE_HEADERS_ENABLED", "false", "bool", Mapped, nil},
 	{"LIMIT_LIMIT_HEADER", "RateLimit-Limit", "string", Mapped, nil},
 	{"LIMIT_REMAINING_HEADER", "RateLimit-Remaining", "string", Mapped, nil},
@@ -441,6 +443,21 @@ func apply(c *config.Config, getenv func(string) string, rep *Report) config.Err
 	c.SetBy("limits.quota_mode", "QUOTA_MODE")
 	c.GRPC.ResponseDynamicMetadata = e.bool("RESPONSE_DYNAMIC_METADATA")
 	c.SetBy("grpc.response_dynamic_metadata", "RESPONSE_DYNAMIC_METADATA")
+	// envoyproxy/ratelimit counts every hit, denied ones too, unless told
+	// to stop: the charging default of limits that do not state one is
+	// usage (denied reports charged), or admission with the switch on. A
+	// config file's limits.default_charge stands unless the switch is
+	// given; SLUICE_DEFAULT_CHARGE wins over both.
+	switch {
+	case e.set("STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT"):
+		c.Limits.DefaultCharge = limiter.ChargeUsage.String()
+		if e.bool("STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT") {
+			c.Limits.DefaultCharge = limiter.ChargeAdmission.String()
+		}
+		c.SetBy("limits.default_charge", "STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT")
+	case c.Limits.DefaultCharge == "":
+		c.Limits.DefaultCharge = limiter.ChargeUsage.String()
+	}
 
 	// Response headers: off unless asked for, named as envoyproxy/ratelimit names them.
 	h := &c.ResponseHeaders

@@ -238,3 +238,52 @@ func TestDocsNameEverySetting(t *testing.T) {
 		}
 	}
 }
+
+// TestChargeDefault: compat mode charges denied hits by default, as
+// envoyproxy/ratelimit counts them; STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT
+// =true selects admission; a config file's default stands unless the
+// switch is given; SLUICE_DEFAULT_CHARGE wins over all.
+func TestChargeDefault(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(file, []byte("limits: {default_charge: admission}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		file string
+		env  vars
+		want limiter.Charge
+		err  string
+	}{
+		{"default", "", vars{}, limiter.ChargeUsage, ""},
+		{"stop false", "", vars{"STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT": "false"}, limiter.ChargeUsage, ""},
+		{"stop true", "", vars{"STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT": "true"}, limiter.ChargeAdmission, ""},
+		{"file", file, vars{}, limiter.ChargeAdmission, ""},
+		{"switch over file", file, vars{"STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT": "0"}, limiter.ChargeUsage, ""},
+		{"sluice over switch", "", vars{"STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT": "true", "SLUICE_DEFAULT_CHARGE": "usage"}, limiter.ChargeUsage, ""},
+		{"sluice over default", "", vars{"SLUICE_DEFAULT_CHARGE": "admission"}, limiter.ChargeAdmission, ""},
+		{"sluice bad", "", vars{"SLUICE_DEFAULT_CHARGE": "later"}, 0, `SLUICE_DEFAULT_CHARGE: limits.default_charge: "later" is not one of admission, usage`},
+		{"stop bad", "", vars{"STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT": "sometimes"}, 0, "STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT: "},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, rep, err := Load(c.file, c.env.get)
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("err = %v, want %q", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.LimitsSource().Charge; got != c.want {
+				t.Errorf("default charge = %v, want %v", got, c.want)
+			}
+			if slices.Contains(rep.Ignored, "STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT") {
+				t.Error("STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT reported as ignored")
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -99,9 +100,25 @@ type LimitsConfig struct {
 	Watch         bool          `yaml:"watch"`
 	WatchInterval time.Duration `yaml:"watch_interval"`
 	Domains       yaml.Node     `yaml:"domains"`
+	// DefaultCharge is the charging mode (admission or usage) of the
+	// limits that do not state one, such as limits delivered over xDS.
+	// Empty: admission, or usage in envoyproxy/ratelimit compat mode.
+	// SLUICE_DEFAULT_CHARGE, when set, wins.
+	DefaultCharge string `yaml:"default_charge"`
+	// DomainDefaults are the defaults of the named domains, in place of
+	// the global ones.
+	DomainDefaults map[string]DomainDefaults `yaml:"domain_defaults"`
 
 	// envPath is SLUICE_LIMITS.
 	envPath string
+}
+
+// DomainDefaults are one domain's defaults for the limits that do not
+// state their own.
+type DomainDefaults struct {
+	// Charge is the charging mode: admission or usage; empty takes
+	// limits.default_charge.
+	Charge string `yaml:"charge"`
 }
 
 // RequestConfig bounds a request; see limiter.Bounds.
@@ -239,6 +256,9 @@ func parse(path string, data []byte, getenv func(string) string, table []Depreca
 	} else {
 		c.applyEnvOf(getenv, EnvPostgresDSN, EnvAdminToken, EnvAdminAddr)
 		errs = append(errs, overlay(&c)...)
+		// Sluice's own setting for the charging default wins over the
+		// overlay's (envoyproxy/ratelimit's counting of denied hits).
+		c.applyEnvOf(getenv, EnvDefaultCharge)
 	}
 	// Validate even after decode errors, so one run reports everything;
 	// a field that failed to decode kept its valid default.
@@ -293,6 +313,9 @@ const (
 	EnvAdminAddr   = "SLUICE_ADMIN_ADDR"
 	EnvLimits      = "SLUICE_LIMITS"
 	EnvLogLevel    = "SLUICE_LOG_LEVEL"
+	// EnvDefaultCharge sets limits.default_charge, in compat mode too,
+	// where it wins over STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT.
+	EnvDefaultCharge = "SLUICE_DEFAULT_CHARGE"
 )
 
 // EnvReplaced are the SLUICE_* settings an Overlay replaces: LoadWith
@@ -304,7 +327,7 @@ var EnvReplaced = []string{EnvGRPCAddr, EnvHTTPAddr, EnvRedisURL, EnvLimits, Env
 // names (path and inline domains).
 func (c *Config) applyEnv(getenv func(string) string) {
 	c.applyEnvOf(getenv, EnvGRPCAddr, EnvHTTPAddr, EnvRedisURL, EnvPostgresDSN, EnvAdminToken, EnvAdminAddr,
-		EnvLimits, EnvLogLevel)
+		EnvLimits, EnvLogLevel, EnvDefaultCharge)
 }
 
 // applyEnvOf applies the SLUICE_* overrides named in only.
@@ -326,6 +349,7 @@ func (c *Config) applyEnvOf(getenv func(string) string, only ...string) {
 	set(EnvAdminAddr, "http.admin_addr", &c.HTTP.AdminAddr)
 	set(EnvLimits, "limits.path", &c.Limits.envPath)
 	set(EnvLogLevel, "log.level", &c.Log.Level)
+	set(EnvDefaultCharge, "limits.default_charge", &c.Limits.DefaultCharge)
 }
 
 // resolvePaths makes the file paths set in the config file relative to
@@ -418,6 +442,18 @@ func (c *Config) validate() Errors {
 	if c.Postgres.Enabled() {
 		under("postgres", c.Postgres.Config.Validate())
 	}
+	if v := c.Limits.DefaultCharge; v != "" {
+		if _, ok := limiter.ParseCharge(v); !ok {
+			add("limits.default_charge", fmt.Sprintf("%q is not one of admission, usage", v))
+		}
+	}
+	for _, d := range slices.Sorted(maps.Keys(c.Limits.DomainDefaults)) {
+		if v := c.Limits.DomainDefaults[d].Charge; v != "" {
+			if _, ok := limiter.ParseCharge(v); !ok {
+				add("limits.domain_defaults."+d+".charge", fmt.Sprintf("%q is not one of admission, usage", v))
+			}
+		}
+	}
 	if c.Limits.Watch && c.Limits.WatchInterval <= 0 {
 		add("limits.watch_interval", "must be positive when limits.watch is on")
 	}
@@ -484,17 +520,30 @@ type Source struct {
 	Path       string     // a limit file or directory, or ""
 	Shadow     bool       // limits.shadow_mode
 	Quota      bool       // limits.quota_mode
+	// Charge and DomainCharge are the charging defaults
+	// (limits.default_charge, limits.domain_defaults).
+	Charge       limiter.Charge
+	DomainCharge map[string]limiter.Charge
 }
 
-// CompileOptions are the global modes the limits compile with.
+// CompileOptions are the options the limits of s compile with.
 func (s Source) CompileOptions() limiter.CompileOptions {
-	return limiter.CompileOptions{ShadowMode: s.Shadow, QuotaMode: s.Quota}
+	return limiter.CompileOptions{ShadowMode: s.Shadow, QuotaMode: s.Quota, DefaultCharge: s.Charge, DomainCharge: s.DomainCharge}
 }
 
 // LimitsSource is where c's limits come from: SLUICE_LIMITS, else the
 // inline domains and limits.path (relative to the config file).
 func (c *Config) LimitsSource() Source {
 	s := Source{Shadow: c.Limits.ShadowMode, Quota: c.Limits.QuotaMode}
+	s.Charge, _ = limiter.ParseCharge(c.Limits.DefaultCharge) // checked by validate; "" is admission
+	for d, dd := range c.Limits.DomainDefaults {
+		if ch, ok := limiter.ParseCharge(dd.Charge); ok {
+			if s.DomainCharge == nil {
+				s.DomainCharge = map[string]limiter.Charge{}
+			}
+			s.DomainCharge[d] = ch
+		}
+	}
 	if c.Limits.envPath != "" {
 		s.Path = c.Limits.envPath
 		return s

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-rl/sluice/limiter"
 )
 
 // env is a fake environment for getenv.
@@ -322,5 +324,46 @@ func TestOneErrorFormat(t *testing.T) {
 	_, err = Source{Path: file}.LoadDomains()
 	if got, want := fmt.Sprint(err), file+":4: descriptors[0].rate_limit.brust: unknown field; did you mean burst?"; got != want {
 		t.Errorf("limit file error\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestChargeDefaults: limits.default_charge and limits.domain_defaults
+// become the compile options; SLUICE_DEFAULT_CHARGE wins over the file;
+// a bad mode is an error naming the field.
+func TestChargeDefaults(t *testing.T) {
+	file := []byte(`limits:
+  default_charge: usage
+  domain_defaults:
+    edge: {charge: admission}
+    llm: {}
+`)
+	c, err := Parse("config.yaml", file, env{}.get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := c.LimitsSource().CompileOptions()
+	if opts.DefaultCharge != limiter.ChargeUsage || len(opts.DomainCharge) != 1 || opts.DomainCharge["edge"] != limiter.ChargeAdmission {
+		t.Fatalf("compile options %+v", opts)
+	}
+	c, err = Parse("config.yaml", file, env{EnvDefaultCharge: "admission"}.get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.LimitsSource().Charge; got != limiter.ChargeAdmission {
+		t.Fatalf("with %s=admission: %v", EnvDefaultCharge, got)
+	}
+	if got := Default().Limits.DefaultCharge; got != "" {
+		t.Fatalf("built-in default %q, want none (admission)", got)
+	}
+	for _, c := range []struct{ yaml, want string }{
+		{"limits: {default_charge: later}\n", `config.yaml:1: limits.default_charge: "later" is not one of admission, usage`},
+		{"limits:\n  domain_defaults:\n    llm: {charge: Usage2}\n", `config.yaml:3: limits.domain_defaults.llm.charge: "Usage2" is not one of admission, usage`},
+		{"limits:\n  domain_defaults:\n    llm: {charges: usage}\n", `config.yaml:3: limits.domain_defaults.llm.charges: unknown field`},
+		{"limits:\n  domain_defaults: [llm]\n", `config.yaml:2: limits.domain_defaults: must be a mapping`},
+	} {
+		_, err := Parse("config.yaml", []byte(c.yaml), env{}.get)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: err = %v, want %q", c.yaml, err, c.want)
+		}
 	}
 }

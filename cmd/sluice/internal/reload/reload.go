@@ -38,6 +38,10 @@ type Options struct {
 	Path string
 	// Getenv reads the SLUICE_* environment on each reload.
 	Getenv func(string) string
+	// Load reads the configuration on each reload; nil is config.Load.
+	// The compat mode passes its own, so a reload keeps reading
+	// envoyproxy/ratelimit's settings (limits path, charging default).
+	Load func(path string, getenv func(string) string) (*config.Config, error)
 	// Limiter is given the limits.
 	Limiter *limiter.Limiter
 	// Logger logs each load; it is scoped with component=limits.
@@ -55,6 +59,7 @@ type Options struct {
 type Reloader struct {
 	path   string // config file; "" for built-in defaults
 	getenv func(string) string
+	load   func(string, func(string) string) (*config.Config, error)
 	lim    *limiter.Limiter
 	log    *slog.Logger
 	// metrics counts reloads by result; nil counts nothing.
@@ -103,7 +108,11 @@ func (r *Reloader) record(version string, err error) {
 // New returns a Reloader; it loads nothing until LoadInitial and watches
 // nothing until Open.
 func New(o Options) *Reloader {
-	return &Reloader{path: o.Path, getenv: o.Getenv, lim: o.Limiter, log: o.Logger.With("component", "limits"),
+	load := o.Load
+	if load == nil {
+		load = config.Load
+	}
+	return &Reloader{path: o.Path, getenv: o.Getenv, load: load, lim: o.Limiter, log: o.Logger.With("component", "limits"),
 		metrics: o.Metrics, watch: o.Watch, interval: o.WatchInterval}
 }
 
@@ -283,7 +292,7 @@ func (r *Reloader) reload(reason string) {
 	defer r.loadMu.Unlock()
 	stat, sum := fingerprint(r.watched)
 	r.stat, r.sum = stat, sum
-	cfg, err := config.Load(r.path, r.getenv)
+	cfg, err := r.load(r.path, r.getenv)
 	if err != nil {
 		r.record("", err)
 		r.metrics.ConfigReload(err)

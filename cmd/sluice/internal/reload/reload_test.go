@@ -121,3 +121,46 @@ func TestOpenRefusesBadInterval(t *testing.T) {
 		t.Fatal("Open with a zero watch interval succeeded")
 	}
 }
+
+// TestReloadUsesLoad: a reload reads the configuration with Options.Load
+// (compat mode's loader), so what that loader sets, such as the charging
+// default, survives a reload.
+func TestReloadUsesLoad(t *testing.T) {
+	dir := t.TempDir()
+	limits := filepath.Join(dir, "api.yaml")
+	writeLimits(t, limits, "10")
+	cfgPath := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, []byte("limits: {path: api.yaml}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	getenv := func(string) string { return "" }
+	load := func(path string, getenv func(string) string) (*config.Config, error) {
+		return config.LoadWith(path, getenv, func(c *config.Config) config.Errors {
+			c.Limits.DefaultCharge = "usage"
+			return nil
+		})
+	}
+	cfg, err := load(cfgPath, getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := limiter.New(memory.New(nil), limiter.Config{})
+	r := New(Options{Path: cfgPath, Getenv: getenv, Load: load, Limiter: lim, Logger: slog.New(slog.DiscardHandler)})
+	if err := r.LoadInitial(cfg); err != nil {
+		t.Fatal(err)
+	}
+	charge := func() limiter.Charge {
+		rule, _ := lim.Limits().Match("api", []limiter.Entry{{Key: "tenant", Value: "a"}}, nil)
+		return rule.Limit.Charge
+	}
+	if got := charge(); got != limiter.ChargeUsage {
+		t.Fatalf("first load: %v, want usage", got)
+	}
+	writeLimits(t, limits, "20")
+	if _, err := r.ReloadNow(); err != nil {
+		t.Fatal(err)
+	}
+	if got := charge(); got != limiter.ChargeUsage {
+		t.Fatalf("after a reload: %v, want usage", got)
+	}
+}
