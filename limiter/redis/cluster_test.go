@@ -5,6 +5,8 @@ package redis
 import (
 	"context"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,18 +64,24 @@ func TestCluster(t *testing.T) {
 
 	bothModes(t, func(t *testing.T, batching string) {
 		t.Run("contract", func(t *testing.T) {
+			// Through two replicas, each call to the next: all or nothing
+			// must hold across hash slots as every replica sees them.
 			limitertest.RunStore(t, func(t *testing.T) limitertest.Harness {
-				s := newURLStore(t, c.URL(), batching)
-				if s.Mode() != ModeCluster {
-					t.Fatalf("Mode = %s", s.Mode())
+				a, b := newURLStore(t, c.URL(), batching), newURLStore(t, c.URL(), batching)
+				if a.Mode() != ModeCluster {
+					t.Fatalf("Mode = %s", a.Mode())
 				}
-				h := ttlHarness(t, s, rc)
-				h.PerSlot = true
+				h := ttlHarness(t, a, rc)
+				h.Store = &replicas{stores: []*Store{a, b}}
 				return h
 			})
 		})
 		t.Run("slots", func(t *testing.T) { testClusterSlots(t, newURLStore(t, c.URL(), batching), rc) })
+		t.Run("refund", func(t *testing.T) { testClusterRefund(t, c, batching, rc) })
 	})
+	t.Run("partial failure", func(t *testing.T) { testClusterPartialFailure(t, c, rc) })
+	t.Run("refund retried", func(t *testing.T) { testClusterRefundRetried(t, c, rc) })
+	t.Run("deny cache peeks", func(t *testing.T) { testClusterDenyCachePeeks(t, c) })
 	t.Run("keyslot", func(t *testing.T) {
 		for _, k := range []string{"a", "sl:{4:edge1:k1:v}rest", "{}x", "{x", "x}{y}", "{a}{b}", "\xff{é}"} {
 			want, err := rc.ClusterKeySlot(context.Background(), k).Result()
@@ -93,8 +101,8 @@ func TestCluster(t *testing.T) {
 }
 
 // testClusterSlots decides requests whose buckets live on different
-// nodes: one script call per slot group, all-or-nothing within a group,
-// each group on its own across groups.
+// nodes: one script call per slot group, all-or-nothing within a group and
+// across groups.
 func testClusterSlots(t *testing.T, s *Store, rc *goredis.ClusterClient) {
 	ctx := context.Background()
 	rt := mustRate(t, 1, limiter.Hour, 2)
@@ -135,14 +143,202 @@ func testClusterSlots(t *testing.T, s *Store, rc *goredis.ClusterClient) {
 	if n, _ := rc.Get(ctx, a2).Result(); n == "" {
 		t.Fatalf("a2 lost its state")
 	}
-	// Across groups each decides for itself: others[2] pays while a1 is
-	// short (documented).
+	// Across groups too: others[2] took, and was refunded when a1's group
+	// denied; it reports its state after the refund, as a bucket of a
+	// denied single-slot call does.
 	ok, res = apply(t, s, limiter.BucketRequest{Key: a1, Rate: rt, Cost: 1}, limiter.BucketRequest{Key: others[2], Rate: rt, Cost: 1})
-	if ok || res[0].OK || !res[1].OK || res[1].Remaining != 1 {
+	if ok || res[0].OK || !res[1].OK || res[1].Remaining != 2 {
 		t.Fatalf("cross-slot: allowed=%v %+v", ok, res)
 	}
 	_, res = apply(t, s, limiter.BucketRequest{Key: others[2], Rate: rt, Cost: 1, Op: limiter.OpPeek})
-	if res[0].Remaining != 1 {
-		t.Fatalf("the other group did not pay: %+v", res[0])
+	if res[0].Remaining != 2 {
+		t.Fatalf("the other group paid: %+v", res[0])
+	}
+	if st := s.RefundStats(); st.Calls != 1 || st.Retried != 0 {
+		t.Fatalf("refund stats %+v, want one call refunded at once", st)
+	}
+}
+
+// replicas is Sluice replicas on one cluster: each call goes to the next
+// store in turn.
+type replicas struct {
+	stores []*Store
+	n      atomic.Uint64
+}
+
+func (r *replicas) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult) (bool, error) {
+	return r.stores[r.n.Add(1)%uint64(len(r.stores))].Apply(ctx, reqs, res)
+}
+
+// crossNodes returns an ip and a global bucket key whose slots are served
+// by different masters, so no script can see both.
+func crossNodes(t *testing.T, rc *goredis.ClusterClient) (ip, global string) {
+	t.Helper()
+	ctx := context.Background()
+	base := uniqueKey("cross")
+	key := func(k, v string) string {
+		return string(limiter.AppendKey(nil, base+":", "edge", []limiter.KeyPart{{Key: k, Value: v}}, nil))
+	}
+	global = key("global", "all")
+	gm, err := rc.MasterForKey(ctx, global)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 1000; i++ {
+		ip = key("ip", "10.1.0."+strconv.Itoa(i))
+		im, err := rc.MasterForKey(ctx, ip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if im.Options().Addr != gm.Options().Addr {
+			return ip, global
+		}
+	}
+	t.Fatal("no ip key on another master")
+	return "", ""
+}
+
+// testClusterRefund: a request denied by its ip bucket on replica A leaves
+// the global bucket, on another master, as it was when seen from replica
+// B, and leaves no record behind; shadow takes are refunded too, usage
+// charges never.
+func testClusterRefund(t *testing.T, c *limitertest.RedisCluster, batching string, rc *goredis.ClusterClient) {
+	ctx := context.Background()
+	a, b := newURLStore(t, c.URL(), batching), newURLStore(t, c.URL(), batching)
+	ip, global := crossNodes(t, rc)
+	ipRate, globalRate := mustRate(t, 1, limiter.Hour, 0), mustRate(t, 10, limiter.Hour, 0)
+	take := []limiter.BucketRequest{{Key: ip, Rate: ipRate, Cost: 1}, {Key: global, Rate: globalRate, Cost: 1}}
+	if ok, res := apply(t, a, take...); !ok || res[1].Remaining != 9 {
+		t.Fatalf("first request: allowed=%v %+v", ok, res)
+	}
+	for i := 0; i < 3; i++ {
+		ok, res := apply(t, a, take...)
+		if ok || res[0].OK || !res[1].OK || res[1].Remaining != 9 {
+			t.Fatalf("ip over: allowed=%v %+v", ok, res)
+		}
+	}
+	peek := func() uint64 {
+		_, res := apply(t, b, limiter.BucketRequest{Key: global, Rate: globalRate, Op: limiter.OpPeek})
+		return res[0].Remaining
+	}
+	if got := peek(); got != 9 {
+		t.Fatalf("replica B sees %d left in the global bucket, want 9: the denied requests paid", got)
+	}
+	// A shadow take that paid is refunded; a usage charge is not.
+	usage := mustRate(t, 100, limiter.Hour, 0)
+	usage.MaxDebt = 1000
+	charge := uniqueKey("charge") // no hash tag: a slot of its own
+	ok, res := apply(t, a, limiter.BucketRequest{Key: ip, Rate: ipRate, Cost: 1},
+		limiter.BucketRequest{Key: global, Rate: globalRate, Cost: 2, Op: limiter.OpShadowTake},
+		limiter.BucketRequest{Key: charge, Rate: usage, Cost: 30, Op: limiter.OpCharge})
+	if ok || !res[1].OK || res[1].Remaining != 9 || !res[2].OK || res[2].Remaining != 70 {
+		t.Fatalf("shadow and usage: allowed=%v %+v", ok, res)
+	}
+	if got := peek(); got != 9 {
+		t.Fatalf("the shadow take was not refunded: %d left", got)
+	}
+	// No record is left behind by the refunded calls.
+	var left []string
+	err := rc.ForEachMaster(ctx, func(ctx context.Context, n *goredis.Client) error {
+		keys, err := n.Keys(ctx, "*~"+a.refunds.id+"*").Result()
+		left = append(left, keys...)
+		return err
+	})
+	if err != nil || len(left) != 2 { // the allowed first request's two live on
+		t.Fatalf("records left: %q (%v)", left, err)
+	}
+}
+
+// testClusterPartialFailure: one group takes, another fails: the taken
+// group is refunded, and the error is returned.
+func testClusterPartialFailure(t *testing.T, c *limitertest.RedisCluster, rc *goredis.ClusterClient) {
+	ctx := context.Background()
+	a, b := newURLStore(t, c.URL(), "on"), newURLStore(t, c.URL(), "off")
+	ip, global := crossNodes(t, rc)
+	// A list where the ip bucket should be: its script fails (WRONGTYPE).
+	if err := rc.RPush(ctx, ip, "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.PExpire(ctx, ip, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	globalRate := mustRate(t, 10, limiter.Hour, 0)
+	for _, s := range []*Store{a, b} {
+		res := make([]limiter.BucketResult, 2)
+		_, err := s.Apply(ctx, []limiter.BucketRequest{{Key: ip, Rate: globalRate, Cost: 1}, {Key: global, Rate: globalRate, Cost: 1}}, res)
+		if err == nil || !strings.Contains(err.Error(), "WRONGTYPE") {
+			t.Fatalf("Apply = %v, want the failed group's error", err)
+		}
+	}
+	_, res := apply(t, b, limiter.BucketRequest{Key: global, Rate: globalRate, Op: limiter.OpPeek})
+	if res[0].Remaining != 10 {
+		t.Fatalf("the global bucket kept %d of 10 after partial failures", res[0].Remaining)
+	}
+}
+
+// testClusterRefundRetried: a refund that cannot be sent within the call
+// timeout (its master is paused) leaves the call's answer marked pending,
+// and is retried in the background until it lands.
+func testClusterRefundRetried(t *testing.T, c *limitertest.RedisCluster, rc *goredis.ClusterClient) {
+	ctx := context.Background()
+	cfg := DefaultConfig()
+	cfg.URL = c.URL()
+	cfg.ReadTimeout = 200 * time.Millisecond
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b := newURLStore(t, c.URL(), "on")
+	ip, global := crossNodes(t, rc)
+	gm, err := rc.MasterForKey(ctx, global)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ipRate, globalRate := mustRate(t, 1, limiter.Hour, 0), mustRate(t, 10, limiter.Hour, 0)
+	apply(t, a, limiter.BucketRequest{Key: ip, Rate: ipRate, Cost: 1})
+	a.beforeRefund = func() {
+		if err := gm.Do(ctx, "CLIENT", "PAUSE", "500", "WRITE").Err(); err != nil {
+			t.Error(err)
+		}
+	}
+	ok, res := apply(t, a, limiter.BucketRequest{Key: ip, Rate: ipRate, Cost: 1}, limiter.BucketRequest{Key: global, Rate: globalRate, Cost: 1})
+	if ok || !res[1].OK || !res[1].Pending || res[0].Pending {
+		t.Fatalf("refund under pause: allowed=%v %+v, want global pending", ok, res)
+	}
+	if st := a.RefundStats(); st.Retried != 1 {
+		t.Fatalf("refund stats %+v, want one retried", st)
+	}
+	limitertest.Eventually(t, 5*time.Second, "the background refund", func() bool {
+		_, res := apply(t, b, limiter.BucketRequest{Key: global, Rate: globalRate, Op: limiter.OpPeek})
+		return res[0].Remaining == 10
+	})
+	if st := a.RefundStats(); st.Failed != 0 || st.Dropped != 0 {
+		t.Fatalf("refund stats %+v", st)
+	}
+}
+
+// testClusterDenyCachePeeks: with the ip bucket known short, a deny cache
+// sends the global bucket as a peek: nothing to take, nothing to refund.
+func testClusterDenyCachePeeks(t *testing.T, c *limitertest.RedisCluster) {
+	s := newURLStore(t, c.URL(), "on")
+	rc := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: c.Addrs})
+	defer rc.Close()
+	ip, global := crossNodes(t, rc)
+	cache := limiter.NewDenyCache(s, limiter.DenyCacheConfig{})
+	ipRate, globalRate := mustRate(t, 1, limiter.Hour, 0), mustRate(t, 10, limiter.Hour, 0)
+	take := []limiter.BucketRequest{{Key: ip, Rate: ipRate, Cost: 1}, {Key: global, Rate: globalRate, Cost: 1}}
+	res := make([]limiter.BucketResult, 2)
+	for i := 0; i < 5; i++ {
+		ok, err := cache.Apply(context.Background(), take, res)
+		if err != nil || ok != (i == 0) || res[1].Remaining != 9 {
+			t.Fatalf("request %d: allowed=%v %+v (%v)", i, ok, res, err)
+		}
+	}
+	if st := cache.Stats(); st.Hits != 3 {
+		t.Fatalf("deny cache %+v, want 3 hits", st)
+	}
+	if st := s.RefundStats(); st.Calls != 1 {
+		t.Fatalf("refund stats %+v: the cache's denials took and refunded", st)
 	}
 }
