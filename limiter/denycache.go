@@ -198,6 +198,7 @@ func (c *DenyCache) Apply(ctx context.Context, reqs []BucketRequest, res []Bucke
 		allowed, err := c.next.Apply(ctx, reqs, res)
 		if err == nil {
 			c.learn(reqs, res, nil, sent, epoch)
+			c.refunded(reqs, res)
 		}
 		return allowed, err
 	}
@@ -260,6 +261,7 @@ func (c *DenyCache) Apply(ctx context.Context, reqs []BucketRequest, res []Bucke
 	allowed, err := c.next.Apply(ctx, reqs, res)
 	if err == nil {
 		c.learn(reqs, res, s.state, sent, epoch)
+		c.refunded(reqs, res)
 	} else {
 		// A failed probe learned nothing and its bound has run out:
 		// forget the bucket, so its waiters go on by themselves rather
@@ -430,6 +432,7 @@ func (c *DenyCache) deny(ctx context.Context, s *denyScratch, reqs []BucketReque
 		}
 	}
 	c.learn(reqs, res, s.state, sent, epoch)
+	c.refunded(reqs, res)
 	for i := range reqs {
 		if s.state[i] == stProbe+1 {
 			res[i].OK = false
@@ -547,6 +550,25 @@ func (c *DenyCache) remove(sh *denyShard, j int32) {
 		sh.hand = 0
 	}
 	c.entries.Add(-1)
+}
+
+// refunded treats the buckets the next store took and gave back within the
+// call (Refunded, or Pending while the refund is retried) as refunds made
+// through the cache: answers to calls in flight meanwhile may have seen the
+// payment, so they teach nothing (the epoch), and a bound already learned
+// from one is forgotten. The call's own answer, from after the refund, has
+// been learned from already.
+func (c *DenyCache) refunded(reqs []BucketRequest, res []BucketResult) {
+	found := false
+	for i := range reqs {
+		if res[i].Refunded || res[i].Pending {
+			c.forget(reqs[i].Key)
+			found = true
+		}
+	}
+	if found {
+		c.epoch.Add(1)
+	}
 }
 
 // learn takes bounds from an answer of the next store to a call sent at

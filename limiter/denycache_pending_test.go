@@ -2,6 +2,7 @@ package limiter_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,5 +55,54 @@ func TestDenyCachePendingNotLearned(t *testing.T) {
 	}
 	if store.calls.Load() != before+1 {
 		t.Fatal("x did not reach the store")
+	}
+}
+
+// TestDenyCacheRefundedInvalidates: a call whose bucket the store took and
+// gave back (Refunded) is a refund: a call in flight meanwhile, which may
+// have seen the payment, learns no bound from its answer.
+func TestDenyCacheRefundedInvalidates(t *testing.T) {
+	c := limitertest.NewClock(1_000_000_000)
+	rt, err := (&limiter.RateLimit{RequestsPerUnit: 10, Unit: limiter.Second, Burst: 5}).Rate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inFlight, release := make(chan struct{}), make(chan struct{})
+	var wCalls atomic.Int32
+	store := &fakeStore{apply: func(_ context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult) (bool, error) {
+		switch reqs[0].Key {
+		case "w": // short, maybe for the tokens the other call took
+			if wCalls.Add(1) == 1 {
+				close(inFlight)
+				<-release
+			}
+			res[0] = limiter.BucketResult{OK: false, ResetMicros: 300_000}
+			return false, nil
+		default: // x took and was refunded: y denied
+			res[0] = limiter.BucketResult{OK: true, Remaining: 3, ResetMicros: 200_000, Refunded: true}
+			res[1] = limiter.BucketResult{OK: false, ResetMicros: 100_000}
+			return false, nil
+		}
+	}}
+	cache := limiter.NewDenyCache(store, limiter.DenyCacheConfig{Now: c.Now})
+	w := limiter.BucketRequest{Key: "w", Rate: rt, Cost: 1}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = cache.Apply(context.Background(), []limiter.BucketRequest{w}, make([]limiter.BucketResult, 1))
+	}()
+	<-inFlight
+	xy := []limiter.BucketRequest{{Key: "x", Rate: rt, Cost: 1}, {Key: "y", Rate: rt, Cost: 1}}
+	if ok, _ := cache.Apply(context.Background(), xy, make([]limiter.BucketResult, 2)); ok {
+		t.Fatal("denied call allowed")
+	}
+	close(release)
+	<-done
+	// w's answer came back after the refund: not learned, so w goes to
+	// the store again.
+	before := store.calls.Load()
+	_, _ = cache.Apply(context.Background(), []limiter.BucketRequest{w}, make([]limiter.BucketResult, 1))
+	if store.calls.Load() != before+1 {
+		t.Fatalf("w denied by the cache from an answer made while a refund was under way: %+v", cache.Stats())
 	}
 }

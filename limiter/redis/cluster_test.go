@@ -4,8 +4,10 @@ package redis
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -172,7 +174,7 @@ func (r *replicas) Apply(ctx context.Context, reqs []limiter.BucketRequest, res 
 
 // crossNodes returns an ip and a global bucket key whose slots are served
 // by different masters, so no script can see both.
-func crossNodes(t *testing.T, rc *goredis.ClusterClient) (ip, global string) {
+func crossNodes(t testing.TB, rc *goredis.ClusterClient) (ip, global string) {
 	t.Helper()
 	ctx := context.Background()
 	base := uniqueKey("cross")
@@ -238,10 +240,13 @@ func testClusterRefund(t *testing.T, c *limitertest.RedisCluster, batching strin
 		t.Fatalf("the shadow take was not refunded: %d left", got)
 	}
 	// No record is left behind by the refunded calls.
+	var mu sync.Mutex // ForEachMaster runs the masters at once
 	var left []string
 	err := rc.ForEachMaster(ctx, func(ctx context.Context, n *goredis.Client) error {
 		keys, err := n.Keys(ctx, "*~"+a.refunds.id+"*").Result()
+		mu.Lock()
 		left = append(left, keys...)
+		mu.Unlock()
 		return err
 	})
 	if err != nil || len(left) != 2 { // the allowed first request's two live on
@@ -340,5 +345,104 @@ func testClusterDenyCachePeeks(t *testing.T, c *limitertest.RedisCluster) {
 	}
 	if st := s.RefundStats(); st.Calls != 1 {
 		t.Fatalf("refund stats %+v: the cache's denials took and refunded", st)
+	}
+}
+
+// BenchmarkClusterRefundWindow measures the window in which a concurrent
+// request can see tokens that a denied request across slots took and then
+// gave back: the duration of such a call, from its takes being queued to
+// the reply of its refunds, an upper bound of the time the tokens are
+// away. It runs under an all-OK load like the bench suite's (one
+// descriptor, 10k buckets of 1000/second, 64 callers) on a three-master
+// cluster, and reports the p50 and p99 of the denied calls and, for
+// comparison, of the all-OK calls.
+//
+//	go test -tags integration -run '^$' -bench ClusterRefundWindow -benchtime 20000x ./limiter/redis/
+func BenchmarkClusterRefundWindow(b *testing.B) {
+	c := limitertest.StartRedisCluster(b, 3)
+	rc := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: c.Addrs})
+	defer rc.Close()
+	cfg := DefaultConfig()
+	cfg.URL = c.URL()
+	s, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	okRate := mustRate(b, 1000, limiter.Second, 1000)
+	ipRate, globalRate := mustRate(b, 1, limiter.Hour, 0), mustRate(b, 1_000_000, limiter.Second, 1_000_000)
+	base := uniqueKey("window")
+	ip, global := crossNodes(b, rc)
+	if _, err := s.Apply(ctx, []limiter.BucketRequest{{Key: ip, Rate: ipRate, Cost: 1}}, make([]limiter.BucketResult, 1)); err != nil {
+		b.Fatal(err)
+	}
+
+	const callers, deniers = 64, 4
+	var mu sync.Mutex
+	var okDur, deniedDur []time.Duration
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := 0; g < deniers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reqs := []limiter.BucketRequest{{Key: ip, Rate: ipRate, Cost: 1}, {Key: global, Rate: globalRate, Cost: 1}}
+			res := make([]limiter.BucketResult, 2)
+			var d []time.Duration
+			defer func() { mu.Lock(); deniedDur = append(deniedDur, d...); mu.Unlock() }()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				t0 := time.Now()
+				ok, err := s.Apply(ctx, reqs, res)
+				if err != nil || ok {
+					b.Errorf("denied call: allowed=%v %v", ok, err)
+					return
+				}
+				d = append(d, time.Since(t0))
+			}
+		}()
+	}
+	var seq atomic.Int64
+	b.ResetTimer()
+	b.SetParallelism(callers / 2)
+	b.RunParallel(func(pb *testing.PB) {
+		reqs := []limiter.BucketRequest{{Rate: okRate, Cost: 1}}
+		res := make([]limiter.BucketResult, 1)
+		var d []time.Duration
+		for pb.Next() {
+			reqs[0].Key = string(limiter.AppendKey(nil, base+":", "edge", []limiter.KeyPart{{Key: "k", Value: strconv.Itoa(int(seq.Add(1) % 10000))}}, nil))
+			t0 := time.Now()
+			if _, err := s.Apply(ctx, reqs, res); err != nil {
+				b.Error(err)
+				return
+			}
+			d = append(d, time.Since(t0))
+		}
+		mu.Lock()
+		okDur = append(okDur, d...)
+		mu.Unlock()
+	})
+	b.StopTimer()
+	close(stop)
+	wg.Wait()
+	pct := func(d []time.Duration, p float64) float64 {
+		if len(d) == 0 {
+			return 0
+		}
+		slices.Sort(d)
+		return float64(d[min(len(d)-1, int(p*float64(len(d))))].Microseconds())
+	}
+	b.ReportMetric(pct(deniedDur, 0.50), "window-p50-us")
+	b.ReportMetric(pct(deniedDur, 0.99), "window-p99-us")
+	b.ReportMetric(pct(okDur, 0.50), "ok-p50-us")
+	b.ReportMetric(pct(okDur, 0.99), "ok-p99-us")
+	b.ReportMetric(float64(len(deniedDur)), "denied-calls")
+	if st := s.RefundStats(); st.Retried != 0 {
+		b.Logf("refunds retried in the background: %+v", st)
 	}
 }

@@ -40,7 +40,8 @@ var (
 // find it, background retries included. After it a refund does nothing,
 // and the tokens come back by refill (under-admission only). Records of
 // calls that were allowed are never refunded and cost memory until then:
-// about 70 bytes per group of each allowed multi-group call.
+// about 245 bytes per group of each allowed multi-group call
+// (TestMemoryPerRecord).
 func recordTTL(timeout time.Duration) time.Duration {
 	return min(max(10*timeout, time.Second), time.Minute)
 }
@@ -221,8 +222,7 @@ func (r *refunder) retry(j refundJob) {
 
 // send runs refund command lines in one pipeline (a cluster client sends
 // each node's at once), within the call timeout, and returns those that
-// failed. A NOSCRIPT reply is sent again as EVAL, which reloads the script.
-// Replies are read into res when res is not nil.
+// failed.
 func (r *refunder) send(ctx context.Context, cmds [][]any) [][]any {
 	ctx, cancel := context.WithTimeout(ctx, r.s.timeout)
 	defer cancel()

@@ -4,6 +4,7 @@ package redis
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"math/rand/v2"
 	"testing"
@@ -72,11 +73,10 @@ func TestScriptRecordRefund(t *testing.T) {
 		n := 1 + rng.IntN(4)
 		reqs := make([]limiter.BucketRequest, n)
 		for i := range reqs {
-			k := rng.IntN(len(keys))
 			if i > 0 && rng.IntN(5) == 0 {
-				k = -1
-				reqs[i] = reqs[rng.IntN(i)]
+				reqs[i] = reqs[rng.IntN(i)] // the same key again
 			} else {
+				k := rng.IntN(len(keys))
 				reqs[i] = limiter.BucketRequest{Key: keys[k], Rate: rateOf(k)}
 			}
 			usage := reqs[i].Rate.MaxDebt > 0
@@ -197,5 +197,49 @@ func TestRefundNeverOverfills(t *testing.T) {
 	run(limiter.OpTake, 3, "")
 	if got := run(limiter.OpPeek, 0, "r"); got > 7 {
 		t.Fatalf("after a late refund the bucket holds %d, more than the 7 it would without the take", got)
+	}
+}
+
+// TestMemoryPerRecord measures the Redis memory a record holds while it
+// lives (an allowed request across slots leaves one per group until it
+// expires): the growth of used_memory over takes with a record, less that
+// over the same takes without one, per record.
+func TestMemoryPerRecord(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 40,000 buckets")
+	}
+	const n = 20_000
+	addr := limitertest.NewRedisServer(t).Addr
+	rc := rawClient(t, addr)
+	ctx := context.Background()
+	rt := mustRate(t, 1, limiter.Hour, 0)
+	r := &refunder{id: "AbCdEfGhIjKl"} // the length of a real id
+	grow := func(round string, record bool) int64 {
+		before := usedMemory(t, rc)
+		pipe := rc.Pipeline()
+		for i := 0; i < n; i++ {
+			k := string(limiter.AppendKey(nil, "sl:", "edge", []limiter.KeyPart{{Key: "remote_address", Value: fmt.Sprintf("10.%s.%d.%d", round, i>>8, i&255)}}, nil))
+			ks := []string{k}
+			args := []any{0, rt.Num, rt.Den, rt.Cap, 1, 0}
+			if record {
+				rec, _ := r.recordKey(k)
+				ks = append(ks, rec)
+				args = append(args, "t", 60_000)
+			}
+			pipe.Eval(ctx, lua.TokenBucket, ks, args...)
+			if i%500 == 499 {
+				if _, err := pipe.Exec(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		return usedMemory(t, rc) - before
+	}
+	grow("0", false) // warm up: the script, the tables' first growth
+	plain, with := grow("1", false), grow("2", true)
+	per := float64(with-plain) / n
+	t.Logf("%d takes: used_memory +%d without records, +%d with: %.1f bytes per record", n, plain, with, per)
+	if per <= 0 {
+		t.Fatalf("records cost nothing: %.1f bytes", per)
 	}
 }

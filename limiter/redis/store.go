@@ -369,12 +369,14 @@ const maxPooledKeys = 64
 // pipelines (see batcher); off, each call is its own round trip. When Redis
 // no longer has the script the call is sent again as EVAL, which reloads
 // it. In a cluster the buckets are grouped by hash slot, one script call
-// per group, all-or-nothing within each group only.
+// per group, and all or nothing holds across groups by refunds (see
+// refund.go): when a group denies or fails, the groups that took are
+// refunded before Apply returns.
 //
 // An error means Redis failed, did not answer within the call timeout
 // (ErrTimeout) or ctx, replied with the wrong shape, or the guard refused
 // the call; nothing is then known to have been paid (in a cluster, groups
-// that did answer may have paid). The call timeout bounds every wait (the
+// that took are refunded, within the call timeout or in the background). The call timeout bounds every wait (the
 // queue, a free connection, dialing, the reply), so a hung Redis holds a
 // call no longer than the read timeout. A call without requests is
 // allowed and does no I/O.
@@ -656,6 +658,7 @@ func (c *call) merge(scripts int) error {
 			}
 			if sc.refunded {
 				c.res[i].Remaining, c.res[i].ResetMicros = sc.after[j].Remaining, sc.after[j].ResetMicros
+				c.res[i].Refunded = true
 			} else if sc.pending {
 				c.res[i].Pending = true
 			}
