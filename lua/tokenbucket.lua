@@ -167,7 +167,8 @@ if mode == 'r' then
   return out
 end
 
--- what each bucket (by its first entry) paid for a record
+-- what each bucket (by its first entry) paid, for a record: every op that
+-- pays adds to it (usage charges excepted: they are never refunded)
 local paid = {}
 for i = 1, n do paid[i] = 0 end
 

@@ -376,9 +376,10 @@ const maxPooledKeys = 64
 // An error means Redis failed, did not answer within the call timeout
 // (ErrTimeout) or ctx, replied with the wrong shape, or the guard refused
 // the call; nothing is then known to have been paid (in a cluster, groups
-// that took are refunded, within the call timeout or in the background). The call timeout bounds every wait (the
-// queue, a free connection, dialing, the reply), so a hung Redis holds a
-// call no longer than the read timeout. A call without requests is
+// that took are refunded, within the call timeout or in the background).
+// The call timeout bounds every wait (the queue, a free connection,
+// dialing, the reply), so a hung Redis holds a call no longer than the
+// read timeout (a refund after a denial across slots waits as long again). A call without requests is
 // allowed and does no I/O.
 func (s *Store) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult) (bool, error) {
 	n := len(reqs)
@@ -653,7 +654,7 @@ func (c *call) merge(scripts int) error {
 		c.allowed = c.allowed && sc.allowed
 		for j, i := range sc.idx {
 			c.res[i] = sc.res[j]
-			if !sc.res[j].OK {
+			if !sc.res[j].OK || !pays(c.reqs[i].Op) {
 				continue
 			}
 			if sc.refunded {
