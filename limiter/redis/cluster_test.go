@@ -84,6 +84,7 @@ func TestCluster(t *testing.T) {
 	t.Run("partial failure", func(t *testing.T) { testClusterPartialFailure(t, c, rc) })
 	t.Run("refund retried", func(t *testing.T) { testClusterRefundRetried(t, c, rc) })
 	t.Run("deny cache peeks", func(t *testing.T) { testClusterDenyCachePeeks(t, c) })
+	t.Run("caller gone", func(t *testing.T) { testClusterCallerGone(t, c, rc) })
 	t.Run("keyslot", func(t *testing.T) {
 		for _, k := range []string{"a", "sl:{4:edge1:k1:v}rest", "{}x", "{x", "x}{y}", "{a}{b}", "\xff{é}"} {
 			want, err := rc.ClusterKeySlot(context.Background(), k).Result()
@@ -317,6 +318,39 @@ func testClusterRefundRetried(t *testing.T, c *limitertest.RedisCluster, rc *gor
 	limitertest.Eventually(t, 5*time.Second, "the background refund", func() bool {
 		_, res := apply(t, b, limiter.BucketRequest{Key: global, Rate: globalRate, Op: limiter.OpPeek})
 		return res[0].Remaining == 10
+	})
+	if st := a.RefundStats(); st.Failed != 0 || st.Dropped != 0 {
+		t.Fatalf("refund stats %+v", st)
+	}
+}
+
+// testClusterCallerGone: a caller that gives up while one group is held
+// up (its master paused) and the other has taken leaves the call to the
+// refunder, which waits for the held group and, as it denied, refunds the
+// other.
+func testClusterCallerGone(t *testing.T, c *limitertest.RedisCluster, rc *goredis.ClusterClient) {
+	ctx := context.Background()
+	a, b := newURLStore(t, c.URL(), "on"), newURLStore(t, c.URL(), "on")
+	ip, global := crossNodes(t, rc)
+	ipRate, globalRate := mustRate(t, 1, limiter.Hour, 0), mustRate(t, 10, limiter.Hour, 0)
+	apply(t, a, limiter.BucketRequest{Key: ip, Rate: ipRate, Cost: 1})
+	im, err := rc.MasterForKey(ctx, ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Do(ctx, "CLIENT", "PAUSE", "300", "WRITE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	_, err = a.Apply(cctx, []limiter.BucketRequest{{Key: ip, Rate: ipRate, Cost: 1}, {Key: global, Rate: globalRate, Cost: 1}},
+		make([]limiter.BucketResult, 2))
+	if err == nil {
+		t.Fatal("Apply answered while the ip master was paused")
+	}
+	limitertest.Eventually(t, 5*time.Second, "the abandoned call's refund", func() bool {
+		_, res := apply(t, b, limiter.BucketRequest{Key: global, Rate: globalRate, Op: limiter.OpPeek})
+		return res[0].Remaining == 10 && a.RefundStats().Calls == 1
 	})
 	if st := a.RefundStats(); st.Failed != 0 || st.Dropped != 0 {
 		t.Fatalf("refund stats %+v", st)
