@@ -40,7 +40,7 @@ var (
 // find it, background retries included. After it a refund does nothing,
 // and the tokens come back by refill (under-admission only). Records of
 // calls that were allowed are never refunded and cost memory until then:
-// about 245 bytes per group of each allowed multi-group call
+// 225 to 245 bytes per group of each allowed multi-group call
 // (TestMemoryPerRecord).
 func recordTTL(timeout time.Duration) time.Duration {
 	return min(max(10*timeout, time.Second), time.Minute)

@@ -206,9 +206,9 @@ func TestRefundNeverOverfills(t *testing.T) {
 // over the same takes without one, per record.
 func TestMemoryPerRecord(t *testing.T) {
 	if testing.Short() {
-		t.Skip("writes 40,000 buckets")
+		t.Skip("writes 30,000 buckets")
 	}
-	const n = 20_000
+	const n = 10_000
 	addr := limitertest.NewRedisServer(t).Addr
 	rc := rawClient(t, addr)
 	ctx := context.Background()
