@@ -198,6 +198,7 @@ func (c *DenyCache) Apply(ctx context.Context, reqs []BucketRequest, res []Bucke
 		allowed, err := c.next.Apply(ctx, reqs, res)
 		if err == nil {
 			c.learn(reqs, res, nil, sent, epoch)
+			c.refunded(reqs, res)
 		}
 		return allowed, err
 	}
@@ -260,6 +261,7 @@ func (c *DenyCache) Apply(ctx context.Context, reqs []BucketRequest, res []Bucke
 	allowed, err := c.next.Apply(ctx, reqs, res)
 	if err == nil {
 		c.learn(reqs, res, s.state, sent, epoch)
+		c.refunded(reqs, res)
 	} else {
 		// A failed probe learned nothing and its bound has run out:
 		// forget the bucket, so its waiters go on by themselves rather
@@ -403,19 +405,34 @@ func allShort(state []uint8) bool {
 }
 
 // deny answers a call with a known-short enforced take that also has
-// other buckets: through the next store, with the short takes made to
-// fail, so refunds are recorded and the other buckets report their state.
+// other buckets: through the next store, so refunds and usage charges are
+// recorded and the other buckets report their state. The known-short
+// takes are made to fail, and the other takes and shadow takes are sent as
+// peeks (a bucket listed twice excepted: the store decides its entries in
+// turn): the call is denied, so none of them would pay, and as peeks a
+// store that decides in parts (Redis Cluster slot groups, each taking and
+// refunding when another denied) has nothing to take.
 func (c *DenyCache) deny(ctx context.Context, s *denyScratch, reqs []BucketRequest, res []BucketResult, now int64) (bool, error) {
 	c.hits.Add(1)
 	s.reqs = append(s.reqs[:0], reqs...)
 	for i := range s.reqs {
-		if s.state[i] == stShort && forced(s.reqs[i].Op) {
+		switch op := s.reqs[i].Op; {
+		case s.state[i] == stShort && forced(op):
 			s.reqs[i].Cost = s.reqs[i].Rate.Cap + 1 // cannot pass: the call is denied
+		case (op == OpTake || op == OpShadowTake || op == OpQuotaTake) && !repeated(reqs, i):
+			s.reqs[i].Op = OpPeek
 		}
 	}
 	epoch := c.epoch.Load()
 	sent := c.now()
 	_, err := c.next.Apply(ctx, s.reqs, res)
+	if err == nil {
+		for i := range reqs {
+			if s.reqs[i].Op == OpPeek && reqs[i].Op != OpPeek {
+				res[i] = peekedTake(reqs[i], res[i])
+			}
+		}
+	}
 	clear(s.reqs) // drop the caller's keys
 	if err != nil {
 		return false, err
@@ -428,6 +445,7 @@ func (c *DenyCache) deny(ctx context.Context, s *denyScratch, reqs []BucketReque
 		}
 	}
 	c.learn(reqs, res, s.state, sent, epoch)
+	c.refunded(reqs, res)
 	for i := range reqs {
 		if s.state[i] == stProbe+1 {
 			res[i].OK = false
@@ -437,6 +455,33 @@ func (c *DenyCache) deny(ctx context.Context, s *denyScratch, reqs []BucketReque
 		}
 	}
 	return false, nil
+}
+
+// peekedTake is what a take (or shadow take) r of a denied call reports,
+// from the peek p of its bucket: OK when the bucket holds the cost, as
+// Remaining tells exactly. When it does not, the time until it will is
+// taken from the least debt the peek allows (its time until full and its
+// remaining both bound the debt), so it may be early by a microsecond,
+// never late: a bound learned from it stays a lower bound.
+func peekedTake(r BucketRequest, p BucketResult) BucketResult {
+	if r.Cost <= r.Rate.Cap && p.Remaining >= r.Cost {
+		return p
+	}
+	p.OK, p.ResetMicros = false, 0
+	if r.Cost > r.Rate.Cap || r.Rate.Num == 0 || r.Rate.Den == 0 {
+		return p
+	}
+	num, den := int64(r.Rate.Num), int64(r.Rate.Den)
+	capD := int64(r.Rate.Cap) * den
+	var low int64
+	if p.Remaining < r.Rate.Cap {
+		low = capD - (int64(p.Remaining)+1)*den + 1
+	}
+	if full := p.ResetMicros; full > 0 {
+		low = max(low, (full-1)*num+1)
+	}
+	p.ResetMicros = ceilDiv(low+int64(r.Cost)*den-capD, num)
+	return p
 }
 
 // fill answers every bucket of the call from the cache; false when an
@@ -520,6 +565,25 @@ func (c *DenyCache) remove(sh *denyShard, j int32) {
 	c.entries.Add(-1)
 }
 
+// refunded treats the buckets the next store took and gave back within the
+// call (Refunded, or Pending while the refund is retried) as refunds made
+// through the cache: answers to calls in flight meanwhile may have seen the
+// payment, so they teach nothing (the epoch), and a bound already learned
+// from one is forgotten. The call's own answer, from after the refund, has
+// been learned from already.
+func (c *DenyCache) refunded(reqs []BucketRequest, res []BucketResult) {
+	found := false
+	for i := range reqs {
+		if res[i].Refunded || res[i].Pending {
+			c.forget(reqs[i].Key)
+			found = true
+		}
+	}
+	if found {
+		c.epoch.Add(1)
+	}
+}
+
 // learn takes bounds from an answer of the next store to a call sent at
 // local time sent. state (nil: nothing remembered when the call was made)
 // marks the buckets not to learn from. Nothing is learned when a refund
@@ -530,7 +594,7 @@ func (c *DenyCache) learn(reqs []BucketRequest, res []BucketResult, state []uint
 		if state != nil && state[i] > stProbe {
 			continue
 		}
-		if r.Op == OpRefund || r.Rate.Num == 0 || r.Rate.Den == 0 {
+		if r.Op == OpRefund || r.Rate.Num == 0 || r.Rate.Den == 0 || res[i].Pending {
 			continue
 		}
 		num := int64(r.Rate.Num)

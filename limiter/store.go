@@ -63,6 +63,17 @@ type BucketResult struct {
 	// Cut is the tokens of an OpCharge or OpShadowCharge that the debt
 	// floor cut off (not charged); counted so that none is lost silently.
 	Cut uint64
+	// Refunded is set on a bucket that paid in a call that was then
+	// denied, and was given the payment back before the answer (a refund
+	// across Redis Cluster slots): the state reported is after the
+	// refund, but answers to other calls made meanwhile saw the payment.
+	Refunded bool
+	// Pending is set on a bucket that paid in a call that was then
+	// denied, when the store could not yet give the payment back (a
+	// refund across Redis Cluster slots still being retried): its state
+	// holds tokens that will come back, so it is no bound a deny cache
+	// may keep.
+	Pending bool
 }
 
 // Store keeps token buckets. Apply decides all buckets of one request in one

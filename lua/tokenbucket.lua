@@ -11,6 +11,20 @@
 --          cut_1 ... cut_n (tokens the debt floor cut off each usage
 --          charge) only when some charge was cut
 --
+-- A request whose buckets span several Redis Cluster slots is one call per
+-- slot group, and all or nothing across them is kept by refunds: each
+-- group takes, and when any group denied, the groups that took are given
+-- back what they paid. Such a call passes one more key, its record, in the
+-- group's slot, and two more ARGV after the buckets' six:
+--   't', ttl_ms  decide as usual and, when some bucket paid (a take or a
+--                shadow take; any op that pays, but never a usage
+--                charge), write the record: what each bucket paid and its
+--                debt after the call, expiring after ttl_ms
+--   'r', 0       refund: give back what the record says and delete it; no
+--                record (never paid, already refunded, expired) does
+--                nothing, so a refund can be sent again safely. Replies
+--                {1, 1, remaining_i, reset_us_i, ...}: the buckets after.
+--
 -- A bucket is stored as its slack, with the key expiring at the millisecond
 -- the bucket is full again: debt = (expire_ms*1000 - now)*num - slack,
 -- floored at 0 and capped at (cap+maxdebt)*den. A missing key is a full
@@ -21,6 +35,12 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n = #KEYS
+local rec, mode
+if #ARGV ~= 6 * n then
+  rec = KEYS[n]
+  n = n - 1
+  mode = ARGV[6 * n + 1]
+end
 
 -- exact integer quotient and remainder for 0 <= a < 2^53, 0 < b
 local function divmod(a, b)
@@ -70,7 +90,7 @@ end
 
 -- One enforced take, the common call: the steps below for n = 1, op 0,
 -- without the tables. Keep it in step with them.
-if n == 1 and ARGV[1] == '0' then
+if n == 1 and ARGV[1] == '0' and rec == nil then
   local k = KEYS[1]
   local num1, den1, cap1, cost1 = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
   local capd1 = cap1 * den1
@@ -108,6 +128,51 @@ for i = 1, n do
   end
   slot[i] = s
 end
+
+-- a refund of a record: what each bucket paid, less what refill since
+-- the take may have wasted (debt the bucket would not have had without
+-- the take), so the bucket never ends fuller than if the take had never
+-- been made: at most its debt after the take less the refill since
+if mode == 'r' then
+  local r = redis.call('GET', rec)
+  if r then
+    redis.call('DEL', rec)
+    local f = {}
+    for x in string.gmatch(r, '%d+') do f[#f + 1] = tonumber(x) end
+    local el = now - f[1]
+    if el < 0 then el = 0 end
+    for j = 2, #f - 2, 3 do
+      local i, back, after = f[j], f[j + 1], f[j + 2]
+      if i >= 1 and i <= n and slot[i] == i then
+        local q = divmod(after, num[i])
+        local floor = 0
+        if el <= q then floor = after - el * num[i] end
+        if back > floor then back = floor end
+        if back > 0 then
+          local d = debt[i] - back
+          if d < 0 then d = 0 end
+          debt[i] = d
+        end
+      end
+    end
+  end
+  local out = {1}
+  for i = 1, n do
+    if slot[i] == i and debt[i] ~= loaded[i] then saveDebt(KEYS[i], debt[i], num[i]) end
+    local d = debt[slot[i]]
+    local left = capd[i] - d
+    if left < 0 then left = 0 end
+    out[#out + 1] = 1
+    out[#out + 1] = (divmod(left, den[i]))
+    out[#out + 1] = ceildiv(d, num[i])
+  end
+  return out
+end
+
+-- what each bucket (by its first entry) paid, for a record: every op that
+-- pays adds to it (usage charges excepted: they are never refunded)
+local paid = {}
+for i = 1, n do paid[i] = 0 end
 
 -- refunds apply first and always
 for i = 1, n do
@@ -169,7 +234,10 @@ for i = 1, n do
     end
   end
 end
-if quota and not quotaok then allowed = false end
+-- (a group of a call across Cluster slots, which writes a record, leaves
+-- this to the caller: the quota takes of other groups may fit, and when
+-- none does anywhere, every group that paid is refunded)
+if quota and not quotaok and rec == nil then allowed = false end
 if not allowed then
   for i = 1, n do
     if (op[i] == 0 or op[i] == 8) and ok[i] then debt[slot[i]] = debt[slot[i]] - cost[i] * den[i] end
@@ -184,7 +252,13 @@ for i = 1, n do
     ok[i] = fits
     if fits and allowed then
       debt[slot[i]] = debt[slot[i]] + need
+      paid[slot[i]] = paid[slot[i]] + need
     end
+  end
+end
+if allowed then
+  for i = 1, n do
+    if op[i] == 0 or (op[i] == 8 and ok[i]) then paid[slot[i]] = paid[slot[i]] + cost[i] * den[i] end
   end
 end
 
@@ -213,6 +287,18 @@ for i = 1, n do
   if slot[i] == i and debt[i] ~= loaded[i] then
     saveDebt(KEYS[i], debt[i], num[i])
   end
+end
+
+-- the record of what paid, for a refund: "time i paid debt ..."
+if mode == 't' then
+  local r, any = {string.format('%d', now)}, false
+  for i = 1, n do
+    if slot[i] == i and paid[i] > 0 then
+      any = true
+      r[#r + 1] = string.format('%d %d %d', i, paid[i], debt[i])
+    end
+  end
+  if any then redis.call('SET', rec, table.concat(r, ' '), 'PX', ARGV[6 * n + 2]) end
 end
 
 local out = {allowed and 1 or 0}

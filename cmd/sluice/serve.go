@@ -209,6 +209,12 @@ func openStore(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*store
 	if err != nil {
 		return nil, yamlconf.Under("redis", err)
 	}
+	if rs.Mode() == redis.ModeCluster {
+		m.WatchRefunds(func() metrics.RefundStats {
+			st := rs.RefundStats()
+			return metrics.RefundStats{Calls: st.Calls, Retried: st.Retried, Failed: st.Failed, Dropped: st.Dropped}
+		})
+	}
 	// The deny cache sits between the failure mode and Redis: it learns
 	// only from Redis's answers.
 	var primary = m.Store("redis", rs)

@@ -28,18 +28,6 @@ type Harness struct {
 	// TTL is the time until the bucket at key is full, and whether the
 	// store holds the key at all.
 	TTL func(key string) (time.Duration, bool)
-	// PerSlot marks a store that decides all or nothing only among a
-	// request's buckets that share a Redis Cluster hash slot (DESIGN
-	// section 2): the cases that need it across descriptors with
-	// different first entries are skipped.
-	PerSlot bool
-}
-
-func skipPerSlot(t *testing.T, h Harness) {
-	t.Helper()
-	if h.PerSlot {
-		t.Skip("all-or-nothing across hash slots does not hold in Redis Cluster (documented)")
-	}
 }
 
 var prefixes atomic.Int64
@@ -298,7 +286,6 @@ func testRefund(t *testing.T, h Harness) {
 }
 
 func testAllOrNothing(t *testing.T, h Harness) {
-	skipPerSlot(t, h)
 	e := newEnv(t, h, domain("d",
 		node("tenant", "", rl(10, limiter.Hour, 0)),
 		node("client", "", rl(1, limiter.Hour, 0))))
@@ -335,7 +322,6 @@ func testBan(t *testing.T, h Harness) {
 }
 
 func testCostOverCapacity(t *testing.T, h Harness) {
-	skipPerSlot(t, h)
 	e := newEnv(t, h, domain("d",
 		node("k", "", rl(10, limiter.Hour, 0)),
 		node("j", "", rl(10, limiter.Hour, 0))))
@@ -553,7 +539,6 @@ func testTTL(t *testing.T, h Harness) {
 }
 
 func testConcurrent(t *testing.T, h Harness) {
-	skipPerSlot(t, h)
 	e := newEnv(t, h, domain("d", node("k", "", rl(100, limiter.Hour, 0)), node("j", "", rl(1000, limiter.Hour, 0))))
 	var admitted atomic.Int64
 	var wg sync.WaitGroup

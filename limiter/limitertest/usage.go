@@ -65,7 +65,6 @@ func testUsageDebt(t *testing.T, h Harness) {
 }
 
 func testUsageMixed(t *testing.T, h Harness) {
-	skipPerSlot(t, h)
 	e := newEnv(t, h, domain("d",
 		node("a", "", rl(10, limiter.Hour, 0)),
 		node("u", "", usage(100, limiter.Hour, 0, 0)),

@@ -20,7 +20,7 @@
 // client without a restart) or a Cluster (redis+cluster://). In a cluster a
 // request's buckets are grouped by hash slot (limiter.AppendKey tags keys
 // with the domain and the descriptor's first entry), one script call per
-// group; all-or-nothing holds within a group only.
+// group; all or nothing holds across groups by refunds (see refund.go).
 //
 // Redis 7.0 or newer is required: the script uses PEXPIRETIME, and relies on
 // the Redis 7 default of replicating script effects.

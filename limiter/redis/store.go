@@ -76,6 +76,9 @@ type Store struct {
 
 	b *batcher // nil when batching is off
 
+	refunds      *refunder // in a cluster: records, refunds and their retries
+	beforeRefund func()    // tests: runs before a call's refunds are sent
+
 	// With batching off, a caller that gives up on a call in flight
 	// starts a probe (one at a time) that tells the guard whether Redis
 	// answers; see probeAbandoned.
@@ -130,6 +133,9 @@ func newStore(cfg Config, script string, opts ...Option) (*Store, error) {
 	if batching {
 		s.b = newBatcher(s, cmp(cfg.MaxBatch, DefaultMaxBatch), cmp(cfg.Pipelines, DefaultPipelines))
 	}
+	if s.mode == ModeCluster {
+		s.refunds = newRefunder(s)
+	}
 	return s, nil
 }
 
@@ -179,6 +185,9 @@ func (s *Store) Ping(ctx context.Context) error {
 func (s *Store) Close() error {
 	if s.b != nil {
 		s.b.close()
+	}
+	if s.refunds != nil {
+		s.refunds.close()
 	}
 	s.probeMu.Lock()
 	s.probeStopped()
@@ -237,11 +246,17 @@ type script struct {
 	keys  []string
 	nums  []uint64
 	nkeys int64
-	idx   []int // the caller's index of each key (cluster groups)
+	idx   []int  // the caller's index of each key (cluster groups)
+	rec   string // the record key of a group that may need a refund
 
 	res     []limiter.BucketResult
 	allowed bool
 	err     error
+
+	// A refunded group: the buckets after the refund, or pending when
+	// the refund failed and is retried in the background.
+	after             []limiter.BucketResult
+	refunded, pending bool
 
 	// Batching: the caller's context (a call whose caller has gone is
 	// not sent), when it was queued, and the signal that it is done.
@@ -255,8 +270,8 @@ type script struct {
 const argvPerKey = 6
 
 // fill builds the command line for reqs[i] for every i in idx (all of reqs
-// when idx is nil).
-func (sc *script) fill(s *Store, reqs []limiter.BucketRequest, idx []int) {
+// when idx is nil), writing the record rec when it is not empty.
+func (sc *script) fill(s *Store, reqs []limiter.BucketRequest, idx []int, rec string) {
 	n := len(reqs)
 	if idx != nil {
 		n = len(idx)
@@ -280,9 +295,16 @@ func (sc *script) fill(s *Store, reqs []limiter.BucketRequest, idx []int) {
 		sc.idx = append(sc.idx, i)
 	}
 	sc.nkeys = int64(n)
+	sc.rec = rec
+	if rec != "" {
+		sc.nkeys++
+	}
 	sc.cmd = append(sc.cmd[:0], s.evalsha, s.sha, &sc.nkeys)
 	for j := range sc.keys {
 		sc.cmd = append(sc.cmd, &sc.keys[j])
+	}
+	if rec != "" {
+		sc.cmd = append(sc.cmd, &sc.rec)
 	}
 	for j, i := range sc.idx {
 		r := &reqs[i]
@@ -292,7 +314,34 @@ func (sc *script) fill(s *Store, reqs []limiter.BucketRequest, idx []int) {
 			sc.cmd = append(sc.cmd, &v[k])
 		}
 	}
-	sc.err, sc.allowed = nil, false
+	if rec != "" {
+		sc.cmd = append(sc.cmd, modeTake, &s.refunds.ttlMS)
+	}
+	sc.err, sc.allowed, sc.refunded, sc.pending = nil, false, false, false
+}
+
+// quotaAllShort reports whether the quota takes of a call across slots
+// were all short: the groups, which write records, leave that rule to the
+// caller, since a quota take of one group may fit while another group's
+// are all short. Then the call is denied and the groups that paid are
+// refunded.
+func quotaAllShort(scripts []*script) bool {
+	has := false
+	for _, sc := range scripts {
+		if sc.err != nil {
+			continue
+		}
+		for j := range sc.idx {
+			if limiter.Op(sc.nums[argvPerKey*j]) != limiter.OpQuotaTake {
+				continue
+			}
+			if sc.res[j].OK {
+				return false
+			}
+			has = true
+		}
+	}
+	return has
 }
 
 // useEval switches the command line to EVAL with the script's source.
@@ -322,6 +371,9 @@ type call struct {
 	scripts []*script
 	slots   []uint16
 	group   []int
+	recs    bool // the scripts write records: refund them on a denial
+	cmds    [][]any
+	which   []*script
 	// abandoned is set when the caller gave up while a script was queued
 	// or in flight: the call is then not pooled again.
 	abandoned bool
@@ -341,14 +393,17 @@ const maxPooledKeys = 64
 // pipelines (see batcher); off, each call is its own round trip. When Redis
 // no longer has the script the call is sent again as EVAL, which reloads
 // it. In a cluster the buckets are grouped by hash slot, one script call
-// per group, all-or-nothing within each group only.
+// per group, and all or nothing holds across groups by refunds (see
+// refund.go): when a group denies or fails, the groups that took are
+// refunded before Apply returns.
 //
 // An error means Redis failed, did not answer within the call timeout
 // (ErrTimeout) or ctx, replied with the wrong shape, or the guard refused
 // the call; nothing is then known to have been paid (in a cluster, groups
-// that did answer may have paid). The call timeout bounds every wait (the
-// queue, a free connection, dialing, the reply), so a hung Redis holds a
-// call no longer than the read timeout. A call without requests is
+// that took are refunded, within the call timeout or in the background).
+// The call timeout bounds every wait (the queue, a free connection,
+// dialing, the reply), so a hung Redis holds a call no longer than the
+// read timeout (a refund after a denial across slots waits as long again). A call without requests is
 // allowed and does no I/O.
 func (s *Store) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult) (bool, error) {
 	n := len(reqs)
@@ -371,7 +426,7 @@ func (s *Store) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []l
 	if !c.abandoned && n <= maxPooledKeys {
 		for _, sc := range c.scripts {
 			clear(sc.keys) // drop references to the caller's keys
-			sc.ctx = nil
+			sc.ctx, sc.rec = nil, ""
 		}
 		callPool.Put(c)
 	}
@@ -391,11 +446,26 @@ func (c *call) script(i int) *script {
 
 // run decides c.reqs into c.res and c.allowed.
 func (c *call) run(ctx context.Context) error {
-	s := c.store
 	scripts := c.plan()
-	if s.b != nil {
-		return c.runBatched(ctx, scripts)
+	var err error
+	if c.store.b != nil {
+		err = c.runBatched(ctx, scripts)
+	} else {
+		err = c.runDirect(ctx, scripts)
 	}
+	if c.recs && !c.abandoned {
+		return c.settle(ctx, scripts, err)
+	}
+	if err != nil {
+		return err
+	}
+	return c.merge(scripts)
+}
+
+// runDirect sends the scripts one after the other, each its own round
+// trip, and stops at the first failure (that script's err is set).
+func (c *call) runDirect(ctx context.Context, scripts int) error {
+	s := c.store
 	cctx := ctx
 	if d, ok := ctx.Deadline(); !ok || time.Until(d) > s.timeout {
 		// Only when the caller's own deadline is later: Envoy's is usually
@@ -417,46 +487,136 @@ func (c *call) run(ctx context.Context) error {
 				// Our timeout, not the caller's: a backend failure, and
 				// not a context error the edges would report as the
 				// caller's.
-				return fmt.Errorf("%w (%v)", ErrTimeout, s.timeout)
-			}
-			if ctx.Err() != nil && !isReplyError(err) {
+				err = fmt.Errorf("%w (%v)", ErrTimeout, s.timeout)
+			} else if ctx.Err() != nil && !isReplyError(err) {
 				s.probeAbandoned()
 			}
+			sc.err = err
 			return err
 		}
 		sc.finish(cmd, nil)
 	}
-	return c.merge(scripts)
+	return nil
 }
 
 // runBatched queues the scripts for the pipeline writers and waits for
 // them, or for ctx.
 func (c *call) runBatched(ctx context.Context, scripts int) error {
 	now := time.Now()
+	queued := 0
+	var err error
 	for _, sc := range c.scripts[:scripts] {
 		sc.ctx, sc.enq = ctx, now
-		if err := c.store.b.enqueue(sc); err != nil {
-			return err
+		if err = c.store.b.enqueue(sc); err != nil {
+			sc.err = err
+			break
 		}
+		queued++
 	}
-	for _, sc := range c.scripts[:scripts] {
+	for _, sc := range c.scripts[:queued] {
 		select {
 		case <-sc.done:
 		case <-ctx.Done():
 			// The writer still owns the scripts: never reuse them.
 			c.abandoned = true
+			if c.recs {
+				// Groups may take after the caller has gone: the
+				// refunder waits for them and refunds them if any
+				// other denied.
+				c.store.refunds.enqueue(refundJob{scripts: append([]*script(nil), c.scripts[:queued]...),
+					deadline: time.Now().Add(c.store.refunds.ttl)})
+			}
 			return ctx.Err()
 		}
 	}
-	return c.merge(scripts)
+	return err
+}
+
+// settle ends a call whose groups write records. When every group was
+// allowed it is merged as any call. Otherwise the groups that may have
+// paid are refunded, in one pipeline, and the call waits for the reply,
+// bounded by the call timeout; a refund that fails (or that a caller who
+// has gone cannot wait for) is retried in the background. Then a denial
+// is merged, its refunded buckets reporting their state after the refund,
+// and a failure is returned as the take's error.
+func (c *call) settle(ctx context.Context, scripts int, err error) error {
+	denied := err != nil || quotaAllShort(c.scripts[:scripts])
+	for _, sc := range c.scripts[:scripts] {
+		denied = denied || sc.err != nil || !sc.allowed
+	}
+	if !denied {
+		return c.merge(scripts)
+	}
+	r := c.store.refunds
+	c.cmds, c.which = c.cmds[:0], c.which[:0]
+	for _, sc := range c.scripts[:scripts] {
+		if sc.needsRefund() {
+			c.cmds = append(c.cmds, sc.refundCmd(false))
+			c.which = append(c.which, sc)
+		}
+	}
+	if len(c.cmds) > 0 {
+		r.calls.Add(1)
+		if ctx.Err() != nil {
+			// The caller has gone: do not hold it.
+			retry := make([][]any, 0, len(c.which))
+			for _, sc := range c.which {
+				sc.pending = true
+				retry = append(retry, sc.refundCmd(true))
+			}
+			r.enqueue(refundJob{cmds: retry, deadline: time.Now().Add(r.ttl)})
+		} else {
+			if c.store.beforeRefund != nil {
+				c.store.beforeRefund()
+			}
+			rctx, cancel := context.WithTimeout(context.Background(), c.store.timeout)
+			out := r.run(rctx, c.cmds)
+			cancel()
+			var retry [][]any
+			for i, cmd := range out {
+				sc := c.which[i]
+				if cmd.Err() == nil {
+					sc.after = resize(sc.after, len(sc.idx))
+					if _, perr := parseReply(cmd.Val(), sc.after); perr == nil {
+						sc.refunded = true
+						continue
+					}
+				}
+				sc.pending = true
+				retry = append(retry, sc.refundCmd(true))
+			}
+			if retry != nil {
+				r.enqueue(refundJob{cmds: retry, deadline: time.Now().Add(r.ttl)})
+			}
+		}
+		clear(c.cmds)
+		clear(c.which)
+	}
+	if err != nil {
+		return err
+	}
+	if err := c.merge(scripts); err != nil {
+		return err
+	}
+	c.allowed = false
+	return nil
+}
+
+// resize returns res with n entries.
+func resize(res []limiter.BucketResult, n int) []limiter.BucketResult {
+	if cap(res) < n {
+		return make([]limiter.BucketResult, n)
+	}
+	return res[:n]
 }
 
 // plan fills the call's scripts: one for all of reqs, or in a cluster one
 // per hash slot when the keys span several. It returns how many.
 func (c *call) plan() int {
 	s := c.store
+	c.recs = false
 	if s.mode != ModeCluster || len(c.reqs) == 1 {
-		c.script(0).fill(s, c.reqs, nil)
+		c.script(0).fill(s, c.reqs, nil, "")
 		return 1
 	}
 	c.slots = c.slots[:0]
@@ -466,7 +626,7 @@ func (c *call) plan() int {
 		same = same && c.slots[i] == c.slots[0]
 	}
 	if same {
-		c.script(0).fill(s, c.reqs, nil)
+		c.script(0).fill(s, c.reqs, nil, "")
 		return 1
 	}
 	// Group by slot, in the order slots first appear.
@@ -483,10 +643,29 @@ func (c *call) plan() int {
 				c.group = append(c.group, j)
 			}
 		}
-		c.script(groups).fill(s, c.reqs, c.group)
+		// A group that may pay writes a record, so that it can be
+		// refunded when another group denies.
+		rec := ""
+		for _, j := range c.group {
+			if pays(c.reqs[j].Op) {
+				if k, ok := s.refunds.recordKey(c.reqs[j].Key); ok && keySlot(k) == c.slots[j] {
+					rec = k
+				}
+				break
+			}
+		}
+		c.recs = c.recs || rec != ""
+		c.script(groups).fill(s, c.reqs, c.group, rec)
 		groups++
 	}
 	return groups
+}
+
+// pays reports whether op can pay tokens that a refund must give back:
+// takes and shadow takes, and any op added after the usage ones, but never
+// a usage charge (always charged), a peek, a check or a refund.
+func pays(op limiter.Op) bool {
+	return op == limiter.OpTake || op == limiter.OpShadowTake || op > limiter.OpShadowCheck
 }
 
 // merge copies the scripts' results into c.res, in the caller's order.
@@ -499,6 +678,15 @@ func (c *call) merge(scripts int) error {
 		c.allowed = c.allowed && sc.allowed
 		for j, i := range sc.idx {
 			c.res[i] = sc.res[j]
+			if !sc.res[j].OK || !pays(c.reqs[i].Op) {
+				continue
+			}
+			if sc.refunded {
+				c.res[i].Remaining, c.res[i].ResetMicros = sc.after[j].Remaining, sc.after[j].ResetMicros
+				c.res[i].Refunded = true
+			} else if sc.pending {
+				c.res[i].Pending = true
+			}
 		}
 	}
 	return nil

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/limitertest"
 )
@@ -557,23 +559,6 @@ func measureBuckets(t *testing.T, value func(int) string, config ...string) floa
 			t.Fatalf("CONFIG SET %s %s: %v", config[i], config[i+1], err)
 		}
 	}
-	usedMemory := func() int64 {
-		info, err := rc.Info(ctx, "memory").Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, line := range strings.Split(info, "\n") {
-			if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
-				n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return n
-			}
-		}
-		t.Fatal("no used_memory in INFO memory")
-		return 0
-	}
 	rate := limiter.RateLimit{RequestsPerUnit: 1, Unit: limiter.Hour}
 	rt, err := rate.Rate()
 	if err != nil {
@@ -584,7 +569,7 @@ func measureBuckets(t *testing.T, value func(int) string, config ...string) floa
 	}
 	// Warm up: the script, a connection, the first allocations.
 	apply(t, s, limiter.BucketRequest{Key: "warmup", Rate: rt, Cost: 1})
-	before := usedMemory()
+	before := usedMemory(t, rc)
 	reqs := make([]limiter.BucketRequest, batch)
 	res := make([]limiter.BucketResult, batch)
 	for i := 0; i < buckets; i += batch {
@@ -599,7 +584,7 @@ func measureBuckets(t *testing.T, value func(int) string, config ...string) floa
 	if err != nil || n != buckets+1 {
 		t.Fatalf("DBSIZE = %d (%v), want %d", n, err, buckets+1)
 	}
-	after := usedMemory()
+	after := usedMemory(t, rc)
 	per := float64(after-before) / buckets
 	k := keyOf(12345)
 	usage, _ := rc.MemoryUsage(ctx, k).Result()
@@ -612,6 +597,26 @@ func measureBuckets(t *testing.T, value func(int) string, config ...string) floa
 		"unless a maxmemory LRU/LFU policy is set (then 16 bytes)",
 		len(k), sdsAlloc(len(k)))
 	return per
+}
+
+// usedMemory is the used_memory of rc's server.
+func usedMemory(t testing.TB, rc *goredis.Client) int64 {
+	t.Helper()
+	info, err := rc.Info(context.Background(), "memory").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatal("no used_memory in INFO memory")
+	return 0
 }
 
 func BenchmarkApply(b *testing.B) {

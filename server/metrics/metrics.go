@@ -69,6 +69,7 @@ type Metrics struct {
 	failure    *prometheus.CounterVec
 	failureBy  [3]prometheus.Counter // by limiter.FailureMode
 	memory     *memoryCollector
+	refunds    *refundCollector
 	breakers   *breakerCollector
 	transition *prometheus.CounterVec
 
@@ -155,6 +156,7 @@ func New(reg *prometheus.Registry, opts Options) *Metrics {
 		m.failureBy[mode] = m.failure.WithLabelValues(mode.String())
 	}
 	m.memory = newMemoryCollector()
+	m.refunds = newRefundCollector()
 	m.breakers = newBreakerCollector()
 	m.transition = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_breaker_transitions_total",
@@ -204,7 +206,7 @@ func New(reg *prometheus.Registry, opts Options) *Metrics {
 
 	reg.MustRegister(
 		m.decisions, m.decisionDur, m.usageCut, m.unrecorded, m.storeReqs, m.storeDur, m.batchSize, cacheHits,
-		m.failure, m.memory, m.breakers, m.transition, m.backendUp, m.backendCheck,
+		m.failure, m.memory, m.refunds, m.breakers, m.transition, m.backendUp, m.backendCheck,
 		m.reloads, m.lastReload, overrides, m.grpcHandled, m.grpcDur, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -449,3 +449,24 @@ func TestMemoryStoreMetrics(t *testing.T) {
 		t.Errorf("sluice_memory_evictions_total is a %s", got)
 	}
 }
+
+func TestRefundMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, metrics.Options{})
+	if f := metricstest.Gather(t, reg); f["sluice_redis_refunded_requests_total"] != nil {
+		t.Fatal("refunds exported before WatchRefunds")
+	}
+	m.WatchRefunds(func() metrics.RefundStats { return metrics.RefundStats{Calls: 7, Retried: 3, Failed: 2, Dropped: 1} })
+	f := metricstest.Gather(t, reg)
+	if got := f.Value(t, "sluice_redis_refunded_requests_total"); got != 7 {
+		t.Errorf("sluice_redis_refunded_requests_total = %v, want 7", got)
+	}
+	for _, c := range []struct {
+		result string
+		want   float64
+	}{{"retried", 3}, {"failed", 2}, {"dropped", 1}} {
+		if got := f.Value(t, "sluice_redis_refunds_background_total", "result="+c.result); got != c.want {
+			t.Errorf("sluice_redis_refunds_background_total{result=%s} = %v, want %v", c.result, got, c.want)
+		}
+	}
+}

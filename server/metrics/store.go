@@ -3,6 +3,7 @@ package metrics
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -195,4 +196,58 @@ func (m *Metrics) WatchFailover(mode limiter.FailureMode, counts func() limiter.
 	m.unrecorded.mu.Lock()
 	defer m.unrecorded.mu.Unlock()
 	m.unrecorded.mode, m.unrecorded.counts = mode, counts
+}
+
+// RefundStats is what a Redis store in Cluster mode reports of its
+// refunds across hash slots, read at scrape time (redis.Store.RefundStats,
+// converted by the caller).
+type RefundStats struct {
+	Calls   uint64 // requests denied across slots whose taken groups were refunded
+	Retried uint64 // refunds handed to the background retries
+	Failed  uint64 // refunds that never succeeded: tokens back by refill only
+	Dropped uint64 // refunds dropped with the retry queue full: likewise
+}
+
+// refundCollector reads a Redis store's refund counts at scrape time.
+type refundCollector struct {
+	calls, background *prometheus.Desc
+	stats             atomic.Pointer[func() RefundStats]
+}
+
+func newRefundCollector() *refundCollector {
+	return &refundCollector{
+		calls: prometheus.NewDesc("sluice_redis_refunded_requests_total",
+			"Requests denied across Redis Cluster hash slots whose slot groups that had taken were refunded.", nil, nil),
+		background: prometheus.NewDesc("sluice_redis_refunds_background_total",
+			"Refunds across slots not done before the answer: retried in the background (retried), given up when their record expired or on shutdown (failed), or dropped with the retry queue full (dropped); failed and dropped ones come back by refill only (under-admission).",
+			[]string{"result"}, nil),
+	}
+}
+
+func (c *refundCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.calls
+	ch <- c.background
+}
+
+func (c *refundCollector) Collect(ch chan<- prometheus.Metric) {
+	fn := c.stats.Load()
+	if fn == nil {
+		return
+	}
+	st := (*fn)()
+	ch <- prometheus.MustNewConstMetric(c.calls, prometheus.CounterValue, float64(st.Calls))
+	ch <- prometheus.MustNewConstMetric(c.background, prometheus.CounterValue, float64(st.Retried), "retried")
+	ch <- prometheus.MustNewConstMetric(c.background, prometheus.CounterValue, float64(st.Failed), "failed")
+	ch <- prometheus.MustNewConstMetric(c.background, prometheus.CounterValue, float64(st.Dropped), "dropped")
+}
+
+// WatchRefunds exports a Redis store's refunds across Cluster slots as
+// sluice_redis_refunded_requests_total and
+// sluice_redis_refunds_background_total{result}, calling stats at each
+// scrape. Nothing is exported until it is called.
+func (m *Metrics) WatchRefunds(stats func() RefundStats) {
+	if m == nil || stats == nil {
+		return
+	}
+	m.refunds.stats.Store(&stats)
 }
