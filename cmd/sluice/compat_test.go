@@ -46,7 +46,9 @@ func TestCompatModeRefuses(t *testing.T) {
 	}{
 		{map[string]string{"PORT": "abc"}, `PORT: "abc" is not a port number`},
 		{map[string]string{"USE_PROMETHEUS": "maybe"}, `USE_PROMETHEUS: "maybe" is not a boolean`},
-		{map[string]string{"CONFIG_TYPE": "GRPC_XDS_SOTW"}, "CONFIG_TYPE: GRPC_XDS_SOTW (limits over xDS) is not supported yet"},
+		{map[string]string{"CONFIG_TYPE": "ETCD"}, `CONFIG_TYPE: "ETCD" is not one of FILE, GRPC_XDS_SOTW`},
+		{map[string]string{"CONFIG_TYPE": "GRPC_XDS_SOTW", "CONFIG_GRPC_XDS_SERVER_URL": "envoy-gateway"},
+			`CONFIG_GRPC_XDS_SERVER_URL: limits.xds.server: "envoy-gateway" is not host:port`},
 		{map[string]string{"QUOTA_MODE": "true"}, "QUOTA_MODE: global quota mode is not supported yet"},
 	} {
 		var stderr bytes.Buffer

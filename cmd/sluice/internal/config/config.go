@@ -23,6 +23,7 @@ import (
 	"github.com/sluice-rl/sluice/limiter/memory"
 	"github.com/sluice-rl/sluice/limiter/postgres"
 	"github.com/sluice-rl/sluice/limiter/redis"
+	"github.com/sluice-rl/sluice/limiter/xds"
 	"github.com/sluice-rl/sluice/limiter/yamlconf"
 	"github.com/sluice-rl/sluice/server"
 )
@@ -96,6 +97,9 @@ type LimitsConfig struct {
 	Watch         bool          `yaml:"watch"`
 	WatchInterval time.Duration `yaml:"watch_interval"`
 	Domains       yaml.Node     `yaml:"domains"`
+	// XDS takes limits from an xDS control plane as well (limits.xds.server
+	// set); a domain comes from files or from xDS, never both.
+	XDS xds.Config `yaml:"xds"`
 
 	// envPath is SLUICE_LIMITS.
 	envPath string
@@ -143,7 +147,7 @@ func Default() Config {
 		Memory: memory.DefaultConfig(),
 		Postgres: PostgresConfig{Config: postgres.DefaultConfig(), Breaker: breaker.DefaultConfig(),
 			SyncInterval: postgres.DefaultSyncInterval},
-		Limits: LimitsConfig{Watch: true, WatchInterval: time.Second},
+		Limits: LimitsConfig{Watch: true, WatchInterval: time.Second, XDS: xds.DefaultConfig()},
 		Request: RequestConfig{
 			MaxDescriptors: b.MaxDescriptors,
 			MaxEntries:     b.MaxEntries,
@@ -338,6 +342,7 @@ func (c *Config) resolvePaths() {
 		&c.HTTP.TLS.CertFile, &c.HTTP.TLS.KeyFile, &c.HTTP.TLS.ClientCAFile,
 		&c.HTTP.AdminTLS.CertFile, &c.HTTP.AdminTLS.KeyFile, &c.HTTP.AdminTLS.ClientCAFile,
 		&c.Redis.TLS.CertFile, &c.Redis.TLS.KeyFile, &c.Redis.TLS.CAFile,
+		&c.Limits.XDS.TLS.CertFile, &c.Limits.XDS.TLS.KeyFile, &c.Limits.XDS.TLS.CAFile,
 	} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
@@ -415,6 +420,7 @@ func (c *Config) validate() Errors {
 	if c.Postgres.Enabled() {
 		under("postgres", c.Postgres.Config.Validate())
 	}
+	under("limits.xds", c.Limits.XDS.Validate())
 	if c.Limits.Watch && c.Limits.WatchInterval <= 0 {
 		add("limits.watch_interval", "must be positive when limits.watch is on")
 	}
