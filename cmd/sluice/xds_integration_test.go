@@ -430,3 +430,40 @@ func TestXDSControlPlaneAwayCPU(t *testing.T) {
 		t.Errorf("xds check %+v", h.Checks["xds"])
 	}
 }
+
+// TestXDSNativeWithFiles: in native config, limits.xds and limit files
+// serve together; an xDS push of a domain a file defines is NACKed naming
+// both sources, and the running limits stay.
+func TestXDSNativeWithFiles(t *testing.T) {
+	cp := xdstest.Start(t, "", nil)
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "limits"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "limits", "api.yaml"),
+		"domain: api\ndescriptors:\n  - key: k\n    rate_limit: {unit: year, requests_per_unit: 4}\n")
+	cfg := filepath.Join(dir, "config.yaml")
+	writeFile(t, cfg, fmt.Sprintf("grpc: {addr: '127.0.0.1:0'}\nhttp: {addr: '127.0.0.1:0'}\n"+
+		"limits:\n  path: limits\n  xds: {server: '%s', node_id: sluice, backoff: {initial: 100ms, max: 1s}}\n", cp.Addr))
+	r := startServe(t, serveWith(cfg, func(string) string { return "" }))
+
+	cp.Set(t, "sluice", "1", xdstest.Config("gw", xdstest.Match("k", 2, xdstest.Year)))
+	limitertest.Eventually(t, 10*time.Second, "1 ACKed", func() bool { return slices.Contains(cp.ACKs(), "1") })
+	if a, g := r.limitOf("api", "k", "x"), r.limitOf("gw", "k", "k"); a != 4 || g != 2 {
+		t.Fatalf("limits api %d gw %d, want the file's 4 and xDS's 2", a, g)
+	}
+	cp.Set(t, "sluice", "2", xdstest.Config("gw", xdstest.Match("k", 3, xdstest.Year)),
+		xdstest.Config("api", xdstest.Match("k", 9, xdstest.Year)))
+	limitertest.Eventually(t, 10*time.Second, "2 NACKed", func() bool { return len(cp.NACKs()) > 0 })
+	if n := cp.NACKs()[0]; !strings.Contains(n, `xds:api: domain "api" is already defined by `) ||
+		!strings.Contains(n, filepath.Join("limits", "api.yaml")+":1") {
+		t.Errorf("NACK detail %q, want both sources named", n)
+	}
+	if a, g := r.limitOf("api", "k", "x"), r.limitOf("gw", "k", "k"); a != 4 || g != 2 {
+		t.Errorf("after the NACK: api %d gw %d, want 4 and 2 still", a, g)
+	}
+	_, h := detailed(t, r.http)
+	if h.Config.Source != "file+xds" || h.Config.XDSVersion != "1" || h.Config.LastError == nil {
+		t.Errorf("config %+v", h.Config)
+	}
+}
