@@ -158,8 +158,8 @@ func (r *Reloader) LoadInitial(cfg *config.Config) error {
 			"file_domains", len(domains))
 		return nil
 	}
-	r.swap(lims)
 	r.record(lims.Version(), nil)
+	r.swap(lims)
 	r.log.Info("limits loaded", "version", lims.Version(), "domains", len(lims.Domains()), "rules", lims.Rules())
 	return nil
 }

@@ -7,9 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/memory"
+	"github.com/sluice-rl/sluice/server/metrics"
 )
 
 // xdsDomain is a domain as the xDS client hands it over.
@@ -110,5 +113,59 @@ func TestStartWithoutXDS(t *testing.T) {
 	_, lim := setupXDS(t, true)
 	if lim.Limits() == nil || limitOf(t, lim, "api") != 10 {
 		t.Fatal("limits not set at once with start_without_config")
+	}
+}
+
+// TestLimitsInfoMetric: sluice_limits_info shows the source, the xDS
+// version and the digest of the limits in force, from the first load.
+func TestLimitsInfoMetric(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, metrics.Options{})
+	info := func() map[string]string {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "sluice_limits_info" {
+				continue
+			}
+			if len(mf.GetMetric()) != 1 {
+				t.Fatalf("%d series, want 1", len(mf.GetMetric()))
+			}
+			out := map[string]string{}
+			for _, l := range mf.GetMetric()[0].GetLabel() {
+				out[l.GetName()] = l.GetValue()
+			}
+			return out
+		}
+		return nil
+	}
+	dir := t.TempDir()
+	writeLimits(t, filepath.Join(dir, "api.yaml"), "10")
+	cfgPath := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, []byte("limits: {path: api.yaml}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(cfgPath, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := limiter.New(memory.New(nil), limiter.Config{KeyPrefix: "t:"})
+	r := New(Options{Path: cfgPath, Getenv: func(string) string { return "" }, Limiter: lim,
+		Logger: slog.New(slog.DiscardHandler), Metrics: m, XDS: true, StartWithoutXDS: true})
+	if err := r.LoadInitial(cfg); err != nil {
+		t.Fatal(err)
+	}
+	sha := strings.TrimPrefix(lim.Limits().Version(), "sha256:")
+	if got := info(); got["source"] != "file+xds" || got["version"] != "" || got["sha256"] != sha {
+		t.Errorf("after the first load: %v, want source file+xds, no version, sha256 %s", got, sha)
+	}
+	if err := r.SetXDS("v7", []limiter.DomainConfig{xdsDomain("gw", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	sha = strings.TrimPrefix(lim.Limits().Version(), "sha256:")
+	if got := info(); got["source"] != "file+xds" || got["version"] != "v7" || got["sha256"] != sha {
+		t.Errorf("after xDS v7: %v, want version v7, sha256 %s", got, sha)
 	}
 }
