@@ -3,6 +3,7 @@ package xds
 import (
 	"errors"
 	"fmt"
+	"regexp"
 
 	rlsconfv3 "github.com/envoyproxy/go-control-plane/ratelimit/config/ratelimit/v3"
 	"go.yaml.in/yaml/v3"
@@ -40,6 +41,7 @@ func Convert(rc *rlsconfv3.RateLimitConfig) (limiter.DomainConfig, error) {
 		if errors.As(err, &fe) {
 			for i := range fe {
 				fe[i].Line = 0
+				fe[i].Msg = atLine.ReplaceAllString(fe[i].Msg, "")
 			}
 			return limiter.DomainConfig{}, fe
 		}
@@ -51,6 +53,10 @@ func Convert(rc *rlsconfv3.RateLimitConfig) (limiter.DomainConfig, error) {
 	}
 	return d, nil
 }
+
+// atLine finds the parser's references to other lines ("is already given
+// at line 7"), which would be the generated text's.
+var atLine = regexp.MustCompile(` at line \d+`)
 
 // The limit-file format, as Convert writes it. Fields the proto cannot
 // tell from their zero value are left out when zero; key and domain are

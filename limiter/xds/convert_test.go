@@ -113,7 +113,11 @@ func TestConvertRefuses(t *testing.T) {
 		{"duplicate", &rlsconfv3.RateLimitConfig{Name: "r", Domain: "d", Descriptors: []*rlsconfv3.RateLimitDescriptor{
 			{Key: "k", Value: "v", RateLimit: lim(1, rlsconfv3.RateLimitUnit_SECOND)},
 			{Key: "k", Value: "v", RateLimit: lim(2, rlsconfv3.RateLimitUnit_SECOND)}}},
-			`xds:r: descriptors[1]: duplicate descriptor: key "k" value "v"`},
+			`xds:r: descriptors[1]: duplicate descriptor: key "k" value "v" is already given at this level`},
+		{"name twice", &rlsconfv3.RateLimitConfig{Name: "r", Domain: "d", Descriptors: []*rlsconfv3.RateLimitDescriptor{
+			{Key: "a", RateLimit: &rlsconfv3.RateLimitPolicy{RequestsPerUnit: 1, Unit: rlsconfv3.RateLimitUnit_SECOND, Name: "n"}},
+			{Key: "b", RateLimit: &rlsconfv3.RateLimitPolicy{RequestsPerUnit: 1, Unit: rlsconfv3.RateLimitUnit_SECOND, Name: "n"}}}},
+			`xds:r: descriptors[1].rate_limit.name: limit name "n" is already used; names must be unique`},
 		{"unlimited with unit", &rlsconfv3.RateLimitConfig{Name: "r", Domain: "d", Descriptors: []*rlsconfv3.RateLimitDescriptor{
 			{Key: "k", RateLimit: &rlsconfv3.RateLimitPolicy{Unlimited: true, Unit: rlsconfv3.RateLimitUnit_SECOND}}}},
 			"xds:r: descriptors[0].rate_limit.unit: not allowed with unlimited: true"},
