@@ -32,6 +32,10 @@ type ConfigHealth struct {
 	Version   string     `json:"version"`
 	LoadedAt  *time.Time `json:"loaded_at"`
 	LastError *string    `json:"last_error"`
+	// Source is where the limits come from (file, xds, file+xds).
+	Source string `json:"source,omitempty"`
+	// XDSVersion is the version_info of the xDS config in force.
+	XDSVersion string `json:"xds_version,omitempty"`
 }
 
 // CheckHealth is one backend's last check.
@@ -80,6 +84,7 @@ func (s *Server) Detailed() DetailedHealth {
 	}
 	h.Config.Version = cs.Version
 	h.Config.LoadedAt = timePtr(cs.LoadedAt)
+	h.Config.Source, h.Config.XDSVersion = cs.Source, cs.XDSVersion
 	if cs.LastError != nil {
 		h.Config.LastError = strPtr(cs.LastError.Error())
 		warn = true
@@ -108,6 +113,9 @@ func (s *Server) Detailed() DetailedHealth {
 		case r == nil:
 			ch.Status = StatusWarn
 			ch.LastError = strPtr("not checked yet")
+		case r.err != nil && c.WarnOnly:
+			ch.Status = StatusWarn
+			ch.LastError = strPtr(r.err.Error())
 		case r.err != nil:
 			ch.Status = StatusFail
 			ch.LastError = strPtr(r.err.Error())

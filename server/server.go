@@ -50,6 +50,10 @@ type Check struct {
 	// failure mode): while its check fails the server stays ready and
 	// /health/detailed says warn, not fail.
 	Optional bool
+	// WarnOnly marks a source the server keeps deciding without (an xDS
+	// control plane: the last limits stay): a failing check is shown as
+	// warn with its error as the note, never as fail. It implies Optional.
+	WarnOnly bool
 	// Breaker, when set, is the circuit breaker guarding the backend; its
 	// state is shown with the check and under "breakers", and the admin API
 	// can reset it. Each result of Fn, except the breaker's own refusal
@@ -74,6 +78,11 @@ type ConfigStatus struct {
 	// LastError is the last failed reload's error, cleared by a good
 	// reload; nil when the last reload worked.
 	LastError error
+	// Source is where the limits come from: "file", "xds" or "file+xds";
+	// "" is not shown.
+	Source string
+	// XDSVersion is the version_info of the xDS config in force.
+	XDSVersion string
 }
 
 // Options are the parts a Server is given rather than configured with.
@@ -558,7 +567,7 @@ func (s *Server) decidable() error {
 		return errors.New("no limits loaded")
 	}
 	for i := range s.checks {
-		if s.checks[i].Optional {
+		if s.checks[i].Optional || s.checks[i].WarnOnly {
 			continue
 		}
 		r := s.results[i].Load()

@@ -46,8 +46,10 @@ func TestCompatModeRefuses(t *testing.T) {
 	}{
 		{map[string]string{"PORT": "abc"}, `PORT: "abc" is not a port number`},
 		{map[string]string{"USE_PROMETHEUS": "maybe"}, `USE_PROMETHEUS: "maybe" is not a boolean`},
-		{map[string]string{"CONFIG_TYPE": "GRPC_XDS_SOTW"}, "CONFIG_TYPE: GRPC_XDS_SOTW (limits over xDS) is not supported yet"},
 		{map[string]string{"QUOTA_MODE": "maybe"}, `QUOTA_MODE: "maybe" is not a boolean`},
+		{map[string]string{"CONFIG_TYPE": "ETCD"}, `CONFIG_TYPE: "ETCD" is not one of FILE, GRPC_XDS_SOTW`},
+		{map[string]string{"CONFIG_TYPE": "GRPC_XDS_SOTW", "CONFIG_GRPC_XDS_SERVER_URL": "envoy-gateway"},
+			`CONFIG_GRPC_XDS_SERVER_URL: limits.xds.server: "envoy-gateway" is not host:port`},
 	} {
 		var stderr bytes.Buffer
 		o := options{getenv: func(k string) string { return tc.env[k] }, stdout: io.Discard, stderr: &stderr,

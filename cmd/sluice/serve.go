@@ -21,6 +21,7 @@ import (
 	"github.com/sluice-rl/sluice/limiter/memory"
 	"github.com/sluice-rl/sluice/limiter/postgres"
 	"github.com/sluice-rl/sluice/limiter/redis"
+	"github.com/sluice-rl/sluice/limiter/xds"
 	"github.com/sluice-rl/sluice/limiter/yamlconf"
 	"github.com/sluice-rl/sluice/server"
 	"github.com/sluice-rl/sluice/server/metrics"
@@ -80,8 +81,10 @@ func serve(ctx context.Context, path string, o options) error {
 		}
 	}()
 	lim := limiter.New(st.store, limiter.Config{KeyPrefix: cfg.Redis.KeyPrefix, Bounds: cfg.Bounds()})
+	xcfg := cfg.Limits.XDS
 	ro := reload.Options{Path: path, Getenv: getenv, Limiter: lim, Logger: log, Metrics: m,
-		Watch: cfg.Limits.Watch, WatchInterval: cfg.Limits.WatchInterval}
+		Watch: cfg.Limits.Watch, WatchInterval: cfg.Limits.WatchInterval,
+		XDS: xcfg.Enabled(), StartWithoutXDS: xcfg.StartWithoutConfig}
 	if o.compat != "" {
 		ro.Load = func(path string, getenv func(string) string) (*config.Config, error) {
 			cfg, _, err := compat.Load(path, getenv)
@@ -95,6 +98,19 @@ func serve(ctx context.Context, path string, o options) error {
 	}
 
 	checks := st.checks
+	var xc *xds.Client
+	if xcfg.Enabled() {
+		xc, err = xds.New(xcfg, xds.Options{Logger: log,
+			Apply: func(u xds.Update) error { return rl.SetXDS(u.Version, u.Domains) }})
+		if err != nil {
+			return yamlconf.Under("limits.xds", err)
+		}
+		// The last limits keep serving without the control plane: its
+		// loss is a warning, never a failure.
+		checks = append(checks, server.Check{Name: "xds", Fn: xc.Check, WarnOnly: true, Address: xcfg.Server})
+		log.Info("limits from xDS", "server", xcfg.Server, "node_id", xcfg.NodeID, "tls", xcfg.TLS.Enabled,
+			"start_without_config", xcfg.StartWithoutConfig)
+	}
 	var (
 		pg     *pgBackend
 		syncer *postgres.Syncer
@@ -171,6 +187,18 @@ func serve(ctx context.Context, path string, o options) error {
 		return err
 	}
 	defer rl.Close(context.WithoutCancel(ctx))
+	if xc != nil {
+		if err := xc.Open(context.WithoutCancel(ctx)); err != nil {
+			return err
+		}
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := xc.Close(cctx); err != nil {
+				log.Warn("close xds client", "err", err)
+			}
+		}()
+	}
 
 	return srv.Run(ctx)
 }

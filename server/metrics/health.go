@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -87,6 +88,19 @@ func (m *Metrics) ConfigReload(err error) {
 	}
 	m.reloadOK.Inc()
 	m.lastReload.Set(1)
+}
+
+// LimitsInfo shows the limits in force as the one series of
+// sluice_limits_info: where they come from, the xDS version_info and
+// their digest ("sha256:..." or the bare hex).
+func (m *Metrics) LimitsInfo(source, xdsVersion, digest string) {
+	if m == nil {
+		return
+	}
+	m.limitsMu.Lock()
+	defer m.limitsMu.Unlock()
+	m.limitsInfo.Reset()
+	m.limitsInfo.WithLabelValues(source, xdsVersion, strings.TrimPrefix(digest, "sha256:")).Set(1)
 }
 
 // SetOverrides makes sluice_overrides report fn(), read at scrape time.

@@ -80,6 +80,8 @@ type Metrics struct {
 	reloadOK     prometheus.Counter
 	reloadFailed prometheus.Counter
 	lastReload   prometheus.Gauge
+	limitsInfo   *prometheus.GaugeVec
+	limitsMu     sync.Mutex // serialises LimitsInfo's reset and set
 	overrides    atomic.Pointer[func() int]
 
 	grpcHandled *prometheus.CounterVec
@@ -170,7 +172,7 @@ func New(reg *prometheus.Registry, opts Options) *Metrics {
 		"Time of a background backend health check."), []string{"backend"})
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_config_reloads_total",
-		Help: "Limit reloads (SIGHUP, file change, admin), by result (success, failure). A failed reload keeps the running limits.",
+		Help: "Limit reloads (SIGHUP, file change, admin, a config pushed over xDS), by result (success, failure). A failed reload (or a NACKed xDS config) keeps the running limits.",
 	}, []string{"result"})
 	m.reloadOK = m.reloads.WithLabelValues("success")
 	m.reloadFailed = m.reloads.WithLabelValues("failure")
@@ -179,6 +181,10 @@ func New(reg *prometheus.Registry, opts Options) *Metrics {
 		Help: "1 when the last limit reload (or the initial load) succeeded, 0 when it failed.",
 	})
 	m.lastReload.Set(1)
+	m.limitsInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_limits_info",
+		Help: "Always 1, one series: the limits in force. source is file, xds or file+xds; version the xDS version_info (\"\" for files alone); sha256 the digest of the effective limits (overrides merged), as /health/detailed's config.version.",
+	}, []string{"source", "version", "sha256"})
 	overrides := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sluice_overrides",
 		Help: "Dynamic overrides loaded from Postgres.",
@@ -207,7 +213,7 @@ func New(reg *prometheus.Registry, opts Options) *Metrics {
 	reg.MustRegister(
 		m.decisions, m.decisionDur, m.usageCut, m.unrecorded, m.storeReqs, m.storeDur, m.batchSize, cacheHits,
 		m.failure, m.memory, m.refunds, m.breakers, m.transition, m.backendUp, m.backendCheck,
-		m.reloads, m.lastReload, overrides, m.grpcHandled, m.grpcDur, buildInfo,
+		m.reloads, m.lastReload, m.limitsInfo, overrides, m.grpcHandled, m.grpcDur, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -89,22 +89,22 @@ var Settings = []Setting{
 	{"LOG_LEVEL", "WARN", "string", Mapped, nil},
 	{"LOG_FORMAT", "text", "string", Mapped, nil},
 	{"CONFIG_TYPE", "FILE", "string", Mapped, nil},
-	{"FORCE_START_WITHOUT_INITIAL_CONFIG", "false", "bool", Warned, nil},
-	{"CONFIG_GRPC_XDS_NODE_ID", "default", "string", Warned, nil},
-	{"CONFIG_GRPC_XDS_NODE_METADATA", "", "string", Warned, nil},
-	{"CONFIG_GRPC_XDS_SERVER_URL", "localhost:18000", "string", Warned, nil},
+	{"FORCE_START_WITHOUT_INITIAL_CONFIG", "false", "bool", Mapped, nil},
+	{"CONFIG_GRPC_XDS_NODE_ID", "default", "string", Mapped, nil},
+	{"CONFIG_GRPC_XDS_NODE_METADATA", "", "string", Mapped, nil},
+	{"CONFIG_GRPC_XDS_SERVER_URL", "localhost:18000", "string", Mapped, nil},
 	{"CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL", "3s", "duration", Warned, nil},
 	{"CONFIG_GRPC_XDS_CLIENT_ADDITIONAL_HEADERS", "", "string", Warned, nil},
-	{"CONFIG_GRPC_XDS_SERVER_USE_TLS", "false", "bool", Warned, nil},
-	{"CONFIG_GRPC_XDS_CLIENT_TLS_CERT", "", "string", Warned, nil},
-	{"CONFIG_GRPC_XDS_CLIENT_TLS_KEY", "", "string", Warned, nil},
-	{"CONFIG_GRPC_XDS_SERVER_TLS_CACERT", "", "string", Warned, nil},
-	{"CONFIG_GRPC_XDS_SERVER_TLS_SAN", "", "string", Warned, nil},
-	{"XDS_CLIENT_BACKOFF_INITIAL_INTERVAL", "10s", "duration", Warned, nil},
-	{"XDS_CLIENT_BACKOFF_MAX_INTERVAL", "60s", "duration", Warned, nil},
-	{"XDS_CLIENT_BACKOFF_RANDOM_FACTOR", "0.5", "float", Warned, nil},
-	{"XDS_CLIENT_BACKOFF_JITTER", "true", "bool", Warned, nil},
-	{"XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES", "", "int", Warned, nil},
+	{"CONFIG_GRPC_XDS_SERVER_USE_TLS", "false", "bool", Mapped, nil},
+	{"CONFIG_GRPC_XDS_CLIENT_TLS_CERT", "", "string", Mapped, nil},
+	{"CONFIG_GRPC_XDS_CLIENT_TLS_KEY", "", "string", Mapped, nil},
+	{"CONFIG_GRPC_XDS_SERVER_TLS_CACERT", "", "string", Mapped, nil},
+	{"CONFIG_GRPC_XDS_SERVER_TLS_SAN", "", "string", Mapped, nil},
+	{"XDS_CLIENT_BACKOFF_INITIAL_INTERVAL", "10s", "duration", Mapped, nil},
+	{"XDS_CLIENT_BACKOFF_MAX_INTERVAL", "60s", "duration", Mapped, nil},
+	{"XDS_CLIENT_BACKOFF_RANDOM_FACTOR", "0.5", "float", Mapped, nil},
+	{"XDS_CLIENT_BACKOFF_JITTER", "true", "bool", Mapped, nil},
+	{"XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES", "", "int", Mapped, nil},
 	{"USE_DOG_STATSD", "false", "bool", Warned, nil},
 	{"USE_DOG_STATSD_MOGRIFIERS", "", "string", Warned, nil},
 	{"USE_STATSD", "true", "bool", Mapped, nil},
@@ -429,14 +429,21 @@ func apply(c *config.Config, getenv func(string) string, rep *Report) config.Err
 	// (whether it watches the root or that directory), and reloads on change.
 	switch t := strings.ToUpper(e.str("CONFIG_TYPE")); t {
 	case "FILE":
+		for _, n := range xdsSettings {
+			if e.set(n) {
+				rep.Ignored = append(rep.Ignored, n+" (CONFIG_TYPE is not GRPC_XDS_SOTW)")
+			}
+		}
+		c.SetLimitsPath(filepath.Join(e.str("RUNTIME_ROOT"), e.str("RUNTIME_SUBDIRECTORY"), e.str("RUNTIME_APPDIRECTORY")))
+		c.SetBy("limits.path", "RUNTIME_ROOT")
+		c.Limits.Watch = true
 	case "GRPC_XDS_SOTW":
-		e.bad("CONFIG_TYPE", "GRPC_XDS_SOTW (limits over xDS) is not supported yet; use FILE with RUNTIME_ROOT")
+		// As envoyproxy/ratelimit: the limits come over xDS alone; the
+		// RUNTIME_* directory is not read.
+		xdsFromEnv(c, e)
 	default:
 		e.bad("CONFIG_TYPE", "%q is not one of FILE, GRPC_XDS_SOTW", e.str("CONFIG_TYPE"))
 	}
-	c.SetLimitsPath(filepath.Join(e.str("RUNTIME_ROOT"), e.str("RUNTIME_SUBDIRECTORY"), e.str("RUNTIME_APPDIRECTORY")))
-	c.SetBy("limits.path", "RUNTIME_ROOT")
-	c.Limits.Watch = true
 	c.Limits.ShadowMode = e.bool("SHADOW_MODE")
 	c.SetBy("limits.shadow_mode", "SHADOW_MODE")
 	c.Limits.QuotaMode = e.bool("QUOTA_MODE")
@@ -490,6 +497,55 @@ func apply(c *config.Config, getenv func(string) string, rep *Report) config.Err
 	}
 	redisFromEnv(c, e, rep)
 	return e.errs
+}
+
+// xdsSettings are the settings of the xDS source, read with
+// CONFIG_TYPE=GRPC_XDS_SOTW only.
+var xdsSettings = []string{
+	"FORCE_START_WITHOUT_INITIAL_CONFIG", "CONFIG_GRPC_XDS_NODE_ID", "CONFIG_GRPC_XDS_NODE_METADATA",
+	"CONFIG_GRPC_XDS_SERVER_URL", "CONFIG_GRPC_XDS_SERVER_USE_TLS", "CONFIG_GRPC_XDS_CLIENT_TLS_CERT",
+	"CONFIG_GRPC_XDS_CLIENT_TLS_KEY", "CONFIG_GRPC_XDS_SERVER_TLS_CACERT", "CONFIG_GRPC_XDS_SERVER_TLS_SAN",
+	"XDS_CLIENT_BACKOFF_INITIAL_INTERVAL", "XDS_CLIENT_BACKOFF_MAX_INTERVAL", "XDS_CLIENT_BACKOFF_RANDOM_FACTOR",
+	"XDS_CLIENT_BACKOFF_JITTER", "XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES",
+}
+
+// xdsFromEnv sets limits.xds from CONFIG_GRPC_XDS_* and XDS_CLIENT_*.
+func xdsFromEnv(c *config.Config, e *env) {
+	x := &c.Limits.XDS
+	set := func(field, env string, dst *string) {
+		*dst = e.str(env)
+		c.SetBy("limits.xds."+field, env)
+	}
+	set("server", "CONFIG_GRPC_XDS_SERVER_URL", &x.Server)
+	set("node_id", "CONFIG_GRPC_XDS_NODE_ID", &x.NodeID)
+	set("node_metadata", "CONFIG_GRPC_XDS_NODE_METADATA", &x.NodeMetadata)
+	x.StartWithoutConfig = e.bool("FORCE_START_WITHOUT_INITIAL_CONFIG")
+	x.MaxRecvMsgBytes = e.int("XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES")
+	c.SetBy("limits.xds.max_recv_msg_bytes", "XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES")
+	dur := func(field, env string, dst *time.Duration) {
+		*dst, _ = time.ParseDuration(e.str(env)) // checked by parse
+		c.SetBy("limits.xds.backoff."+field, env)
+	}
+	dur("initial", "XDS_CLIENT_BACKOFF_INITIAL_INTERVAL", &x.Backoff.Initial)
+	dur("max", "XDS_CLIENT_BACKOFF_MAX_INTERVAL", &x.Backoff.Max)
+	x.Backoff.RandomFactor, _ = strconv.ParseFloat(e.str("XDS_CLIENT_BACKOFF_RANDOM_FACTOR"), 64)
+	c.SetBy("limits.xds.backoff.random_factor", "XDS_CLIENT_BACKOFF_RANDOM_FACTOR")
+	x.Backoff.Jitter = e.bool("XDS_CLIENT_BACKOFF_JITTER")
+	if e.bool("CONFIG_GRPC_XDS_SERVER_USE_TLS") {
+		x.TLS.Enabled = true
+		set("tls.cert_file", "CONFIG_GRPC_XDS_CLIENT_TLS_CERT", &x.TLS.CertFile)
+		set("tls.key_file", "CONFIG_GRPC_XDS_CLIENT_TLS_KEY", &x.TLS.KeyFile)
+		set("tls.ca_file", "CONFIG_GRPC_XDS_SERVER_TLS_CACERT", &x.TLS.CAFile)
+		set("tls.server_name", "CONFIG_GRPC_XDS_SERVER_TLS_SAN", &x.TLS.ServerName)
+		c.SetBy("limits.xds.tls", "CONFIG_GRPC_XDS_SERVER_USE_TLS")
+	} else {
+		for _, n := range []string{"CONFIG_GRPC_XDS_CLIENT_TLS_CERT", "CONFIG_GRPC_XDS_CLIENT_TLS_KEY",
+			"CONFIG_GRPC_XDS_SERVER_TLS_CACERT", "CONFIG_GRPC_XDS_SERVER_TLS_SAN"} {
+			if e.set(n) {
+				e.bad(n, "is set but CONFIG_GRPC_XDS_SERVER_USE_TLS is not true: the control plane would be reached in plain text")
+			}
+		}
+	}
 }
 
 // redisFromEnv builds the Redis URL and settings from REDIS_*.

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
 	"github.com/sluice-rl/sluice/limiter"
@@ -102,7 +103,31 @@ func TestMapping(t *testing.T) {
 		{"GRPC CA names disagree", vars{"GRPC_SERVER_USE_TLS": "true", "GRPC_SERVER_TLS_CERT": "c", "GRPC_SERVER_TLS_KEY": "k",
 			"GRPC_CLIENT_TLS_CACERT": "a.pem", "GRPC_SERVER_TLS_CA_CERT": "b.pem"}, nil, "GRPC_SERVER_TLS_CA_CERT: "},
 		{"CONFIG_TYPE FILE", vars{"CONFIG_TYPE": "FILE"}, func(c *config.Config) (any, any) { return c.Limits.Watch, true }, ""},
-		{"CONFIG_TYPE xds", vars{"CONFIG_TYPE": "GRPC_XDS_SOTW"}, nil, "CONFIG_TYPE: GRPC_XDS_SOTW (limits over xDS) is not supported yet"},
+		{"CONFIG_TYPE xds defaults", vars{"CONFIG_TYPE": "GRPC_XDS_SOTW"}, func(c *config.Config) (any, any) {
+			x := c.Limits.XDS
+			return []any{x.Server, x.NodeID, x.StartWithoutConfig, x.TLS.Enabled, x.Backoff.Initial, x.Backoff.Max,
+					x.Backoff.RandomFactor, x.Backoff.Jitter, c.LimitsSource().Path},
+				[]any{"localhost:18000", "default", false, false, 10 * time.Second, 60 * time.Second, 0.5, true, ""}
+		}, ""},
+		{"CONFIG_TYPE xds Envoy Gateway", vars{"CONFIG_TYPE": "GRPC_XDS_SOTW", "CONFIG_GRPC_XDS_SERVER_URL": "envoy-gateway:18001",
+			"CONFIG_GRPC_XDS_NODE_ID": "envoy-ratelimit", "CONFIG_GRPC_XDS_NODE_METADATA": "a=1,b=x=y",
+			"FORCE_START_WITHOUT_INITIAL_CONFIG": "true", "XDS_CLIENT_BACKOFF_INITIAL_INTERVAL": "1s",
+			"XDS_CLIENT_BACKOFF_MAX_INTERVAL": "5s", "XDS_CLIENT_BACKOFF_RANDOM_FACTOR": "0.2", "XDS_CLIENT_BACKOFF_JITTER": "false",
+			"XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES": "8388608"}, func(c *config.Config) (any, any) {
+			x := c.Limits.XDS
+			return []any{x.Server, x.NodeID, x.NodeMetadata, x.StartWithoutConfig, x.Backoff.Initial, x.Backoff.Max,
+					x.Backoff.RandomFactor, x.Backoff.Jitter, x.MaxRecvMsgBytes},
+				[]any{"envoy-gateway:18001", "envoy-ratelimit", "a=1,b=x=y", true, time.Second, 5 * time.Second, 0.2, false, 8388608}
+		}, ""},
+		{"CONFIG_TYPE xds TLS files", vars{"CONFIG_TYPE": "GRPC_XDS_SOTW", "CONFIG_GRPC_XDS_SERVER_USE_TLS": "true",
+			"CONFIG_GRPC_XDS_CLIENT_TLS_CERT": "/nonexistent/tls.crt", "CONFIG_GRPC_XDS_CLIENT_TLS_KEY": "/nonexistent/tls.key"},
+			nil, "CONFIG_GRPC_XDS_CLIENT_TLS_CERT: limits.xds.tls.cert_file: open /nonexistent/tls.crt"},
+		{"CONFIG_TYPE xds TLS files without TLS", vars{"CONFIG_TYPE": "GRPC_XDS_SOTW", "CONFIG_GRPC_XDS_SERVER_TLS_CACERT": "/ca.crt"},
+			nil, "CONFIG_GRPC_XDS_SERVER_TLS_CACERT: is set but CONFIG_GRPC_XDS_SERVER_USE_TLS is not true"},
+		{"CONFIG_TYPE xds bad metadata", vars{"CONFIG_TYPE": "GRPC_XDS_SOTW", "CONFIG_GRPC_XDS_NODE_METADATA": "a"},
+			nil, "CONFIG_GRPC_XDS_NODE_METADATA: limits.xds.node_metadata: \"a\" is not key=value"},
+		{"CONFIG_TYPE xds bad backoff", vars{"CONFIG_TYPE": "GRPC_XDS_SOTW", "XDS_CLIENT_BACKOFF_MAX_INTERVAL": "1s"},
+			nil, "XDS_CLIENT_BACKOFF_MAX_INTERVAL: limits.xds.backoff.max: 1s is below backoff.initial 10s"},
 		{"CONFIG_TYPE bad", vars{"CONFIG_TYPE": "ETCD"}, nil, "CONFIG_TYPE: "},
 		{"QUOTA_MODE", vars{"QUOTA_MODE": "true"}, func(c *config.Config) (any, any) { return c.Limits.QuotaMode, true }, ""},
 		{"QUOTA_MODE false", vars{"QUOTA_MODE": "false"}, func(c *config.Config) (any, any) { return c.Limits.QuotaMode, false }, ""},
@@ -168,7 +193,8 @@ func TestReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"CONFIG_GRPC_XDS_NODE_ID", "FORCE_START_WITHOUT_INITIAL_CONFIG", "MERGE_DOMAIN_CONFIG",
+	want := []string{"CONFIG_GRPC_XDS_NODE_ID (CONFIG_TYPE is not GRPC_XDS_SOTW)",
+		"FORCE_START_WITHOUT_INITIAL_CONFIG (CONFIG_TYPE is not GRPC_XDS_SOTW)", "MERGE_DOMAIN_CONFIG",
 		"OTEL_EXPORTER_OTLP_ENDPOINT", "PROMETHEUS_MAPPER_YAML", "RUNTIME_IGNOREDOTFILES", "STATSD_PORT", "TRACING_ENABLED"}
 	got := slices.Sorted(slices.Values(rep.Ignored))
 	if !slices.Equal(got, want) {

@@ -24,6 +24,7 @@ import (
 	"github.com/sluice-rl/sluice/limiter/memory"
 	"github.com/sluice-rl/sluice/limiter/postgres"
 	"github.com/sluice-rl/sluice/limiter/redis"
+	"github.com/sluice-rl/sluice/limiter/xds"
 	"github.com/sluice-rl/sluice/limiter/yamlconf"
 	"github.com/sluice-rl/sluice/server"
 )
@@ -108,6 +109,9 @@ type LimitsConfig struct {
 	// DomainDefaults are the defaults of the named domains, in place of
 	// the global ones.
 	DomainDefaults map[string]DomainDefaults `yaml:"domain_defaults"`
+	// XDS takes limits from an xDS control plane as well (limits.xds.server
+	// set); a domain comes from files or from xDS, never both.
+	XDS xds.Config `yaml:"xds"`
 
 	// envPath is SLUICE_LIMITS.
 	envPath string
@@ -163,7 +167,7 @@ func Default() Config {
 		Memory: memory.DefaultConfig(),
 		Postgres: PostgresConfig{Config: postgres.DefaultConfig(), Breaker: breaker.DefaultConfig(),
 			SyncInterval: postgres.DefaultSyncInterval},
-		Limits: LimitsConfig{Watch: true, WatchInterval: time.Second},
+		Limits: LimitsConfig{Watch: true, WatchInterval: time.Second, XDS: xds.DefaultConfig()},
 		Request: RequestConfig{
 			MaxDescriptors: b.MaxDescriptors,
 			MaxEntries:     b.MaxEntries,
@@ -365,6 +369,7 @@ func (c *Config) resolvePaths() {
 		&c.HTTP.TLS.CertFile, &c.HTTP.TLS.KeyFile, &c.HTTP.TLS.ClientCAFile,
 		&c.HTTP.AdminTLS.CertFile, &c.HTTP.AdminTLS.KeyFile, &c.HTTP.AdminTLS.ClientCAFile,
 		&c.Redis.TLS.CertFile, &c.Redis.TLS.KeyFile, &c.Redis.TLS.CAFile,
+		&c.Limits.XDS.TLS.CertFile, &c.Limits.XDS.TLS.KeyFile, &c.Limits.XDS.TLS.CAFile,
 	} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
@@ -454,6 +459,7 @@ func (c *Config) validate() Errors {
 			}
 		}
 	}
+	under("limits.xds", c.Limits.XDS.Validate())
 	if c.Limits.Watch && c.Limits.WatchInterval <= 0 {
 		add("limits.watch_interval", "must be positive when limits.watch is on")
 	}

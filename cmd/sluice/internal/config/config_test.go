@@ -47,7 +47,7 @@ func TestShippedConfig(t *testing.T) {
 	// The shipped file states every default.
 	d := Default()
 	if c.Config != d.Config || !reflect.DeepEqual(c.Redis, d.Redis) || c.Memory != d.Memory || !reflect.DeepEqual(c.Postgres, d.Postgres) || c.Request != d.Request || c.Log != d.Log || c.Runtime != d.Runtime ||
-		c.Limits.Watch != d.Limits.Watch || c.Limits.WatchInterval != d.Limits.WatchInterval {
+		c.Limits.Watch != d.Limits.Watch || c.Limits.WatchInterval != d.Limits.WatchInterval || c.Limits.XDS != d.Limits.XDS {
 		t.Errorf("config.yaml differs from the defaults:\n%+v\n%+v", c, d)
 	}
 	lims, err := c.LimitsSource().Load()
@@ -365,5 +365,40 @@ func TestChargeDefaults(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: err = %v, want %q", c.yaml, err, c.want)
 		}
+	}
+}
+
+// TestXDSConfig: limits.xds is validated with the rest, each problem
+// naming its field and line; a valid section is taken as written.
+func TestXDSConfig(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "config.yaml")
+	body := "limits:\n  xds:\n    server: envoy-gateway\n    node_metadata: zone\n    tls: {ca_file: ca.crt}\n    backoff: {random_factor: 2}\n"
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(p, env{}.get)
+	for _, want := range []string{
+		p + `:3: limits.xds.server: "envoy-gateway" is not host:port`,
+		p + `:4: limits.xds.node_metadata: "zone" is not key=value`,
+		p + `:5: limits.xds.tls.enabled: is false, but tls files are given`,
+		p + `:6: limits.xds.backoff.random_factor: must be between 0 and 1, got 2`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v\nlacks %q", err, want)
+		}
+	}
+	body = "limits:\n  xds: {server: 'cp:18001', node_id: rl, start_without_config: true, backoff: {initial: 1s, max: 2s}}\n"
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p, env{}.get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := c.Limits.XDS
+	if !x.Enabled() || x.NodeID != "rl" || !x.StartWithoutConfig || x.Backoff.Initial != time.Second ||
+		x.Backoff.Max != 2*time.Second || x.Backoff.RandomFactor != 0.5 || !x.Backoff.Jitter {
+		t.Errorf("limits.xds = %+v", x)
 	}
 }

@@ -1,7 +1,9 @@
 // Package reload keeps the limiter's limits in step with their sources:
 // the config file and limit files (on SIGHUP, and when a watched file
-// changes), the admin API's reload, and the overrides from Postgres,
-// merged over the configured limits.
+// changes), the admin API's reload, the domains an xDS control plane
+// pushes (SetXDS), and the overrides from Postgres, merged over the
+// configured limits. Every change compiles the whole set and swaps it in
+// at once.
 //
 // A Reloader is built with New, loads the first limits with LoadInitial,
 // and between Open and Close runs the one goroutine that watches for
@@ -52,6 +54,11 @@ type Options struct {
 	// WatchInterval (limits.watch, limits.watch_interval).
 	Watch         bool
 	WatchInterval time.Duration
+	// XDS says domains also come from an xDS control plane (SetXDS).
+	// Unless StartWithoutXDS, no limits are set, and nothing is ready,
+	// until its first config is accepted.
+	XDS             bool
+	StartWithoutXDS bool
 }
 
 // Reloader keeps the limiter's limits in step with the files: on SIGHUP,
@@ -82,17 +89,38 @@ type Reloader struct {
 	opts      limiter.CompileOptions // the global modes, as last loaded
 	overrides []limiter.Override     // in force, from Postgres
 
-	mu       sync.Mutex
-	version  string    // of the running limits
-	loadedAt time.Time // when they were loaded
-	lastErr  error     // of the last reload, nil when it worked
+	xds        bool                   // domains also come over xDS
+	xdsWaiting bool                   // for the first xDS config: no limits set yet
+	xdsDomains []limiter.DomainConfig // as last accepted
+
+	mu         sync.Mutex
+	filesGiven bool      // some domains come from files
+	version    string    // of the running limits
+	loadedAt   time.Time // when they were loaded
+	lastErr    error     // of the last reload, nil when it worked
+	xdsVer     string    // version_info of the xDS config in force
 }
 
 // Status is the configuration's state, for /health/detailed.
 func (r *Reloader) Status() server.ConfigStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return server.ConfigStatus{Version: r.version, LoadedAt: r.loadedAt, LastError: r.lastErr}
+	return server.ConfigStatus{Version: r.version, LoadedAt: r.loadedAt, LastError: r.lastErr,
+		Source: r.source(), XDSVersion: r.xdsVer}
+}
+
+// source names where the limits in force come from: files, xds or both
+// ("file+xds"); "" before any. r.mu is held.
+func (r *Reloader) source() string {
+	switch {
+	case r.version == "":
+		return ""
+	case !r.xds:
+		return "file"
+	case r.filesGiven:
+		return "file+xds"
+	}
+	return "xds"
 }
 
 // record notes a load's outcome: the new limits' version, or the error.
@@ -113,7 +141,8 @@ func New(o Options) *Reloader {
 		load = config.Load
 	}
 	return &Reloader{path: o.Path, getenv: o.Getenv, load: load, lim: o.Limiter, log: o.Logger.With("component", "limits"),
-		metrics: o.Metrics, watch: o.Watch, interval: o.WatchInterval}
+		metrics: o.Metrics, watch: o.Watch, interval: o.WatchInterval,
+		xds: o.XDS, xdsWaiting: o.XDS && !o.StartWithoutXDS}
 }
 
 // LoadInitial loads the limits cfg names; serving does not start without
@@ -133,10 +162,86 @@ func (r *Reloader) LoadInitial(cfg *config.Config) error {
 		return err
 	}
 	r.domains, r.opts = domains, src.CompileOptions()
-	r.lim.SetLimits(lims)
+	if r.xdsWaiting {
+		r.log.Info("limits from files checked; waiting for the first xDS config before serving",
+			"file_domains", len(domains))
+		return nil
+	}
 	r.record(lims.Version(), nil)
+	r.swap(lims)
 	r.log.Info("limits loaded", "version", lims.Version(), "domains", len(lims.Domains()), "rules", lims.Rules())
 	return nil
+}
+
+// swap puts lims in force and shows them in metrics. r.loadMu is held.
+func (r *Reloader) swap(lims *limiter.Limits) {
+	r.lim.SetLimits(lims)
+	r.mu.Lock()
+	r.filesGiven = len(r.domains) > 0
+	r.mu.Unlock()
+	st := r.Status()
+	r.metrics.LimitsInfo(st.Source, st.XDSVersion, lims.Version())
+}
+
+// all is every configured domain: the files' and xDS's. r.loadMu is held.
+func (r *Reloader) all(files []limiter.DomainConfig) []limiter.DomainConfig {
+	if len(r.xdsDomains) == 0 {
+		return files
+	}
+	return append(append(make([]limiter.DomainConfig, 0, len(files)+len(r.xdsDomains)), files...), r.xdsDomains...)
+}
+
+// SetXDS puts a config from the xDS control plane in force, with the
+// files' domains and the overrides, as one swap. An error (a domain also
+// defined by a file or twice over xDS, or limits that do not compile)
+// keeps the running limits; the caller NACKs with it.
+func (r *Reloader) SetXDS(version string, domains []limiter.DomainConfig) error {
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
+	err := collisions(r.domains, domains)
+	var lims *limiter.Limits
+	if err == nil {
+		prev := r.xdsDomains
+		r.xdsDomains = domains
+		lims, err = r.compile(r.all(r.domains), r.opts, r.overrides)
+		if err != nil {
+			r.xdsDomains = prev
+		}
+	}
+	if err != nil {
+		err = fmt.Errorf("xds version %q: %w", version, err)
+		r.record("", err)
+		r.metrics.ConfigReload(err)
+		return err
+	}
+	r.xdsWaiting = false
+	r.mu.Lock()
+	r.xdsVer = version
+	r.mu.Unlock()
+	r.record(lims.Version(), nil)
+	r.swap(lims)
+	r.metrics.ConfigReload(nil)
+	r.log.Info("limits from xDS applied", "xds_version", version, "version", lims.Version(),
+		"domains", len(lims.Domains()), "rules", lims.Rules())
+	return nil
+}
+
+// collisions reports a domain defined twice over xDS, or by a file and
+// over xDS, naming both sources.
+func collisions(files, pushed []limiter.DomainConfig) error {
+	where := map[string]string{}
+	for _, d := range files {
+		where[d.Domain] = fmt.Sprintf("%s:%d", d.File, d.Line)
+	}
+	var errs []error
+	for _, d := range pushed {
+		if prev, ok := where[d.Domain]; ok {
+			errs = append(errs, fmt.Errorf("%s: domain %q is already defined by %s; a domain comes from one source", d.File, d.Domain, prev))
+			continue
+		}
+		where[d.Domain] = d.File
+	}
+	return errors.Join(errs...)
 }
 
 // compile builds the limits in force: the configured domains with the
@@ -160,15 +265,15 @@ func (r *Reloader) SetOverrides(overrides []limiter.Override) {
 	r.loadMu.Lock()
 	defer r.loadMu.Unlock()
 	r.overrides = overrides
-	if r.domains == nil && r.lim.Limits() == nil {
+	if r.lim.Limits() == nil {
 		return // the first load merges them
 	}
-	lims, err := r.compile(r.domains, r.opts, overrides)
+	lims, err := r.compile(r.all(r.domains), r.opts, overrides)
 	if err != nil {
 		r.log.Error("overrides not applied; keeping the running limits", "err", err.Error())
 		return
 	}
-	r.lim.SetLimits(lims)
+	r.swap(lims)
 	// The version changes; a failed file reload's error stays shown.
 	r.mu.Lock()
 	r.version, r.loadedAt = lims.Version(), time.Now()
@@ -185,7 +290,7 @@ func (r *Reloader) Effective() ([]limiter.DomainConfig, string) {
 	if l := r.lim.Limits(); l != nil {
 		version = l.Version()
 	}
-	return limiter.MergeOverrides(r.domains, r.overrides), version
+	return limiter.MergeOverrides(r.all(r.domains), r.overrides), version
 }
 
 // ReloadNow reloads for the admin API and reports the outcome.
@@ -307,7 +412,10 @@ func (r *Reloader) reload(reason string) {
 	domains, err := src.LoadDomains()
 	var lims *limiter.Limits
 	if err == nil {
-		lims, err = r.compile(domains, src.CompileOptions(), r.overrides)
+		err = collisions(domains, r.xdsDomains)
+	}
+	if err == nil {
+		lims, err = r.compile(r.all(domains), src.CompileOptions(), r.overrides)
 	}
 	if err != nil {
 		r.record("", err)
@@ -316,9 +424,14 @@ func (r *Reloader) reload(reason string) {
 		return
 	}
 	r.domains, r.opts = domains, src.CompileOptions()
+	if r.xdsWaiting {
+		r.metrics.ConfigReload(nil)
+		r.log.Info("limits from files reloaded; still waiting for the first xDS config", "reason", reason)
+		return
+	}
 	old := r.lim.Limits()
-	r.lim.SetLimits(lims)
 	r.record(lims.Version(), nil)
+	r.swap(lims)
 	r.metrics.ConfigReload(nil)
 	if old != nil && old.Version() == lims.Version() {
 		r.log.Info("limits reloaded, unchanged", "reason", reason, "version", lims.Version())
