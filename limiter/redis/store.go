@@ -10,6 +10,7 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/lua"
@@ -67,6 +68,7 @@ type Store struct {
 	addr    string // host:port of each node or Sentinel, for health
 	guard   Guard
 	observe func(int)
+	tracer  trace.Tracer // nil: no spans (trace.go)
 	timeout time.Duration
 
 	// The script and its SHA-1, boxed once so a call does not allocate
@@ -248,6 +250,9 @@ type script struct {
 	ctx  context.Context
 	enq  time.Time
 	done chan struct{}
+	// batch is the number of calls in the pipeline that carried it (1
+	// unbatched), for the call's span; 0 until sent.
+	batch int
 }
 
 // argvPerKey is the number of ARGV entries per key: op, num, den, cap,
@@ -292,7 +297,7 @@ func (sc *script) fill(s *Store, reqs []limiter.BucketRequest, idx []int) {
 			sc.cmd = append(sc.cmd, &v[k])
 		}
 	}
-	sc.err, sc.allowed = nil, false
+	sc.err, sc.allowed, sc.batch = nil, false, 0
 }
 
 // useEval switches the command line to EVAL with the script's source.
@@ -320,6 +325,7 @@ type call struct {
 	allowed bool
 
 	scripts []*script
+	groups  int // scripts planned for this call
 	slots   []uint16
 	group   []int
 	// abandoned is set when the caller gave up while a script was queued
@@ -351,6 +357,14 @@ const maxPooledKeys = 64
 // call no longer than the read timeout. A call without requests is
 // allowed and does no I/O.
 func (s *Store) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult) (bool, error) {
+	if s.tracer != nil && len(reqs) > 0 && trace.SpanFromContext(ctx).IsRecording() {
+		return s.applyTraced(ctx, reqs, res)
+	}
+	return s.apply(ctx, reqs, res, nil)
+}
+
+// apply is Apply; st, when not nil, gets the call's figures for its span.
+func (s *Store) apply(ctx context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult, st *callStats) (bool, error) {
 	n := len(reqs)
 	if n == 0 {
 		return true, nil
@@ -367,7 +381,15 @@ func (s *Store) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []l
 		err = s.guard.Do(ctx, c.fn)
 	}
 	allowed := c.allowed
-	c.store, c.reqs, c.res = nil, nil, nil
+	if st != nil {
+		st.groups = c.groups
+		if !c.abandoned { // else a writer may still own the scripts
+			for _, sc := range c.scripts[:c.groups] {
+				st.batch = max(st.batch, sc.batch)
+			}
+		}
+	}
+	c.store, c.reqs, c.res, c.groups = nil, nil, nil, 0
 	if !c.abandoned && n <= maxPooledKeys {
 		for _, sc := range c.scripts {
 			clear(sc.keys) // drop references to the caller's keys
@@ -393,6 +415,7 @@ func (c *call) script(i int) *script {
 func (c *call) run(ctx context.Context) error {
 	s := c.store
 	scripts := c.plan()
+	c.groups = scripts
 	if s.b != nil {
 		return c.runBatched(ctx, scripts)
 	}
@@ -405,6 +428,7 @@ func (c *call) run(ctx context.Context) error {
 		defer cancel()
 	}
 	for _, sc := range c.scripts[:scripts] {
+		sc.batch = 1
 		cmd := goredis.NewIntSliceCmd(cctx, sc.cmd...)
 		err := s.client.Process(cctx, cmd)
 		if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {

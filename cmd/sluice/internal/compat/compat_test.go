@@ -153,12 +153,13 @@ func equal(a, b any) bool {
 // not; USE_STATSD=true and a replaced SLUICE_* setting get a note each.
 func TestReport(t *testing.T) {
 	e := vars{
-		"TRACING_ENABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318", "PROMETHEUS_MAPPER_YAML": "/m.yaml",
+		"PROMETHEUS_MAPPER_YAML":  "/m.yaml",
 		"CONFIG_GRPC_XDS_NODE_ID": "rl", "FORCE_START_WITHOUT_INITIAL_CONFIG": "true", "STATSD_PORT": "9125",
 		"RUNTIME_IGNOREDOTFILES": "false", "MERGE_DOMAIN_CONFIG": "true",
 		// Not named: defaults, or what Sluice does.
 		"DISABLE_STATS": "false", "STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT": "true", "RUNTIME_WATCH_ROOT": "false",
 		"QUOTA_MODE": "False", "CONFIG_TYPE": "FILE", "TRACING_SERVICE_NAME": "RateLimit",
+		"TRACING_ENABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318",
 		"USE_STATSD": "true", "SLUICE_REDIS_URL": "redis://x:1",
 	}
 	_, rep, err := Load("", e.get)
@@ -166,7 +167,7 @@ func TestReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"CONFIG_GRPC_XDS_NODE_ID", "FORCE_START_WITHOUT_INITIAL_CONFIG", "MERGE_DOMAIN_CONFIG",
-		"OTEL_EXPORTER_OTLP_ENDPOINT", "PROMETHEUS_MAPPER_YAML", "RUNTIME_IGNOREDOTFILES", "STATSD_PORT", "TRACING_ENABLED"}
+		"PROMETHEUS_MAPPER_YAML", "RUNTIME_IGNOREDOTFILES", "STATSD_PORT"}
 	got := slices.Sorted(slices.Values(rep.Ignored))
 	if !slices.Equal(got, want) {
 		t.Errorf("ignored = %v\nwant      %v", got, want)
@@ -233,5 +234,36 @@ func TestDocsNameEverySetting(t *testing.T) {
 		if !strings.Contains(line, "| "+s.Status.String()+" |") {
 			t.Errorf("docs: %s row does not say %s: %s", s.Name, s.Status, line)
 		}
+	}
+}
+
+// TestTracingSettings: the environment Envoy Gateway sets for tracing
+// turns it on with envoyproxy/ratelimit's meaning, leaving the endpoint to
+// the OTLP exporter's own OTEL_EXPORTER_OTLP_* reading; a bad protocol is
+// an error naming the variable.
+func TestTracingSettings(t *testing.T) {
+	c, _, err := Load("", vars{
+		"TRACING_ENABLED": "true", "TRACING_SERVICE_NAME": "envoy-ratelimit", "TRACING_SERVICE_NAMESPACE": "envoy-gateway-system",
+		"TRACING_SERVICE_INSTANCE_ID": "envoy-ratelimit-7f9c", "TRACING_SAMPLING_RATE": "0.5",
+		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.monitoring:4318",
+	}.get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := c.Tracing
+	if !tr.Enabled || tr.ServiceName != "envoy-ratelimit" || tr.ServiceNamespace != "envoy-gateway-system" ||
+		tr.ServiceInstanceID != "envoy-ratelimit-7f9c" || tr.SamplingRatio != 0.5 || tr.Protocol != "http" || tr.Endpoint != "" {
+		t.Errorf("tracing = %+v", tr)
+	}
+	c, _, err = Load("", vars{"TRACING_SAMPLING_RATE": "7", "TRACING_EXPORTER_PROTOCOL": "GRPC"}.get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Tracing.Enabled || c.Tracing.SamplingRatio != 1 || c.Tracing.Protocol != "grpc" || c.Tracing.ServiceName != "RateLimit" {
+		t.Errorf("tracing = %+v: want off, ratio 1, grpc, envoyproxy/ratelimit's service name", c.Tracing)
+	}
+	_, _, err = Load("", vars{"TRACING_ENABLED": "true", "TRACING_EXPORTER_PROTOCOL": "zipkin"}.get)
+	if err == nil || !strings.Contains(err.Error(), "TRACING_EXPORTER_PROTOCOL") || !strings.Contains(err.Error(), "zipkin") {
+		t.Errorf("error %v: want one naming TRACING_EXPORTER_PROTOCOL", err)
 	}
 }

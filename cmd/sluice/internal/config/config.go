@@ -25,6 +25,7 @@ import (
 	"github.com/sluice-rl/sluice/limiter/redis"
 	"github.com/sluice-rl/sluice/limiter/yamlconf"
 	"github.com/sluice-rl/sluice/server"
+	"github.com/sluice-rl/sluice/tracing"
 )
 
 // Config is config.yaml: each part's own Config, composed. Start from
@@ -39,6 +40,7 @@ type Config struct {
 	Request  RequestConfig  `yaml:"request"`
 	Log      LogConfig      `yaml:"log"`
 	Runtime  RuntimeConfig  `yaml:"runtime"`
+	Tracing  tracing.Config `yaml:"tracing"`
 
 	// AdminToken comes from SLUICE_ADMIN_TOKEN only, never from a file, and
 	// is never printed. Set, it has at least server.MinAdminTokenLen
@@ -153,6 +155,7 @@ func Default() Config {
 		},
 		Log:     LogConfig{Level: "info", Format: "text"},
 		Runtime: RuntimeConfig{GCPercent: DefaultGCPercent},
+		Tracing: tracing.DefaultConfig(),
 	}
 }
 
@@ -338,6 +341,7 @@ func (c *Config) resolvePaths() {
 		&c.HTTP.TLS.CertFile, &c.HTTP.TLS.KeyFile, &c.HTTP.TLS.ClientCAFile,
 		&c.HTTP.AdminTLS.CertFile, &c.HTTP.AdminTLS.KeyFile, &c.HTTP.AdminTLS.ClientCAFile,
 		&c.Redis.TLS.CertFile, &c.Redis.TLS.KeyFile, &c.Redis.TLS.CAFile,
+		&c.Tracing.TLS.CAFile, &c.Tracing.TLS.CertFile, &c.Tracing.TLS.KeyFile,
 	} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
@@ -444,6 +448,7 @@ func (c *Config) validate() Errors {
 	default:
 		add("log.format", fmt.Sprintf("%q is not one of text, json", c.Log.Format))
 	}
+	under("tracing", c.Tracing.Validate())
 	return errs
 }
 
