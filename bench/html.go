@@ -228,6 +228,8 @@ svg text{font:11px system-ui,sans-serif;fill:#444}.frame{fill:none;stroke:#bbb}.
 <tr><th>latency (ms)</th><td>p50 {{printf "%.3f" .R.Latency.P50}} · p90 {{printf "%.3f" .R.Latency.P90}} · p99 {{printf "%.3f" .R.Latency.P99}} · p99.9 {{printf "%.3f" .R.Latency.P999}} · max {{printf "%.3f" .R.Latency.Max}} ({{.From}})</td></tr>
 {{with .R.Accuracy}}<tr><th>accuracy</th><td>limit {{.Limit}}: {{.Buckets}} buckets, {{.AdmittedTokens}} of {{.OfferedTokens}} tokens admitted;
 over-admission <b>{{.OverAdmission}}</b> ({{.OverBuckets}} buckets), under-admission {{.UnderAdmission}} ({{.UnderBuckets}} buckets)</td></tr>{{end}}
+{{with .R.Usage}}<tr><th>usage</th><td>budget {{.Limit}}, {{.Streams}} streams, cost {{.CostMin}}-{{.CostMax}}: {{.Checks}} checks ({{.ChecksOK}} OK), {{.Reports}} reports;
+used <b>{{.UsedTokens}}</b> tokens = {{printf "%.3f" .UsedFraction}} x allowance {{printf "%.1f" .AllowanceTokens}}; bound allowance + {{printf "%.0f" .BoundTokens}}</td></tr>{{end}}
 {{range .R.Targets}}<tr><th>{{.Name}}</th><td class="{{if .Pass}}pass{{else}}fail{{end}}">{{if .Pass}}PASS{{else}}FAIL{{end}}: {{printf "%.4g" .Value}} (limit {{printf "%.4g" .Limit}})</td></tr>{{end}}
 </table>
 <h2>Latency over time</h2>{{.LatencyChart}}

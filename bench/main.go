@@ -140,6 +140,8 @@ func ParseArgs(args []string, stderr io.Writer) (Options, Outputs, error) {
 	fs.StringVar(&o.Dist, "dist", o.Dist, "value distribution: uniform or zipf")
 	fs.Float64Var(&o.ZipfS, "zipf-s", o.ZipfS, "zipf exponent (> 0)")
 	hits := fs.Uint("hits", uint(o.Hits), "the request's hits_addend (tokens per descriptor)")
+	fs.StringVar(&o.Workload, "workload", o.Workload, "admission (each request pays -hits) or usage (-concurrency streams: a check with hits_addend 0, then when OK a report of a -cost; needs -limit)")
+	cost := fs.String("cost", "100-300", "usage workload: each report's cost, `MIN-MAX` (uniform) or N")
 	fs.IntVar(&o.Descriptors, "descriptors", o.Descriptors, "descriptors per request, each with its own key and value")
 	fs.Uint64Var(&o.Seed, "seed", 0, "random seed (0: random)")
 	limit := fs.String("limit", "", "the server's limit per bucket, `REQUESTS/UNIT[,BURST]` (e.g. 100/second,200), for the accuracy figure")
@@ -152,7 +154,8 @@ func ParseArgs(args []string, stderr io.Writer) (Options, Outputs, error) {
 	fs.StringVar(&out.HTML, "html", "", "write the HTML report to `FILE`")
 	quiet := fs.Bool("q", false, "no progress lines")
 
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	if err != nil {
 		return o, out, err
 	}
 	durationSet := false
@@ -173,6 +176,9 @@ func ParseArgs(args []string, stderr io.Writer) (Options, Outputs, error) {
 		return o, out, fmt.Errorf("-hits %d: too large", *hits)
 	}
 	o.Hits = uint32(*hits)
+	if o.CostMin, o.CostMax, err = ParseCost(*cost); err != nil {
+		return o, out, fmt.Errorf("-cost: %w", err)
+	}
 	if *limit != "" {
 		l, err := ParseLimit(*limit)
 		if err != nil {

@@ -126,8 +126,11 @@ type Options struct {
 	Dist        string  // DistUniform or DistZipf
 	ZipfS       float64 // Zipf exponent (> 0); rank k is chosen with weight 1/(k+1)^s
 	Hits        uint32  // the request's hits_addend: tokens each descriptor costs
-	Descriptors int     // descriptors per request, each drawn independently
-	Seed        uint64  // 0: random
+	Workload    string  // WorkloadAdmission or WorkloadUsage
+	CostMin     uint64  // usage workload: each report's cost is drawn uniformly from [CostMin, CostMax]
+	CostMax     uint64
+	Descriptors int    // descriptors per request, each drawn independently
+	Seed        uint64 // 0: random
 
 	Limit      *Limit        // the server's limit per bucket; nil: no accuracy figure
 	ClockSlack time.Duration // accuracy: added to each bucket's time span (see Accuracy)
@@ -156,6 +159,9 @@ func DefaultOptions() Options {
 		Dist:        DistUniform,
 		ZipfS:       1.1,
 		Hits:        1,
+		Workload:    WorkloadAdmission,
+		CostMin:     100,
+		CostMax:     300,
 		Descriptors: 1,
 		ClockSlack:  time.Millisecond,
 		Targets:     Targets{MaxErrorRate: DefaultMaxErrorRate, MaxOverAdmission: -1},
@@ -231,6 +237,18 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("-hits %d: must be at least 1", o.Hits)
 	case o.ClockSlack < 0:
 		return fmt.Errorf("-clock-slack %v: must not be negative", o.ClockSlack)
+	case o.Workload != WorkloadAdmission && o.Workload != WorkloadUsage:
+		return fmt.Errorf("-workload %q: must be admission or usage", o.Workload)
+	case o.Workload == WorkloadUsage && o.Rate > 0:
+		return errors.New("-workload usage: runs -concurrency streams in the closed loop; -rate does not apply")
+	case o.Workload == WorkloadUsage && o.Limit == nil:
+		return errors.New("-workload usage: needs -limit, the budget the server applies, for the allowance")
+	case o.Workload == WorkloadUsage && o.Descriptors != 1:
+		return fmt.Errorf("-descriptors %d: the usage workload sends one descriptor", o.Descriptors)
+	case o.Workload == WorkloadUsage && o.Targets.MaxOverAdmission >= 0:
+		return errors.New("-max-over-admission: not for the usage workload, whose verdict is used tokens against allowance plus bound")
+	case o.Workload == WorkloadUsage && (o.CostMin < 1 || o.CostMax < o.CostMin || o.CostMax > math.MaxUint32):
+		return fmt.Errorf("-cost %d-%d: must be MIN-MAX with 1 <= MIN <= MAX <= %d", o.CostMin, o.CostMax, uint64(math.MaxUint32))
 	case o.Targets.MaxOverAdmission >= 0 && o.Limit == nil:
 		return errors.New("-max-over-admission: needs -limit, the limit the server applies")
 	case !(o.Targets.MaxErrorRate >= 0 && o.Targets.MaxErrorRate <= 1):

@@ -48,7 +48,8 @@ type Report struct {
 	Histogram []Bin   `json:"histogram"` // Latency's non-empty buckets, ascending
 	Series    []Point `json:"series"`    // over time, by answer time
 
-	Accuracy *Accuracy `json:"accuracy"` // null without -limit
+	Accuracy *Accuracy `json:"accuracy"` // null without -limit, and in the usage workload
+	Usage    *Usage    `json:"usage"`    // the usage workload's figures; null in the admission one
 
 	Targets []TargetResult `json:"targets"` // the targets checked, in flag order
 	Pass    bool           `json:"pass"`    // every target held
@@ -75,6 +76,8 @@ type Config struct {
 	Dist            string   `json:"dist"`
 	ZipfS           float64  `json:"zipf_s"` // 0 with the uniform distribution
 	Hits            uint32   `json:"hits"`
+	Workload        string   `json:"workload"` // admission or usage
+	Cost            string   `json:"cost"`     // usage workload: MIN-MAX; "" otherwise
 	Seed            uint64   `json:"seed"`
 	Limit           string   `json:"limit"` // "" without -limit
 }
@@ -141,7 +144,10 @@ func (r *runner) report(ctx context.Context, started time.Time, series []Point) 
 		Addrs: o.Addrs, ConnsPerAddr: o.Conns, Client: o.Client, Requests: o.Requests,
 		WarmupSeconds: o.Warmup.Seconds(), TimeoutMS: ms(o.Timeout),
 		Domain: o.Domain, Keys: r.w.keys, Values: o.Values, ValuePrefix: r.prefix,
-		Dist: o.Dist, Hits: o.Hits, Seed: r.seed,
+		Dist: o.Dist, Hits: o.Hits, Seed: r.seed, Workload: cmp.Or(o.Workload, WorkloadAdmission),
+	}
+	if o.Workload == WorkloadUsage {
+		rep.Config.Cost = fmt.Sprintf("%d-%d", o.CostMin, o.CostMax)
 	}
 	rep.Config.DurationSeconds = max(o.Duration, 0).Seconds()
 	if o.Dist == DistZipf {
@@ -198,6 +204,9 @@ func (r *runner) report(ctx context.Context, started time.Time, series []Point) 
 	if r.tracker != nil {
 		rep.Accuracy = computeAccuracy(*o.Limit, o.Hits, o.ClockSlack, r.tracker.samples(r.w))
 	}
+	if r.usage != nil {
+		rep.Usage = computeUsage(o, r.usage)
+	}
 	rep.Targets, rep.Pass = checkTargets(o.Targets, rep)
 	for _, t := range rep.Targets {
 		if !t.Pass {
@@ -234,6 +243,10 @@ func checkTargets(t Targets, rep *Report) ([]TargetResult, bool) {
 		}
 		add("max-over-admission", float64(t.MaxOverAdmission), over, ok)
 	}
+	if u := rep.Usage; u != nil {
+		add("usage-max", u.AllowanceTokens+u.BoundTokens, float64(u.UsedTokens), u.WithinBound)
+		add("usage-min", usageMinFraction*u.AllowanceTokens, float64(u.UsedTokens), u.UsesAllowance)
+	}
 	return out, pass
 }
 
@@ -259,8 +272,13 @@ func (rep *Report) WriteText(w io.Writer) error {
 	if c.Dist == DistZipf {
 		dist = fmt.Sprintf("zipf s=%g", c.ZipfS)
 	}
-	fmt.Fprintf(&b, "workload:    domain %q, descriptors %s, %d values each (%s, prefix %q), hits %d\n",
-		c.Domain, strings.Join(c.Keys, ","), c.Values, dist, c.ValuePrefix, c.Hits)
+	if c.Workload == WorkloadUsage {
+		fmt.Fprintf(&b, "workload:    usage: domain %q, descriptor %s, %d values (%s, prefix %q); check (hits 0), then report a cost %s\n",
+			c.Domain, strings.Join(c.Keys, ","), c.Values, dist, c.ValuePrefix, c.Cost)
+	} else {
+		fmt.Fprintf(&b, "workload:    domain %q, descriptors %s, %d values each (%s, prefix %q), hits %d\n",
+			c.Domain, strings.Join(c.Keys, ","), c.Values, dist, c.ValuePrefix, c.Hits)
+	}
 	length := fmt.Sprintf("%gs", c.DurationSeconds)
 	if c.Requests > 0 {
 		length = fmt.Sprintf("%d requests", c.Requests)
@@ -298,6 +316,12 @@ func (rep *Report) WriteText(w io.Writer) error {
 				w.Key, w.Value, w.AdmittedTokens, w.OfferedTokens, w.SpanSeconds, w.Allowance, w.NarrowAllowance, w.Over, w.Under)
 		}
 	}
+	if u := rep.Usage; u != nil {
+		fmt.Fprintf(&b, "usage:       budget %s (%.4g tokens/s), %d streams, cost %d-%d: %d checks (%d OK), %d reports (%d OK), %d reports failed\n",
+			u.Limit, u.RatePerSecond, u.Streams, u.CostMin, u.CostMax, u.Checks, u.ChecksOK, u.Reports, u.ReportsOK, u.ReportErrors)
+		fmt.Fprintf(&b, "             used %d tokens = %.3f x allowance %.1f (%d buckets); bound: allowance + %d x %d = %.1f\n",
+			u.UsedTokens, u.UsedFraction, u.AllowanceTokens, u.Buckets, u.Streams, u.CostMax, u.AllowanceTokens+u.BoundTokens)
+	}
 	for _, t := range rep.Targets {
 		verdict := "PASS"
 		if !t.Pass {
@@ -322,6 +346,8 @@ func targetValue(name string, v float64) string {
 		return fmt.Sprintf("error rate %.4f", v)
 	case "min-rps":
 		return fmt.Sprintf("%.1f decisions/s", v)
+	case "usage-max", "usage-min":
+		return fmt.Sprintf("%.0f tokens used", v)
 	default:
 		return fmt.Sprintf("%.0f tokens over", v)
 	}

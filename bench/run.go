@@ -56,7 +56,8 @@ type runner struct {
 	lean    []*h2.Client
 	clients []decider // address varies fastest
 	rr      atomic.Uint64
-	tracker *tracker // nil without a limit
+	tracker *tracker      // nil without a limit, and in the usage workload
+	usage   *usageTracker // the usage workload's figures; nil in the admission one
 
 	epoch        time.Time
 	measureStart time.Duration // = Warmup
@@ -97,7 +98,10 @@ func newRunner(o *Options) (*runner, error) {
 		r.prefix = fmt.Sprintf("b%06x-", rand.Uint32()&0xffffff)
 	}
 	r.w = newWorkload(o, r.prefix)
-	if o.Limit != nil {
+	switch {
+	case o.Workload == WorkloadUsage:
+		r.usage = newUsageTracker(o.Values)
+	case o.Limit != nil:
 		r.tracker = newTracker(o.Descriptors, o.Values)
 	}
 	for range o.Conns {
@@ -208,7 +212,11 @@ func (r *runner) closedLoop(ctx context.Context) {
 						return
 					}
 				}
-				r.do(ctx, wk, time.Time{}, measured)
+				if wk.usage != nil {
+					r.usageStep(ctx, wk, measured)
+					continue
+				}
+				r.do(ctx, wk, r.w.next(wk.rnd, wk.idx, wk.req), time.Time{}, measured)
 			}
 		})
 	}
@@ -233,7 +241,7 @@ func (r *runner) openLoop(ctx context.Context) {
 		wg.Go(func() {
 			wk := r.newWorker(id)
 			for a := range queue {
-				r.do(ctx, wk, r.epoch.Add(a.start), a.measured)
+				r.do(ctx, wk, r.w.next(wk.rnd, wk.idx, wk.req), r.epoch.Add(a.start), a.measured)
 			}
 		})
 	}
@@ -301,23 +309,36 @@ type worker struct {
 	rnd   *rand.Rand
 	idx   []int
 	req   *request
+	usage *usageRequests // the usage workload's requests; nil in the admission one
 	shard *shard
 	v     verdict
 }
 
 func (r *runner) newWorker(id int) *worker {
-	return &worker{
+	wk := &worker{
 		rnd:   rand.New(rand.NewPCG(r.seed, uint64(id))),
 		idx:   make([]int, r.o.Descriptors),
 		req:   r.w.newRequest(),
 		shard: r.shards[id%len(r.shards)],
 	}
+	if r.usage != nil {
+		wk.usage = r.w.newUsageRequests()
+	}
+	return wk
 }
 
-// do sends one request and records it. intended is the open loop's
-// intended send time, zero in the closed loop.
-func (r *runner) do(ctx context.Context, wk *worker, intended time.Time, measured bool) {
-	req := r.w.next(wk.rnd, wk.idx, wk.req)
+// callResult is what do reports of one call, besides the verdict it
+// leaves in the worker: its send and answer times from the epoch, its
+// error, and whether it failed because the run was stopped.
+type callResult struct {
+	sent, recv time.Duration
+	err        error
+	stopped    bool
+}
+
+// do sends req and records it; the verdict is left in wk.v. intended is
+// the open loop's intended send time, zero in the closed loop.
+func (r *runner) do(ctx context.Context, wk *worker, req *rlsv3.RateLimitRequest, intended time.Time, measured bool) callResult {
 	client := r.clients[r.rr.Add(1)%uint64(len(r.clients))]
 	sent := time.Now()
 	start, deadline := sent, sent.Add(r.o.Timeout)
@@ -331,8 +352,10 @@ func (r *runner) do(ctx context.Context, wk *worker, intended time.Time, measure
 	r.inflight.Add(-1)
 	recv := time.Now()
 	cancel()
+	res := callResult{sent: sent.Sub(r.epoch), recv: recv.Sub(r.epoch), err: err}
 	if err != nil && stopped(ctx) {
-		return // the run was stopped; this request is not the server's failure
+		res.stopped = true
+		return res // the run was stopped; this request is not the server's failure
 	}
 	r.done.Add(1)
 	if err != nil {
@@ -350,14 +373,13 @@ func (r *runner) do(ctx context.Context, wk *worker, intended time.Time, measure
 		ok := v.code == rlsv3.RateLimitResponse_OK
 		st := v.statuses
 		hasStatuses := len(st) == len(wk.idx)
-		sentAt, recvAt := sent.Sub(r.epoch), recv.Sub(r.epoch)
 		for pos, val := range wk.idx {
 			under := !hasStatuses || st[pos] == rlsv3.RateLimitResponse_OVER_LIMIT
-			r.tracker.record(pos, val, sentAt, recvAt, int64(r.o.Hits), ok, under)
+			r.tracker.record(pos, val, res.sent, res.recv, int64(r.o.Hits), ok, under)
 		}
 	}
 	if !measured {
-		return
+		return res
 	}
 
 	sh := wk.shard
@@ -367,7 +389,7 @@ func (r *runner) do(ctx context.Context, wk *worker, intended time.Time, measure
 	if err != nil {
 		sh.errors[status.Code(err).String()]++
 		sh.iv.errs++
-		return
+		return res
 	}
 	sh.codes[code]++
 	switch v.code {
@@ -377,12 +399,13 @@ func (r *runner) do(ctx context.Context, wk *worker, intended time.Time, measure
 		sh.iv.over++
 	default:
 		sh.iv.errs++
-		return // not a decision: no latency
+		return res // not a decision: no latency
 	}
 	lat := recv.Sub(start)
 	sh.latency.Record(lat)
 	sh.interval.Record(lat)
 	sh.service.Record(recv.Sub(sent))
+	return res
 }
 
 // tick writes the progress line once a second and collects a series point

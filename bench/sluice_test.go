@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,8 +18,9 @@ import (
 	"github.com/sluice-rl/sluice/server"
 )
 
-// startSluice runs a real Sluice server on a real Redis with one limit,
-// 20 per second with a burst of 10, on key "k" of domain "bench".
+// startSluice runs a real Sluice server on a real Redis with two limits
+// in domain "bench": 20 per second with a burst of 10 on key "k", and a
+// usage budget of 1000 per second with a burst of 2000 on key "budget".
 func startSluice(t *testing.T) string {
 	t.Helper()
 	rcfg := redis.DefaultConfig()
@@ -34,6 +36,7 @@ func startSluice(t *testing.T) string {
 	lim := limiter.New(st, limiter.Config{})
 	limits, err := limiter.Compile([]limiter.DomainConfig{{Domain: "bench", File: "test", Descriptors: []limiter.DescriptorConfig{
 		{Key: "k", RateLimit: &limiter.RateLimit{RequestsPerUnit: 20, Unit: limiter.Second, Burst: 10}},
+		{Key: "budget", RateLimit: &limiter.RateLimit{RequestsPerUnit: 1000, Unit: limiter.Second, Burst: 2000, Charge: limiter.ChargeUsage}},
 	}}}, limiter.CompileOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -110,4 +113,22 @@ func readFile(args []string) ([]byte, error) {
 		}
 	}
 	return nil, nil
+}
+
+// TestUsageAgainstSluice runs the usage workload against the budget rule:
+// the streams use at least 80% of the allowance and no more than the
+// allowance plus one report per stream.
+func TestUsageAgainstSluice(t *testing.T) {
+	addr := startSluice(t)
+	var out, errOut bytes.Buffer
+	code := bench.Main(context.Background(), []string{"-addr", addr, "-workload", "usage", "-duration", "1500ms", "-warmup", "0", "-q",
+		"-domain", "bench", "-key", "budget", "-values", "1", "-limit", "1000/second,2000", "-cost", "100-300",
+		"-concurrency", "16", "-timeout", "10s", "-max-error-rate", "0"}, &out, &errOut)
+	t.Logf("\n%s", out.String())
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "usage-max") || !strings.Contains(out.String(), "usage-min") {
+		t.Fatal("the report lacks the usage verdict")
+	}
 }

@@ -102,7 +102,7 @@ func (s *Server) handleJSON(w http.ResponseWriter, r *http.Request) {
 	sc := s.rls.pool.Get().(*scratch)
 	defer s.rls.put(sc)
 	sc.in.FromProto(&req)
-	if err := s.rls.decide(r.Context(), sc); err != nil {
+	if err := s.rls.decide(s.rls.withHTTPTraceContext(r.Context(), r.Header), sc); err != nil {
 		st := status.Convert(grpcError(err))
 		code := http.StatusServiceUnavailable
 		switch st.Code() {

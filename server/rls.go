@@ -8,6 +8,7 @@ import (
 	"time"
 
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -25,6 +26,7 @@ type rls struct {
 
 	lim     *limiter.Limiter
 	metrics *metrics.Metrics // nil: none
+	tracer  trace.Tracer     // nil: tracing off (trace.go)
 	headers HeaderConfig
 	dynMeta bool // grpc.response_dynamic_metadata
 	maxMsg  int
@@ -118,8 +120,16 @@ func (r *rls) checkSize(n int) error {
 	return nil
 }
 
-// decide decides s.req into s.resp and counts the decision.
+// decide decides s.req into s.resp and counts the decision, inside a span
+// when tracing is on.
 func (r *rls) decide(ctx context.Context, s *scratch) error {
+	if r.tracer != nil {
+		return r.decideTraced(ctx, s)
+	}
+	return r.decidePlain(ctx, s)
+}
+
+func (r *rls) decidePlain(ctx context.Context, s *scratch) error {
 	start := time.Now()
 	if err := r.lim.Decide(ctx, &s.in.Req, &s.resp); err != nil {
 		return err

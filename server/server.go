@@ -18,6 +18,7 @@ import (
 	"time"
 
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -107,6 +108,10 @@ type Options struct {
 	// Metrics, when set, counts decisions, gRPC calls and backend checks,
 	// and is served at GET /metrics.
 	Metrics *metrics.Metrics
+	// Tracer, when set, makes a span of every decision (gRPC and /json),
+	// continuing the caller's W3C trace context; nil: no tracing, at no
+	// cost on the request path.
+	Tracer trace.Tracer
 }
 
 // Server serves the rate-limit API over gRPC and HTTP. Make one with New,
@@ -187,6 +192,7 @@ func New(cfg Config, lim *limiter.Limiter, opts Options) (*Server, error) {
 		metrics:     opts.Metrics,
 	}
 	s.rls.metrics = opts.Metrics
+	s.rls.tracer = opts.Tracer
 	s.results = make([]atomic.Pointer[checkResult], len(opts.Checks))
 	for _, c := range opts.Checks {
 		if c.Breaker != nil {

@@ -39,7 +39,19 @@ descriptors:
     rate_limit: {unit: second, requests_per_unit: 1000, burst: 1000}
   - key: hot
     rate_limit: {unit: second, requests_per_unit: 100, burst: 100}
+  - key: budget
+    rate_limit: {unit: second, requests_per_unit: 1000, burst: 2000, charge: usage}
 `
+
+// The usage-budget scenario: usageStreams streams check the budget key
+// and report a cost of usageCost each after an OK check (bench's usage
+// workload), against Sluice on Redis and on the embedded store.
+const (
+	usageScenario = "usage-budget"
+	usageStreams  = 16
+	usageCost     = "100-300"
+	usageLimit    = "1000/second,2000"
+)
 
 // scenario is one standard workload.
 type scenario struct {
@@ -159,8 +171,11 @@ func run(ctx context.Context, args []string) error {
 	type stats struct{ rps, p50, p99, cpu, gen, redis []float64 }
 	var summary []string
 	var failed []string // runs whose targets (no over-admission, at most 1% errors) did not hold
+	selected := func(name string) bool {
+		return *only == "" || slices.ContainsFunc(strings.Split(*only, ","), func(x string) bool { return strings.TrimSpace(x) == name })
+	}
 	for _, sc := range scenarios {
-		if *only != "" && !slices.ContainsFunc(strings.Split(*only, ","), func(x string) bool { return strings.TrimSpace(x) == sc.name }) {
+		if !selected(sc.name) {
 			continue
 		}
 		st := make([]stats, len(procs))
@@ -256,11 +271,27 @@ func run(ctx context.Context, args []string) error {
 			summary = append(summary, line)
 		}
 	}
+	var usageTable string
+	if selected(usageScenario) {
+		mem, err := startSluice(ctx, bin, filepath.Join(tmp, "run-memory"), "memory", cfgYAML, "", limits)
+		if mem != nil {
+			defer stopProcess(mem.cmd)
+		}
+		if err != nil {
+			return err
+		}
+		stores := []*sluiceProc{{name: "redis", cmd: cur.cmd, grpc: cur.grpc}, mem}
+		var fails []string
+		if usageTable, fails, err = runUsage(ctx, stores, *runs, *duration, *warmup, *client, *out); err != nil {
+			return err
+		}
+		failed = append(failed, fails...)
+	}
 	header := fmt.Sprintf("%-17s %-8s %10s %9s %9s %12s %10s %13s %14s", "scenario", "server", "rps", "p50 ms", "p99 ms", "cpu us/dec", "gen us/dec", "redis calls/s", "over-admitted")
 	if *compare {
 		header += "   ratio (sluice/baseline: of the medians; of each run's pair, median and range)"
 	}
-	table := header + "\n" + strings.Join(summary, "\n") + "\n"
+	table := header + "\n" + strings.Join(summary, "\n") + "\n" + usageTable
 	fmt.Printf("\nmedians of %d runs:\n%s", *runs, table)
 	fmt.Printf("reports in %s/\n", *out)
 	if len(failed) > 0 {
@@ -273,6 +304,67 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("%d runs failed their targets: %s", len(failed), strings.Join(failed, "; "))
 	}
 	return nil
+}
+
+// runUsage runs the usage-budget scenario runs times on each of stores
+// (the Sluice on Redis, the one on the embedded store), writes each run's
+// reports, prints a line per run, and returns the table of its medians
+// and the runs that failed their verdict.
+func runUsage(ctx context.Context, stores []*sluiceProc, runs int, duration, warmup time.Duration, client, out string) (string, []string, error) {
+	lim, err := bench.ParseLimit(usageLimit)
+	if err != nil {
+		return "", nil, err
+	}
+	lo, hi, err := bench.ParseCost(usageCost)
+	if err != nil {
+		return "", nil, err
+	}
+	fmt.Printf("\n%s: %d streams check (hits_addend 0), then report a cost %s, against a charge: usage budget %s\n",
+		usageScenario, usageStreams, usageCost, usageLimit)
+	var rows, failed []string
+	for _, p := range stores {
+		var used, frac, checks, allowance []float64
+		var bound float64
+		for r := 1; r <= runs; r++ {
+			o := bench.DefaultOptions()
+			o.Addrs = []string{p.grpc}
+			o.Workload = bench.WorkloadUsage
+			o.Concurrency = usageStreams
+			o.Client = client
+			o.Duration, o.Warmup = duration, warmup
+			o.Domain, o.Key, o.Values = "bench", "budget", 1
+			o.Limit = &lim
+			o.CostMin, o.CostMax = lo, hi
+			rep, err := bench.Run(ctx, o)
+			if err != nil {
+				return "", nil, fmt.Errorf("%s %s run %d: %w", p.name, usageScenario, r, err)
+			}
+			if err := writeReports(out, fmt.Sprintf("%s-%s-%d", usageScenario, p.name, r), rep); err != nil {
+				return "", nil, err
+			}
+			u := rep.Usage
+			result := "PASS"
+			if !rep.Pass {
+				result = "FAIL (" + strings.Join(rep.Failed, ", ") + ")"
+				failed = append(failed, fmt.Sprintf("%s %s run %d: %s", usageScenario, p.name, r, result))
+			}
+			fmt.Printf("%-17s %-8s run %d: used %d tokens = %.3f x allowance %.0f (bound +%.0f)  checks %d (%d OK)  reports %d  errors %d  p99 %.3f ms  %s\n",
+				usageScenario, p.name, r, u.UsedTokens, u.UsedFraction, u.AllowanceTokens, u.BoundTokens,
+				u.Checks, u.ChecksOK, u.Reports, rep.ErrorCount, rep.Latency.P99, result)
+			used = append(used, float64(u.UsedTokens))
+			frac = append(frac, u.UsedFraction)
+			checks = append(checks, float64(u.Checks)/(duration+warmup).Seconds())
+			allowance, bound = append(allowance, u.AllowanceTokens), u.BoundTokens
+			if ctx.Err() != nil {
+				return "", nil, ctx.Err()
+			}
+		}
+		rows = append(rows, fmt.Sprintf("%-17s %-8s %10.0f %10.0f %8.0f %10.3f %10.0f",
+			usageScenario, p.name, median(used), median(allowance), bound, median(frac), median(checks)))
+	}
+	table := fmt.Sprintf("\n%-17s %-8s %10s %10s %8s %10s %10s\n%s\n", "usage scenario", "store", "used", "allowance", "bound", "used/allow", "checks/s",
+		strings.Join(rows, "\n"))
+	return table, failed, nil
 }
 
 // pairedRatios gives the median and range of b[i]/a[i]. The runs of a
@@ -305,7 +397,8 @@ type sluiceProc struct {
 }
 
 // startSluice starts bin serve in dir (with config.yaml holding cfgYAML
-// when not empty) on free loopback ports, and waits until it is ready.
+// when not empty) on free loopback ports, and waits until it is ready. An
+// empty redisAddr leaves it on the embedded memory store.
 func startSluice(ctx context.Context, bin, dir, name, cfgYAML, redisAddr, limits string) (*sluiceProc, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -329,7 +422,13 @@ func startSluice(ctx context.Context, bin, dir, name, cfgYAML, redisAddr, limits
 	srv.Dir = dir // config.yaml there, or built-in defaults, plus the environment
 	srv.Env = append(os.Environ(),
 		"SLUICE_GRPC_ADDR="+grpcAddr, "SLUICE_HTTP_ADDR="+httpAddr,
-		"SLUICE_REDIS_URL=redis://"+redisAddr, "SLUICE_LIMITS="+limits, "SLUICE_LOG_LEVEL=warn")
+		"SLUICE_LIMITS="+limits, "SLUICE_LOG_LEVEL=warn")
+	if redisAddr != "" {
+		srv.Env = append(srv.Env, "SLUICE_REDIS_URL=redis://"+redisAddr)
+	} else {
+		// Not inherited from the caller's environment either.
+		srv.Env = slices.DeleteFunc(srv.Env, func(e string) bool { return strings.HasPrefix(e, "SLUICE_REDIS_URL=") })
+	}
 	srv.Stdout, srv.Stderr = os.Stderr, os.Stderr
 	if err := srv.Start(); err != nil {
 		return nil, fmt.Errorf("start sluice: %w", err)

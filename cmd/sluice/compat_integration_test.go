@@ -42,7 +42,7 @@ func TestCompatModeStart(t *testing.T) {
 		"USE_PROMETHEUS": "true", "PROMETHEUS_ADDR": promAddr,
 		"LIMIT_RESPONSE_HEADERS_ENABLED": "true",
 		// Not implemented, and not deciding: named in the warning.
-		"TRACING_ENABLED": "true", "CONFIG_GRPC_XDS_NODE_ID": "envoy-ratelimit",
+		"MERGE_DOMAIN_CONFIG": "true", "CONFIG_GRPC_XDS_NODE_ID": "envoy-ratelimit",
 		// Replaced by the compat settings.
 		"SLUICE_LIMITS": "/nonexistent",
 	}
@@ -98,9 +98,9 @@ func TestCompatModeStart(t *testing.T) {
 			warnLines = append(warnLines, l)
 		}
 	}
-	if len(warnLines) != 1 || !strings.Contains(warnLines[0], "TRACING_ENABLED") ||
+	if len(warnLines) != 1 || !strings.Contains(warnLines[0], "MERGE_DOMAIN_CONFIG") ||
 		!strings.Contains(warnLines[0], "CONFIG_GRPC_XDS_NODE_ID") {
-		t.Errorf("want one warning naming TRACING_ENABLED and CONFIG_GRPC_XDS_NODE_ID, got %q\n%s", warnLines, logs)
+		t.Errorf("want one warning naming MERGE_DOMAIN_CONFIG and CONFIG_GRPC_XDS_NODE_ID, got %q\n%s", warnLines, logs)
 	}
 	if !strings.Contains(logs, "SLUICE_LIMITS is ignored") {
 		t.Errorf("no note that SLUICE_LIMITS is ignored:\n%s", logs)

@@ -55,7 +55,7 @@ func TestStartupErrorsInOneFormat(t *testing.T) {
 }
 
 func openStoreErr(c *config.Config, log *slog.Logger, m *metrics.Metrics) error {
-	st, err := openStore(c, log, m)
+	st, err := openStore(c, log, m, nil)
 	if err == nil {
 		return st.close()
 	}

@@ -87,7 +87,7 @@ func FuzzSecretsNeverShown(f *testing.F) {
 			log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			m := metrics.New(prometheus.NewRegistry(), metrics.Options{Logger: log})
 			var checks []server.Check
-			if st, err := openStore(c, log, m); err != nil {
+			if st, err := openStore(c, log, m, nil); err != nil {
 				shown += err.Error()
 			} else {
 				checks = append(checks, st.checks...)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluice-rl/sluice/breaker"
 	"github.com/sluice-rl/sluice/cmd/sluice/internal/compat"
@@ -25,6 +26,7 @@ import (
 	"github.com/sluice-rl/sluice/limiter/yamlconf"
 	"github.com/sluice-rl/sluice/server"
 	"github.com/sluice-rl/sluice/server/metrics"
+	"github.com/sluice-rl/sluice/tracing"
 )
 
 // serve runs the service until ctx ends, then shuts down in order: the
@@ -71,7 +73,24 @@ func serve(ctx context.Context, path string, o options) error {
 	m := metrics.New(prometheus.NewRegistry(), metrics.Options{Version: version, Revision: buildRevision(),
 		Logger: log.With("component", "metrics")})
 
-	st, err := openStore(cfg, log, m)
+	// Tracing first, so that its flush comes last: after the server has
+	// drained, every span has ended.
+	var tracer trace.Tracer
+	if cfg.Tracing.Enabled {
+		tp, err := tracing.New(ctx, cfg.Tracing)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := tp.Shutdown(ctx); err != nil {
+				log.Warn("tracing shutdown", "err", err)
+			}
+		}()
+		tracer = tp.Tracer()
+		log.Info("tracing: OTLP export on", "protocol", cfg.Tracing.Protocol, "sampling_ratio", cfg.Tracing.SamplingRatio)
+	}
+
+	st, err := openStore(cfg, log, m, tracer)
 	if err != nil {
 		return err
 	}
@@ -149,6 +168,7 @@ func serve(ctx context.Context, path string, o options) error {
 		ConfigStatus: rl.Status,
 		AdminToken:   cfg.AdminToken,
 		Metrics:      m,
+		Tracer:       tracer,
 	})
 	if err != nil {
 		return err
@@ -215,9 +235,9 @@ type store struct {
 // openStore builds the store: the embedded memory store without a Redis
 // URL; otherwise Redis behind its breaker, wrapped in the failure mode. It
 // does not connect, so Sluice starts while Redis is down.
-func openStore(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*store, error) {
+func openStore(cfg *config.Config, log *slog.Logger, m *metrics.Metrics, tr trace.Tracer) (*store, error) {
 	if cfg.Redis.URL == "" {
-		ms, err := newMemoryStore("memory", cfg, m)
+		ms, err := newMemoryStore("memory", cfg, m, tr)
 		if err != nil {
 			return nil, err
 		}
@@ -233,7 +253,8 @@ func openStore(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*store
 	if err != nil {
 		return nil, err
 	}
-	rs, err := redis.New(cfg.Redis.Config, redis.WithGuard(br), redis.WithBatchObserver(m.ObserveBatchSize))
+	rs, err := redis.New(cfg.Redis.Config, redis.WithGuard(br), redis.WithBatchObserver(m.ObserveBatchSize),
+		redis.WithTracer(tr))
 	if err != nil {
 		return nil, yamlconf.Under("redis", err)
 	}
@@ -251,7 +272,7 @@ func openStore(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*store
 		m.SetLocalCacheHits(func() uint64 { return dc.Stats().Hits })
 		primary = dc
 	}
-	local, err := newMemoryStore("local", cfg, m)
+	local, err := newMemoryStore("local", cfg, m, tr)
 	if err != nil {
 		rs.Close()
 		return nil, err
@@ -288,11 +309,15 @@ func openStore(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*store
 }
 
 // newMemoryStore builds a memory store bounded by memory.max_buckets and
-// exports its bucket count, evictions and forgotten debt under name.
-func newMemoryStore(name string, cfg *config.Config, m *metrics.Metrics) (*memory.Store, error) {
+// exports its bucket count, evictions and forgotten debt under name; with
+// a tracer (nil: none) its calls are spans.
+func newMemoryStore(name string, cfg *config.Config, m *metrics.Metrics, tr trace.Tracer) (*memory.Store, error) {
 	ms, err := memory.NewWithConfig(nil, cfg.Memory)
 	if err != nil {
 		return nil, fmt.Errorf("memory.%w", err)
+	}
+	if tr != nil {
+		ms.SetTracer(tr)
 	}
 	m.WatchMemoryStore(name, func() metrics.MemoryStats {
 		st := ms.Stats()

@@ -1,6 +1,7 @@
 // Package memory is the embedded token-bucket store: the same semantics as
 // limiter/redis, kept in process. It serves `make run`, single-replica use
-// and the degraded mode when Redis is unavailable. It imports only limiter.
+// and the degraded mode when Redis is unavailable. It imports only limiter
+// and, for the optional span of a call, OpenTelemetry's trace API.
 package memory
 
 import (
@@ -10,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluice-rl/sluice/limiter"
 )
@@ -57,6 +60,7 @@ type Store struct {
 	perShard int
 	shards   [shards]shard
 	cut      atomic.Uint64 // usage tokens cut by the debt floor
+	tracer   trace.Tracer  // nil: no spans (trace.go)
 }
 
 type shard struct {
@@ -114,6 +118,13 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 // Apply implements limiter.Store. The shards the call touches are locked in
 // ascending order, so the call is atomic and cannot deadlock another.
 func (s *Store) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult) (bool, error) {
+	if s.tracer != nil && trace.SpanFromContext(ctx).IsRecording() {
+		return s.applyTraced(ctx, reqs, res)
+	}
+	return s.apply(ctx, reqs, res)
+}
+
+func (s *Store) apply(ctx context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}

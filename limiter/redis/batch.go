@@ -172,6 +172,9 @@ func (b *batcher) send(pipe goredis.Pipeliner, batch []*script, cmds []*goredis.
 	if len(live) == 0 {
 		return cmds
 	}
+	for _, sc := range live {
+		sc.batch = len(live)
+	}
 	b.pipelines.Add(1)
 	b.calls.Add(uint64(len(live)))
 	if b.s.observe != nil {

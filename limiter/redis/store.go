@@ -10,6 +10,7 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/lua"
@@ -67,6 +68,7 @@ type Store struct {
 	addr    string // host:port of each node or Sentinel, for health
 	guard   Guard
 	observe func(int)
+	tracer  trace.Tracer // nil: no spans (trace.go)
 	timeout time.Duration
 
 	// The script and its SHA-1, boxed once so a call does not allocate
@@ -263,6 +265,9 @@ type script struct {
 	ctx  context.Context
 	enq  time.Time
 	done chan struct{}
+	// batch is the number of calls in the pipeline that carried it (1
+	// unbatched), for the call's span; 0 until sent.
+	batch int
 }
 
 // argvPerKey is the number of ARGV entries per key: op, num, den, cap,
@@ -317,7 +322,7 @@ func (sc *script) fill(s *Store, reqs []limiter.BucketRequest, idx []int, rec st
 	if rec != "" {
 		sc.cmd = append(sc.cmd, modeTake, &s.refunds.ttlMS)
 	}
-	sc.err, sc.allowed, sc.refunded, sc.pending = nil, false, false, false
+	sc.err, sc.allowed, sc.refunded, sc.pending, sc.batch = nil, false, false, false, 0
 }
 
 // quotaAllShort reports whether the quota takes of a call across slots
@@ -369,6 +374,7 @@ type call struct {
 	allowed bool
 
 	scripts []*script
+	groups  int // scripts planned for this call
 	slots   []uint16
 	group   []int
 	recs    bool // the scripts write records: refund them on a denial
@@ -406,6 +412,14 @@ const maxPooledKeys = 64
 // read timeout (a refund after a denial across slots waits as long again). A call without requests is
 // allowed and does no I/O.
 func (s *Store) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult) (bool, error) {
+	if s.tracer != nil && len(reqs) > 0 && trace.SpanFromContext(ctx).IsRecording() {
+		return s.applyTraced(ctx, reqs, res)
+	}
+	return s.apply(ctx, reqs, res, nil)
+}
+
+// apply is Apply; st, when not nil, gets the call's figures for its span.
+func (s *Store) apply(ctx context.Context, reqs []limiter.BucketRequest, res []limiter.BucketResult, st *callStats) (bool, error) {
 	n := len(reqs)
 	if n == 0 {
 		return true, nil
@@ -422,7 +436,15 @@ func (s *Store) Apply(ctx context.Context, reqs []limiter.BucketRequest, res []l
 		err = s.guard.Do(ctx, c.fn)
 	}
 	allowed := c.allowed
-	c.store, c.reqs, c.res = nil, nil, nil
+	if st != nil {
+		st.groups = c.groups
+		if !c.abandoned { // else a writer may still own the scripts
+			for _, sc := range c.scripts[:c.groups] {
+				st.batch = max(st.batch, sc.batch)
+			}
+		}
+	}
+	c.store, c.reqs, c.res, c.groups = nil, nil, nil, 0
 	if !c.abandoned && n <= maxPooledKeys {
 		for _, sc := range c.scripts {
 			clear(sc.keys) // drop references to the caller's keys
@@ -447,6 +469,7 @@ func (c *call) script(i int) *script {
 // run decides c.reqs into c.res and c.allowed.
 func (c *call) run(ctx context.Context) error {
 	scripts := c.plan()
+	c.groups = scripts
 	var err error
 	if c.store.b != nil {
 		err = c.runBatched(ctx, scripts)
@@ -475,6 +498,7 @@ func (c *call) runDirect(ctx context.Context, scripts int) error {
 		defer cancel()
 	}
 	for _, sc := range c.scripts[:scripts] {
+		sc.batch = 1
 		cmd := goredis.NewIntSliceCmd(cctx, sc.cmd...)
 		err := s.client.Process(cctx, cmd)
 		if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {

@@ -13,6 +13,7 @@ package compat
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -183,18 +184,20 @@ var Settings = []Setting{
 	{"QUOTA_MODE", "false", "bool", Mapped, nil},
 	{"RESPONSE_DYNAMIC_METADATA", "false", "bool", Mapped, nil},
 	{"MERGE_DOMAIN_CONFIG", "false", "bool", Warned, nil},
-	{"TRACING_ENABLED", "false", "bool", Warned, nil},
-	{"TRACING_SERVICE_NAME", "RateLimit", "string", Warned, nil},
-	{"TRACING_SERVICE_NAMESPACE", "", "string", Warned, nil},
-	{"TRACING_SERVICE_INSTANCE_ID", "", "string", Warned, nil},
-	{"TRACING_EXPORTER_PROTOCOL", "http", "string", Warned, nil},
-	{"TRACING_SAMPLING_RATE", "1", "float", Warned, nil},
-	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "string", Warned, nil},
-	{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "", "string", Warned, nil},
-	{"OTEL_EXPORTER_OTLP_HEADERS", "", "string", Warned, nil},
-	{"OTEL_EXPORTER_OTLP_CERTIFICATE", "", "string", Warned, nil},
-	{"OTEL_EXPORTER_OTLP_TIMEOUT", "", "string", Warned, nil},
-	{"OTEL_EXPORTER_OTLP_PROTOCOL", "", "string", Warned, nil},
+	{"TRACING_ENABLED", "false", "bool", Mapped, nil},
+	{"TRACING_SERVICE_NAME", "RateLimit", "string", Mapped, nil},
+	{"TRACING_SERVICE_NAMESPACE", "", "string", Mapped, nil},
+	{"TRACING_SERVICE_INSTANCE_ID", "", "string", Mapped, nil},
+	{"TRACING_EXPORTER_PROTOCOL", "http", "string", Mapped, nil},
+	{"TRACING_SAMPLING_RATE", "1", "float", Mapped, nil},
+	// The OTLP exporters read these themselves, in both programs.
+	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "string", Same, nil},
+	{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "", "string", Same, nil},
+	{"OTEL_EXPORTER_OTLP_HEADERS", "", "string", Same, nil},
+	{"OTEL_EXPORTER_OTLP_CERTIFICATE", "", "string", Same, nil},
+	{"OTEL_EXPORTER_OTLP_TIMEOUT", "", "string", Same, nil},
+	// Neither program reads it: TRACING_EXPORTER_PROTOCOL picks the exporter.
+	{"OTEL_EXPORTER_OTLP_PROTOCOL", "", "string", Same, nil},
 }
 
 // refusals says why a Refused setting cannot be honoured; each is asked
@@ -496,6 +499,7 @@ func apply(c *config.Config, getenv func(string) string, rep *Report) config.Err
 		c.SetBy("redis.deny_cache_size", "LOCAL_CACHE_SIZE_IN_BYTES")
 	}
 	redisFromEnv(c, e, rep)
+	tracingFromEnv(c, e)
 	return e.errs
 }
 
@@ -546,6 +550,34 @@ func xdsFromEnv(c *config.Config, e *env) {
 			}
 		}
 	}
+}
+
+// tracingFromEnv maps TRACING_*; the exporter reads OTEL_EXPORTER_OTLP_*
+// itself (endpoint, headers, certificate, timeout), as
+// envoyproxy/ratelimit's does, so tracing.endpoint stays empty.
+func tracingFromEnv(c *config.Config, e *env) {
+	t := &c.Tracing
+	t.Enabled = e.bool("TRACING_ENABLED")
+	c.SetBy("tracing.enabled", "TRACING_ENABLED")
+	t.ServiceName = e.str("TRACING_SERVICE_NAME")
+	c.SetBy("tracing.service_name", "TRACING_SERVICE_NAME")
+	t.ServiceNamespace = e.str("TRACING_SERVICE_NAMESPACE")
+	t.ServiceInstanceID = e.str("TRACING_SERVICE_INSTANCE_ID")
+	switch p := strings.ToLower(e.str("TRACING_EXPORTER_PROTOCOL")); p {
+	case "http", "grpc":
+		t.Protocol = p
+		c.SetBy("tracing.protocol", "TRACING_EXPORTER_PROTOCOL")
+	default:
+		e.bad("TRACING_EXPORTER_PROTOCOL", "%q is not one of http, grpc", e.str("TRACING_EXPORTER_PROTOCOL"))
+	}
+	// envoyproxy/ratelimit samples everything at 1 or more and nothing at
+	// 0 or less; Sluice's ratio is 0 to 1.
+	r, _ := strconv.ParseFloat(e.str("TRACING_SAMPLING_RATE"), 64) // checked by parse
+	if math.IsNaN(r) {
+		e.bad("TRACING_SAMPLING_RATE", "NaN is not a sampling rate")
+	}
+	t.SamplingRatio = min(max(r, 0), 1)
+	c.SetBy("tracing.sampling_ratio", "TRACING_SAMPLING_RATE")
 }
 
 // redisFromEnv builds the Redis URL and settings from REDIS_*.

@@ -1,6 +1,7 @@
 package compat
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -181,12 +182,13 @@ func equal(a, b any) bool {
 // not; USE_STATSD=true and a replaced SLUICE_* setting get a note each.
 func TestReport(t *testing.T) {
 	e := vars{
-		"TRACING_ENABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318", "PROMETHEUS_MAPPER_YAML": "/m.yaml",
+		"PROMETHEUS_MAPPER_YAML":  "/m.yaml",
 		"CONFIG_GRPC_XDS_NODE_ID": "rl", "FORCE_START_WITHOUT_INITIAL_CONFIG": "true", "STATSD_PORT": "9125",
 		"RUNTIME_IGNOREDOTFILES": "false", "MERGE_DOMAIN_CONFIG": "true",
 		// Not named: defaults, or what Sluice does.
 		"DISABLE_STATS": "false", "STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT": "true", "RUNTIME_WATCH_ROOT": "false",
 		"QUOTA_MODE": "False", "CONFIG_TYPE": "FILE", "TRACING_SERVICE_NAME": "RateLimit",
+		"TRACING_ENABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318",
 		"USE_STATSD": "true", "SLUICE_REDIS_URL": "redis://x:1",
 	}
 	_, rep, err := Load("", e.get)
@@ -195,7 +197,7 @@ func TestReport(t *testing.T) {
 	}
 	want := []string{"CONFIG_GRPC_XDS_NODE_ID (CONFIG_TYPE is not GRPC_XDS_SOTW)",
 		"FORCE_START_WITHOUT_INITIAL_CONFIG (CONFIG_TYPE is not GRPC_XDS_SOTW)", "MERGE_DOMAIN_CONFIG",
-		"OTEL_EXPORTER_OTLP_ENDPOINT", "PROMETHEUS_MAPPER_YAML", "RUNTIME_IGNOREDOTFILES", "STATSD_PORT", "TRACING_ENABLED"}
+		"PROMETHEUS_MAPPER_YAML", "RUNTIME_IGNOREDOTFILES", "STATSD_PORT"}
 	got := slices.Sorted(slices.Values(rep.Ignored))
 	if !slices.Equal(got, want) {
 		t.Errorf("ignored = %v\nwant      %v", got, want)
@@ -263,6 +265,19 @@ func TestDocsNameEverySetting(t *testing.T) {
 			t.Errorf("docs: %s row does not say %s: %s", s.Name, s.Status, line)
 		}
 	}
+	// The summary's counts are the table's.
+	count := map[Status]int{}
+	for _, s := range Settings {
+		count[s.Status]++
+	}
+	for st, n := range count {
+		if want := fmt.Sprintf("**%d %s**", n, st); !strings.Contains(doc, want) {
+			t.Errorf("docs: the summary does not say %s", want)
+		}
+	}
+	if want := fmt.Sprintf("**%d settings**", len(Settings)); !strings.Contains(doc, want) {
+		t.Errorf("docs: the summary does not say %s", want)
+	}
 }
 
 // TestChargeDefault: compat mode charges denied hits by default, as
@@ -311,5 +326,36 @@ func TestChargeDefault(t *testing.T) {
 				t.Error("STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT reported as ignored")
 			}
 		})
+	}
+}
+
+// TestTracingSettings: the environment Envoy Gateway sets for tracing
+// turns it on with envoyproxy/ratelimit's meaning, leaving the endpoint to
+// the OTLP exporter's own OTEL_EXPORTER_OTLP_* reading; a bad protocol is
+// an error naming the variable.
+func TestTracingSettings(t *testing.T) {
+	c, _, err := Load("", vars{
+		"TRACING_ENABLED": "true", "TRACING_SERVICE_NAME": "envoy-ratelimit", "TRACING_SERVICE_NAMESPACE": "envoy-gateway-system",
+		"TRACING_SERVICE_INSTANCE_ID": "envoy-ratelimit-7f9c", "TRACING_SAMPLING_RATE": "0.5",
+		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.monitoring:4318",
+	}.get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := c.Tracing
+	if !tr.Enabled || tr.ServiceName != "envoy-ratelimit" || tr.ServiceNamespace != "envoy-gateway-system" ||
+		tr.ServiceInstanceID != "envoy-ratelimit-7f9c" || tr.SamplingRatio != 0.5 || tr.Protocol != "http" || tr.Endpoint != "" {
+		t.Errorf("tracing = %+v", tr)
+	}
+	c, _, err = Load("", vars{"TRACING_SAMPLING_RATE": "7", "TRACING_EXPORTER_PROTOCOL": "GRPC"}.get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Tracing.Enabled || c.Tracing.SamplingRatio != 1 || c.Tracing.Protocol != "grpc" || c.Tracing.ServiceName != "RateLimit" {
+		t.Errorf("tracing = %+v: want off, ratio 1, grpc, envoyproxy/ratelimit's service name", c.Tracing)
+	}
+	_, _, err = Load("", vars{"TRACING_ENABLED": "true", "TRACING_EXPORTER_PROTOCOL": "zipkin"}.get)
+	if err == nil || !strings.Contains(err.Error(), "TRACING_EXPORTER_PROTOCOL") || !strings.Contains(err.Error(), "zipkin") {
+		t.Errorf("error %v: want one naming TRACING_EXPORTER_PROTOCOL", err)
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/sluice-rl/sluice/limiter/xds"
 	"github.com/sluice-rl/sluice/limiter/yamlconf"
 	"github.com/sluice-rl/sluice/server"
+	"github.com/sluice-rl/sluice/tracing"
 )
 
 // Config is config.yaml: each part's own Config, composed. Start from
@@ -41,6 +42,7 @@ type Config struct {
 	Request  RequestConfig  `yaml:"request"`
 	Log      LogConfig      `yaml:"log"`
 	Runtime  RuntimeConfig  `yaml:"runtime"`
+	Tracing  tracing.Config `yaml:"tracing"`
 
 	// AdminToken comes from SLUICE_ADMIN_TOKEN only, never from a file, and
 	// is never printed. Set, it has at least server.MinAdminTokenLen
@@ -177,6 +179,7 @@ func Default() Config {
 		},
 		Log:     LogConfig{Level: "info", Format: "text"},
 		Runtime: RuntimeConfig{GCPercent: DefaultGCPercent},
+		Tracing: tracing.DefaultConfig(),
 	}
 }
 
@@ -370,6 +373,7 @@ func (c *Config) resolvePaths() {
 		&c.HTTP.AdminTLS.CertFile, &c.HTTP.AdminTLS.KeyFile, &c.HTTP.AdminTLS.ClientCAFile,
 		&c.Redis.TLS.CertFile, &c.Redis.TLS.KeyFile, &c.Redis.TLS.CAFile,
 		&c.Limits.XDS.TLS.CertFile, &c.Limits.XDS.TLS.KeyFile, &c.Limits.XDS.TLS.CAFile,
+		&c.Tracing.TLS.CAFile, &c.Tracing.TLS.CertFile, &c.Tracing.TLS.KeyFile,
 	} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
@@ -489,6 +493,7 @@ func (c *Config) validate() Errors {
 	default:
 		add("log.format", fmt.Sprintf("%q is not one of text, json", c.Log.Format))
 	}
+	under("tracing", c.Tracing.Validate())
 	return errs
 }
 

@@ -74,6 +74,11 @@ func TestStrictDecoding(t *testing.T) {
 			[]string{"config.yaml:3: redis.tls.server_nam: unknown field; did you mean server_name?"}},
 		{"admin token is not a file setting", "admin_token: x\n",
 			[]string{"config.yaml:1: admin_token: unknown field"}},
+		{"tracing settings are validated", "tracing:\n  enabled: true\n  protocol: zipkin\n  sampling_ratio: 2\n",
+			[]string{
+				`config.yaml:3: tracing.protocol: "zipkin" is not one of grpc, http`,
+				`config.yaml:4: tracing.sampling_ratio: must be between 0 and 1, got 2`,
+			}},
 		{"wrong types, all reported", "grpc:\n  max_recv_msg_bytes: lots\n  keepalive_min_time: soon\nlimits:\n  watch: sometimes\n",
 			[]string{
 				`config.yaml:2: grpc.max_recv_msg_bytes: must be an integer, not "lots"`,
