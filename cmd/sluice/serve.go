@@ -18,6 +18,7 @@ import (
 	"github.com/sluice-rl/sluice/cmd/sluice/internal/compat"
 	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
 	"github.com/sluice-rl/sluice/cmd/sluice/internal/reload"
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/tracing"
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/memory"
 	"github.com/sluice-rl/sluice/limiter/postgres"
@@ -26,7 +27,6 @@ import (
 	"github.com/sluice-rl/sluice/limiter/yamlconf"
 	"github.com/sluice-rl/sluice/server"
 	"github.com/sluice-rl/sluice/server/metrics"
-	"github.com/sluice-rl/sluice/tracing"
 )
 
 // serve runs the service until ctx ends, then shuts down in order: the

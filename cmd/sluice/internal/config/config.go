@@ -20,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluice-rl/sluice/breaker"
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/tracing"
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/memory"
 	"github.com/sluice-rl/sluice/limiter/postgres"
@@ -27,7 +28,6 @@ import (
 	"github.com/sluice-rl/sluice/limiter/xds"
 	"github.com/sluice-rl/sluice/limiter/yamlconf"
 	"github.com/sluice-rl/sluice/server"
-	"github.com/sluice-rl/sluice/tracing"
 )
 
 // Config is config.yaml: each part's own Config, composed. Start from

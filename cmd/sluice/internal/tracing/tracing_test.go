@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sluice-rl/sluice/tracing"
+	"github.com/sluice-rl/sluice/cmd/sluice/internal/tracing"
 )
 
 // TestValidate: each bad setting is named by its field, and an endpoint
