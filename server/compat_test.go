@@ -20,7 +20,8 @@ import (
 
 // TestHealthcheckRoute: with http.healthcheck, GET /healthcheck answers
 // as envoyproxy/ratelimit's does: 200 "OK" while ready, 500 while a
-// required backend fails; without it the path is not served.
+// required backend fails; 503 before any limits are loaded; without it
+// the path is not served.
 func TestHealthcheckRoute(t *testing.T) {
 	var failing atomic.Bool
 	chk := server.Check{Name: "redis", Fn: func(ctx context.Context) error {
@@ -37,6 +38,19 @@ func TestHealthcheckRoute(t *testing.T) {
 	}
 	failing.Store(true)
 	limitertest.Eventually(t, 5*time.Second, "unhealthy", func() bool { c, _ := h.get("/healthcheck"); return c == 500 })
+
+	// Before any limits (waiting for the first xDS config): 503, then 200
+	// once they are set.
+	w := start(t, nil, false, withoutLimits(), withConfig(func(c *server.Config) { c.HTTP.Healthcheck = true }))
+	if code, _ := w.get("/healthcheck"); code != http.StatusServiceUnavailable {
+		t.Errorf("before any limits: %d, want 503", code)
+	}
+	lims, err := limiter.Compile(edgeDomains(), limiter.CompileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.lim.SetLimits(lims)
+	limitertest.Eventually(t, 5*time.Second, "ready once limits are set", func() bool { c, _ := w.get("/healthcheck"); return c == 200 })
 
 	plain := start(t, edgeDomains(), false)
 	if code, _ := plain.get("/healthcheck"); code != http.StatusNotFound {

@@ -56,11 +56,17 @@ func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {
 
 // handleHealthcheck answers GET /healthcheck as envoyproxy/ratelimit
 // does, for probes written against it: 200 with the body "OK" while the
-// server is ready (as /health/ready), else 500 with no body.
+// server is ready (as /health/ready), else 500 with no body; but 503
+// before any limits are loaded (waiting for the first xDS config), when
+// the service is not failing but has nothing to serve yet.
 func (s *Server) handleHealthcheck(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	if s.Ready() != nil {
-		w.WriteHeader(http.StatusInternalServerError)
+	if err := s.Ready(); err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, errNoLimits) {
+			code = http.StatusServiceUnavailable
+		}
+		w.WriteHeader(code)
 		return
 	}
 	_, _ = io.WriteString(w, "OK") // a failed write is the client gone

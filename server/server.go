@@ -556,6 +556,10 @@ func (s *Server) Run(ctx context.Context) error {
 	return runErr
 }
 
+// errNoLimits is Ready's answer before the first limits are loaded (over
+// xDS: before the control plane's first good config).
+var errNoLimits = errors.New("no limits loaded")
+
 // Ready reports nil when the server can make decisions and is not
 // draining: limits are loaded and every check that is not Optional last
 // passed.
@@ -570,7 +574,7 @@ func (s *Server) Ready() error {
 // every required check last passed.
 func (s *Server) decidable() error {
 	if s.lim.Limits() == nil {
-		return errors.New("no limits loaded")
+		return errNoLimits
 	}
 	for i := range s.checks {
 		if s.checks[i].Optional || s.checks[i].WarnOnly {

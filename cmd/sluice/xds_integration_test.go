@@ -336,7 +336,7 @@ func TestXDSEnvoyGateway(t *testing.T) {
 
 // TestXDSWaitsForInitialConfig: without FORCE_START_WITHOUT_INITIAL_CONFIG
 // the listeners bind but nothing is ready until the first config:
-// /healthcheck 500, gRPC health NOT_SERVING, ShouldRateLimit UNAVAILABLE;
+// /healthcheck 503, gRPC health NOT_SERVING, ShouldRateLimit UNAVAILABLE;
 // then all three turn.
 func TestXDSWaitsForInitialConfig(t *testing.T) {
 	cp := xdstest.Start(t, "", nil)
@@ -357,8 +357,8 @@ func TestXDSWaitsForInitialConfig(t *testing.T) {
 		st.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Errorf("gRPC health before config: %v %v", st, err)
 	}
-	if code, _ := httpGet(t, "http://"+r.http+"/healthcheck"); code != 500 {
-		t.Errorf("/healthcheck before config: %d, want 500", code)
+	if code, _ := httpGet(t, "http://"+r.http+"/healthcheck"); code != 503 {
+		t.Errorf("/healthcheck before config: %d, want 503", code)
 	}
 	if _, err := ask(t, r.client, "d", []entry{{"k", "v"}}); status.Code(err) != codes.Unavailable {
 		t.Errorf("ShouldRateLimit before config: %v, want UNAVAILABLE", err)
