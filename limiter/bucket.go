@@ -26,10 +26,13 @@ func (s Stored) Debt(nowUs int64, r Rate) int64 {
 	}
 	bound := r.Bound()
 	num := int64(r.Num)
+	// Slack was written under the bucket's last rate: under a rate with a
+	// smaller Num it could stand for more than the millisecond it means.
+	slack := min(s.Slack, 1000*num-1)
 	if diff > bound/num+1000 {
 		return bound
 	}
-	d := diff*num - s.Slack
+	d := diff*num - slack
 	if d < 0 {
 		return 0
 	}

@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"math/big"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -212,6 +213,64 @@ func TestEncodeDebt(t *testing.T) {
 			}
 			if got := st.Debt(now+step, r); got != want {
 				t.Fatalf("%+v: debt after %dus = %d, want %d", rl, step, got, want)
+			}
+		}
+	}
+}
+
+// TestDebtUnderAnotherRate reads buckets stored under one rate with
+// another (a limit change): the debt read stays within a millisecond of
+// refill of the stored one, and between writes it never falls faster than
+// the read rate refills, so a bound taken from one answer holds for the
+// next. A slack stored under a larger Num than the reader's broke both.
+func TestDebtUnderAnotherRate(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(3, 4))
+	var rates []Rate
+	for _, rl := range []RateLimit{
+		{RequestsPerUnit: 10, Unit: Second, Burst: 5},
+		{RequestsPerUnit: 3, Unit: Second},
+		{RequestsPerUnit: 7, Unit: Second, Burst: 1},
+		{RequestsPerUnit: 100, Unit: Minute, Burst: 20},
+		{RequestsPerUnit: 1000003, Unit: Hour},
+	} {
+		r, err := rl.Rate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rates = append(rates, r)
+	}
+	for _, w := range rates {
+		for _, r := range rates {
+			nw, nr := int64(w.Num), int64(r.Num)
+			edge := r.Bound()/nr + 1000 // where the read stops being capped
+			for i := 0; i < 20; i++ {
+				now := int64(1_000_000_000) + rnd.Int64N(1_000_000)
+				d := 1 + rnd.Int64N(w.Bound())
+				st := Encode(d, now, w)
+				full := st.FullAtMs * 1000
+				// Read through every microsecond around the edge of the
+				// cap, where a slack read wrong shows as a jump.
+				from := max(now, full-edge-2000)
+				prev := st.Debt(from, r)
+				for at := from + 1; at <= full && at < from+4000; at++ {
+					got := st.Debt(at, r)
+					if got > prev || got < prev-nr {
+						t.Fatalf("stored %+v under %+v (debt %d at %d), read under %+v: debt %d at %d, %d at %d",
+							st, w, d, now, r, prev, at-1, got, at)
+					}
+					prev = got
+					if got == 0 || got == r.Bound() {
+						continue
+					}
+					// |got/nr - (d/nw - (at-now))| < 1000 microseconds
+					off := new(big.Int).Mul(big.NewInt(got), big.NewInt(nw))
+					off.Sub(off, new(big.Int).Mul(big.NewInt(d-(at-now)*nw), big.NewInt(nr)))
+					off.Abs(off)
+					if off.Cmp(big.NewInt(1000*nr*nw)) >= 0 {
+						t.Fatalf("stored %+v under %+v (debt %d at %d), read under %+v at %d: debt %d, off by %s/%d us",
+							st, w, d, now, r, at, got, off, nr*nw)
+					}
+				}
 			}
 		}
 	}

@@ -65,7 +65,9 @@ local function loadDebt(k, num, bound)
   local diff = full * 1000 - now
   if diff <= 0 then return 0 end
   if diff > (divmod(bound, num)) + 1000 then return bound end
-  local d = diff * num - tonumber(redis.call('GET', k) or '0')
+  -- the slack was written under the bucket's last rate: under a smaller
+  -- num it would stand for more than the millisecond it means
+  local d = diff * num - math.min(tonumber(redis.call('GET', k) or '0'), 1000 * num - 1)
   if d < 0 then return 0 elseif d > bound then return bound end
   return d
 end

@@ -341,6 +341,34 @@ func TestTTL(t *testing.T) {
 	})
 }
 
+// TestSlackUnderAnotherRate: a bucket written under a rate with a large Num
+// keeps a slack of up to a millisecond in that rate's units; read under a
+// rate with a smaller Num (a limit change) it must still stand for under a
+// millisecond, as in limiter.Stored.Debt, not for up to a second.
+func TestSlackUnderAnotherRate(t *testing.T) {
+	addr := limitertest.StartRedis(t)
+	s := newTestStore(t, addr)
+	rc := rawClient(t, addr)
+	ctx := context.Background()
+	key := uniqueKey("slack")
+	// As written under 1000003 per hour (Num 1000003, slack below 1000*Num):
+	// full in 300 ms, the exact full time 999999/1000003 µs before that.
+	full := redisNow(t, rc)/1000 + 300
+	if err := rc.Do(ctx, "SET", key, "999999", "PXAT", full).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rt := mustRate(t, 10, limiter.Second, 5) // Num 1: 100000 per token
+	t0 := redisNow(t, rc)
+	_, res := apply(t, s, limiter.BucketRequest{Key: key, Rate: rt, Op: limiter.OpPeek})
+	t1 := redisNow(t, rc)
+	// Read under Num 1 the slack is capped at 999: the debt is the time
+	// to full less under a millisecond, about three tokens.
+	lo, hi := full*1000-t1-999, full*1000-t0-999
+	if res[0].ResetMicros < lo || res[0].ResetMicros > hi || res[0].Remaining != uint64(5-(res[0].ResetMicros+99_999)/100_000) {
+		t.Fatalf("peek under the new rate: %+v, want a reset in [%d, %d] µs", res[0], lo, hi)
+	}
+}
+
 // TestBadReply runs scripts with the wrong reply shape under the Store:
 // each must give an error, never a panic or a made-up decision.
 func TestBadReply(t *testing.T) {
