@@ -614,6 +614,15 @@ func (c *DenyCache) learn(reqs []BucketRequest, res []BucketResult, state []uint
 			low = (res[i].ResetMicros-1)*num + 1
 		}
 		low = min(low, capD)
+		if u := res[i].Unsettled; u > 0 {
+			// Takes of other calls across Cluster slots may still be
+			// refunded: learn only the debt that holds after every one.
+			low -= int64(min(u, r.Rate.Cap+r.Rate.MaxDebt+1) * r.Rate.Den)
+			if short && low+int64(r.Cost*r.Rate.Den) <= capD {
+				continue // not short once refunded: nothing to learn
+			}
+			low = max(low, 0)
+		}
 		if repeated(reqs, i) {
 			continue
 		}

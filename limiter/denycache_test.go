@@ -609,3 +609,55 @@ func TestDenyCacheQuota(t *testing.T) {
 		t.Fatalf("one quota unknown: allowed %v %+v, %v; want allowed by the third alone", ok, res, err)
 	}
 }
+
+// TestDenyCacheUnsettled: a short answer whose debt holds tokens that
+// other calls across Cluster slots may still refund (Unsettled) teaches
+// only the bound left once they are all refunded: none when that leaves
+// the bucket holding the cost, a shorter one otherwise.
+func TestDenyCacheUnsettled(t *testing.T) {
+	rt, err := (&limiter.RateLimit{RequestsPerUnit: 10, Unit: limiter.Second, Burst: 5}).Rate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := []limiter.BucketRequest{{Key: "x", Rate: rt, Cost: 3}}
+	// reaches answers a take of 3 tokens short (they are there in reset
+	// µs, unsettled tokens of the debt), then reports whether the next
+	// take, after wait, reached the store.
+	reaches := func(reset int64, unsettled uint64, wait time.Duration) bool {
+		c := limitertest.NewClock(1_000_000_000)
+		answer := limiter.BucketResult{ResetMicros: reset, Unsettled: unsettled}
+		store := &fakeStore{apply: func(_ context.Context, _ []limiter.BucketRequest, res []limiter.BucketResult) (bool, error) {
+			res[0] = answer
+			return answer.OK, nil
+		}}
+		cache := limiter.NewDenyCache(store, limiter.DenyCacheConfig{Now: c.Now})
+		res := make([]limiter.BucketResult, 1)
+		if ok, _ := cache.Apply(context.Background(), x, res); ok || res[0] != answer {
+			t.Fatalf("first call: allowed=%v %+v, want the store's answer %+v", ok, res[0], answer)
+		}
+		c.Advance(wait)
+		before := store.calls.Load()
+		answer = limiter.BucketResult{OK: true, ResetMicros: 500_000}
+		_, _ = cache.Apply(context.Background(), x, res)
+		return store.calls.Load() == before+1
+	}
+	// Settled: 3 tokens in 300 ms (a token every 100 ms), so the bucket
+	// is known short at 50 ms and at 250 ms.
+	if reaches(300_000, 0, 50*time.Millisecond) || reaches(300_000, 0, 250*time.Millisecond) {
+		t.Fatal("a settled short bucket was not answered by the cache")
+	}
+	// One token unsettled: short only until 200 ms, whatever is refunded.
+	if reaches(300_000, 1, 50*time.Millisecond) {
+		t.Fatal("still short once refunded, but not answered by the cache")
+	}
+	if !reaches(300_000, 1, 250*time.Millisecond) {
+		t.Fatal("denied by the cache past the bound that holds after refunds")
+	}
+	// The whole shortfall unsettled: nothing learned at all.
+	if !reaches(300_000, 3, 0) {
+		t.Fatal("a bucket that holds the cost once refunded was denied by the cache")
+	}
+	if !reaches(100_000, 7, 0) {
+		t.Fatal("more unsettled than the debt: denied by the cache")
+	}
+}

@@ -74,6 +74,12 @@ type BucketResult struct {
 	// holds tokens that will come back, so it is no bound a deny cache
 	// may keep.
 	Pending bool
+	// Unsettled is, on a bucket short after the call, the tokens of its
+	// debt that calls across Redis Cluster slots took and may still give
+	// back (over-counted, never under): a deny cache learns its bound
+	// from the debt less these, which holds whatever is refunded. The
+	// answer itself (Remaining, ResetMicros) is the bucket as it is.
+	Unsettled uint64
 }
 
 // Store keeps token buckets. Apply decides all buckets of one request in one

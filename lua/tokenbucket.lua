@@ -9,7 +9,9 @@
 --          limits
 -- Returns  {allowed, ok_1, remaining_1, reset_us_1, ok_2, ...}, followed by
 --          cut_1 ... cut_n (tokens the debt floor cut off each usage
---          charge) only when some charge was cut
+--          charge) only when some charge was cut or some bucket is
+--          unsettled, then unsettled_1 ... unsettled_n only when some
+--          bucket is (Cluster only, below)
 --
 -- A request whose buckets span several Redis Cluster slots is one call per
 -- slot group, and all or nothing across them is kept by refunds: each
@@ -25,12 +27,28 @@
 --                nothing, so a refund can be sent again safely. Replies
 --                {1, 1, remaining_i, reset_us_i, ...}: the buckets after.
 --
+-- Such a take also adds what each bucket paid, in whole tokens, to the
+-- bucket's unsettled marker, KEYS[i]..'~u' (same slot: it follows the hash
+-- tag; after the tag a bucket key holds only length-prefixed parts, '!' or
+-- '#', so no bucket ends in '~u', and a record has more than one character
+-- after its '~'), expiring with the record or later. A refund takes its
+-- record's tokens off again; a take that is never refunded (its call was
+-- allowed) stays counted until the marker expires: the marker over-counts
+-- what may still be refunded, never under-counts.
+-- The Cluster form of the script (unsettled below set to true by the
+-- store) returns, for every bucket that is short after the call, its
+-- marker: the tokens of its debt that takes of other calls may still give
+-- back, so that a deny cache learns only what holds after every refund.
+-- On one node the script is the same as ever and reads no marker.
+--
 -- A bucket is stored as its slack, with the key expiring at the millisecond
 -- the bucket is full again: debt = (expire_ms*1000 - now)*num - slack,
 -- floored at 0 and capped at (cap+maxdebt)*den. A missing key is a full
 -- bucket. A usage bucket's debt may pass cap*den: its balance is negative.
 -- limiter/bucket.go does the same integer steps; keep the two in step.
 -- Every number stays below 2^53, where Lua's doubles are exact.
+
+local unsettled = false
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -55,6 +73,12 @@ local function ceildiv(a, b)
   local q, r = divmod(a, b)
   if r > 0 then q = q + 1 end
   return q
+end
+
+-- the unsettled marker of bucket k: whole tokens of its debt that takes
+-- across slots may still refund
+local function owed(k)
+  return tonumber(redis.call('GET', k .. '~u') or '0')
 end
 
 -- the debt of bucket k now (num: debt refilled per microsecond; bound: the
@@ -101,11 +125,18 @@ if n == 1 and ARGV[1] == '0' and rec == nil then
   if cost1 > cap1 or d + need > capd1 then
     local reset = 0
     if cost1 <= cap1 then reset = ceildiv(d + need - capd1, num1) end
+    local u = 0
+    if unsettled then u = owed(k) end
+    if u > 0 then return {0, 0, (divmod(capd1 - d, den1)), reset, 0, u} end
     return {0, 0, (divmod(capd1 - d, den1)), reset}
   end
   if need > 0 then
     d = d + need
     saveDebt(k, d, num1)
+  end
+  if unsettled and d + math.max(need, den1) > capd1 then
+    local u = owed(k)
+    if u > 0 then return {1, 1, (divmod(capd1 - d, den1)), ceildiv(d, num1), 0, u} end
   end
   return {1, 1, (divmod(capd1 - d, den1)), ceildiv(d, num1)}
 end
@@ -146,6 +177,10 @@ if mode == 'r' then
     for j = 2, #f - 2, 3 do
       local i, back, after = f[j], f[j + 1], f[j + 2]
       if i >= 1 and i <= n and slot[i] == i then
+        -- this take is settled: off the marker (which outlives the record)
+        local m = KEYS[i] .. '~u'
+        local u, x = tonumber(redis.call('GET', m) or '0'), ceildiv(back, den[i])
+        if u > x then redis.call('DECRBY', m, x) elseif u > 0 then redis.call('DEL', m) end
         local q = divmod(after, num[i])
         local floor = 0
         if el <= q then floor = after - el * num[i] end
@@ -300,10 +335,22 @@ if mode == 't' then
       r[#r + 1] = string.format('%d %d %d', i, paid[i], debt[i])
     end
   end
-  if any then redis.call('SET', rec, table.concat(r, ' '), 'PX', ARGV[6 * n + 2]) end
+  if any then
+    local ttl = tonumber(ARGV[6 * n + 2])
+    redis.call('SET', rec, table.concat(r, ' '), 'PX', ttl)
+    -- the markers: extended to the record's ttl, never shortened
+    for i = 1, n do
+      if slot[i] == i and paid[i] > 0 then
+        local m = KEYS[i] .. '~u'
+        redis.call('INCRBY', m, ceildiv(paid[i], den[i]))
+        if redis.call('PTTL', m) < ttl then redis.call('PEXPIRE', m, ttl) end
+      end
+    end
+  end
 end
 
 local out = {allowed and 1 or 0}
+local owes, anyowed = {}, false
 for i = 1, n do
   local d = debt[slot[i]]
   -- a key listed again with a smaller cap can hold more debt than capd[i]
@@ -325,8 +372,21 @@ for i = 1, n do
   out[#out + 1] = good and 1 or 0
   out[#out + 1] = remaining
   out[#out + 1] = reset
+  owes[i] = 0
+  -- a bucket a deny cache may learn from: not ok, or a take's (or
+  -- peek's) bucket that cannot hold its cost (a token at least) again
+  if unsettled and op[i] ~= 3 then
+    local o = op[i]
+    if not good or ((o <= 2 or o == 8) and d + math.max(cost[i], 1) * den[i] > capd[i]) then
+      owes[i] = owed(KEYS[i])
+      if owes[i] > 0 then anyowed = true end
+    end
+  end
 end
-if anycut then
+if anycut or anyowed then
   for i = 1, n do out[#out + 1] = cut[i] end
+end
+if anyowed then
+  for i = 1, n do out[#out + 1] = owes[i] end
 end
 return out

@@ -85,6 +85,7 @@ func TestCluster(t *testing.T) {
 	t.Run("partial failure", func(t *testing.T) { testClusterPartialFailure(t, c, rc) })
 	t.Run("refund retried", func(t *testing.T) { testClusterRefundRetried(t, c, rc) })
 	t.Run("deny cache peeks", func(t *testing.T) { testClusterDenyCachePeeks(t, c) })
+	t.Run("deny cache across replicas", func(t *testing.T) { testClusterUnsettled(t, c, rc) })
 	t.Run("caller gone", func(t *testing.T) { testClusterCallerGone(t, c, rc) })
 	t.Run("keyslot", func(t *testing.T) {
 		for _, k := range []string{"a", "sl:{4:edge1:k1:v}rest", "{}x", "{x", "x}{y}", "{a}{b}", "\xff{é}"} {
@@ -417,11 +418,17 @@ func testClusterDenyCachePeeks(t *testing.T, c *limitertest.RedisCluster) {
 	ip, global := crossNodes(t, rc)
 	cache := limiter.NewDenyCache(s, limiter.DenyCacheConfig{})
 	ipRate, globalRate := mustRate(t, 1, limiter.Hour, 0), mustRate(t, 10, limiter.Hour, 0)
+	// The ip bucket drained alone: a take across slots that is allowed
+	// leaves its buckets unsettled (it might have been refunded) until its
+	// record expires, and the cache learns nothing from them meanwhile.
+	if ok, _ := apply(t, s, limiter.BucketRequest{Key: ip, Rate: ipRate, Cost: 1}); !ok {
+		t.Fatal("the ip bucket's only token was denied")
+	}
 	take := []limiter.BucketRequest{{Key: ip, Rate: ipRate, Cost: 1}, {Key: global, Rate: globalRate, Cost: 1}}
 	res := make([]limiter.BucketResult, 2)
-	for i := 0; i < 5; i++ {
+	for i := 0; i < 4; i++ {
 		ok, err := cache.Apply(context.Background(), take, res)
-		if err != nil || ok != (i == 0) || res[1].Remaining != 9 {
+		if err != nil || ok || res[1].Remaining != 10 {
 			t.Fatalf("request %d: allowed=%v %+v (%v)", i, ok, res, err)
 		}
 	}
@@ -430,6 +437,54 @@ func testClusterDenyCachePeeks(t *testing.T, c *limitertest.RedisCluster) {
 	}
 	if st := s.RefundStats(); st.Calls != 1 {
 		t.Fatalf("refund stats %+v: the cache's denials took and refunded", st)
+	}
+}
+
+// testClusterUnsettled: replica A's request takes the ip bucket's last
+// token and is refunded, since the global bucket, on another master,
+// denies it. Replica B, behind its own deny cache, is denied on the ip
+// bucket before the refund lands, and must learn no bound from it: its
+// next request, after the refund, reaches Redis and is admitted.
+func testClusterUnsettled(t *testing.T, c *limitertest.RedisCluster, rc *goredis.ClusterClient) {
+	ctx := context.Background()
+	a, b := newURLStore(t, c.URL(), "on"), newURLStore(t, c.URL(), "off")
+	cache := limiter.NewDenyCache(b, limiter.DenyCacheConfig{})
+	ip, global := crossNodes(t, rc)
+	ipRate, globalRate := mustRate(t, 1, limiter.Hour, 0), mustRate(t, 1, limiter.Hour, 0)
+	if ok, _ := apply(t, a, limiter.BucketRequest{Key: global, Rate: globalRate, Cost: 1}); !ok {
+		t.Fatal("the global bucket's only token was denied")
+	}
+	takeIP := []limiter.BucketRequest{{Key: ip, Rate: ipRate, Cost: 1}}
+	res := make([]limiter.BucketResult, 1)
+	var inWindow []limiter.BucketResult
+	var windowOK bool
+	var windowErr error
+	a.beforeRefund = func() {
+		windowOK, windowErr = cache.Apply(ctx, takeIP, res)
+		inWindow = slices.Clone(res)
+		if ttl, err := rc.PTTL(ctx, ip+"~u").Result(); err != nil || ttl <= 0 || ttl > a.refunds.ttl {
+			t.Errorf("the unsettled marker's ttl is %v (%v), want in (0, %v]", ttl, err, a.refunds.ttl)
+		}
+	}
+	ok, resA := apply(t, a, limiter.BucketRequest{Key: ip, Rate: ipRate, Cost: 1}, limiter.BucketRequest{Key: global, Rate: globalRate, Cost: 1})
+	a.beforeRefund = nil
+	if ok || !resA[0].Refunded || resA[1].OK {
+		t.Fatalf("replica A: allowed=%v %+v, want denied by the global bucket, the ip bucket refunded", ok, resA)
+	}
+	if n, err := rc.Exists(ctx, ip+"~u").Result(); err != nil || n != 0 {
+		t.Errorf("the unsettled marker outlived the refund (%d, %v)", n, err)
+	}
+	if windowErr != nil || windowOK || inWindow[0].OK || inWindow[0].Unsettled != 1 {
+		t.Errorf("replica B before the refund: allowed=%v %+v (%v), want denied with 1 token unsettled",
+			windowOK, inWindow, windowErr)
+	}
+	ok, err := cache.Apply(ctx, takeIP, res)
+	if err != nil || !ok {
+		t.Fatalf("replica B after the refund: allowed=%v %+v (%v), stats %+v: denied from a bound the refund undid",
+			ok, res[0], err, cache.Stats())
+	}
+	if st := cache.Stats(); st.Hits != 0 {
+		t.Fatalf("deny cache %+v, want no hits", st)
 	}
 }
 

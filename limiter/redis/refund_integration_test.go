@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/sluice-rl/sluice/limiter"
 	"github.com/sluice-rl/sluice/limiter/limitertest"
 	"github.com/sluice-rl/sluice/lua"
@@ -203,7 +205,8 @@ func TestRefundNeverOverfills(t *testing.T) {
 // TestMemoryPerRecord measures the Redis memory a record holds while it
 // lives (an allowed request across slots leaves one per group until it
 // expires): the growth of used_memory over takes with a record, less that
-// over the same takes without one, per record.
+// over the same takes without one and the unsettled markers', per record;
+// and a marker's: what deleting them frees, per marker.
 func TestMemoryPerRecord(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 30,000 buckets")
@@ -237,9 +240,116 @@ func TestMemoryPerRecord(t *testing.T) {
 	}
 	grow("0", false) // warm up: the script, the tables' first growth
 	plain, with := grow("1", false), grow("2", true)
-	per := float64(with-plain) / n
-	t.Logf("%d takes: used_memory +%d without records, +%d with: %.1f bytes per record", n, plain, with, per)
-	if per <= 0 {
-		t.Fatalf("records cost nothing: %.1f bytes", per)
+	// A take with a record also leaves the bucket's unsettled marker:
+	// what deleting them frees is their share.
+	before := usedMemory(t, rc)
+	pipe := rc.Pipeline()
+	for i := 0; i < n; i++ {
+		k := string(limiter.AppendKey(nil, "sl:", "edge", []limiter.KeyPart{{Key: "remote_address", Value: fmt.Sprintf("10.2.%d.%d", i>>8, i&255)}}, nil))
+		pipe.Del(ctx, k+"~u")
+	}
+	cmds, err := pipe.Exec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cmds {
+		if c.(*goredis.IntCmd).Val() != 1 {
+			t.Fatal("a take with a record left no marker")
+		}
+	}
+	markers := before - usedMemory(t, rc)
+	perMarker := float64(markers) / n
+	per := float64(with-plain-markers) / n
+	t.Logf("%d takes: used_memory +%d without records, +%d with: %.1f bytes per record, %.1f per unsettled marker",
+		n, plain, with, per, perMarker)
+	if per <= 0 || perMarker <= 0 {
+		t.Fatalf("records cost nothing: %.1f bytes, markers %.1f", per, perMarker)
+	}
+}
+
+// TestScriptUnsettled: a take with a record adds what each bucket paid to
+// its unsettled marker, which lives at least as long as the record, and a
+// refund takes it off. The Cluster form of the script reports the marker
+// of every bucket short after the call (a denied take, a take or peek that
+// leaves less than its cost, the single-take fast path too), after the
+// cut list; the plain script, as one node runs it, never does.
+func TestScriptUnsettled(t *testing.T) {
+	addr := limitertest.StartRedis(t)
+	rc := rawClient(t, addr)
+	ctx := context.Background()
+	one, ten := mustRate(t, 1, limiter.Hour, 0), mustRate(t, 10, limiter.Hour, 0)
+	x, y, rec := uniqueKey("x"), uniqueKey("y"), uniqueKey("rec")
+	args := func(reqs ...limiter.BucketRequest) ([]string, []any) {
+		var ks []string
+		var a []any
+		for _, r := range reqs {
+			ks = append(ks, r.Key)
+			a = append(a, uint64(r.Op), r.Rate.Num, r.Rate.Den, r.Rate.Cap, r.Cost, r.Rate.MaxDebt)
+		}
+		return ks, a
+	}
+	run := func(src string, reqs ...limiter.BucketRequest) []int64 {
+		t.Helper()
+		ks, a := args(reqs...)
+		v, err := rc.Eval(ctx, src, ks, a...).Int64Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	// x's only token and 2 of y's, taken with a record.
+	ks, a := args(limiter.BucketRequest{Key: x, Rate: one, Cost: 1}, limiter.BucketRequest{Key: y, Rate: ten, Cost: 2})
+	ks, a = append(ks, rec), append(a, "t", 5000)
+	if v, err := rc.Eval(ctx, lua.TokenBucket, ks, a...).Int64Slice(); err != nil || v[0] != 1 {
+		t.Fatalf("take with a record: %v %v", v, err)
+	}
+	for k, want := range map[string]string{x: "1", y: "2"} {
+		got, err := rc.Get(ctx, k+"~u").Result()
+		ttl := rc.PTTL(ctx, k+"~u").Val()
+		recTTL := rc.PTTL(ctx, rec).Val()
+		if err != nil || got != want || ttl < recTTL || ttl > 5*time.Second {
+			t.Fatalf("marker of %s: %q (%v), ttl %v, want %s living as long as the record (%v)", k, got, err, ttl, want, recTTL)
+		}
+	}
+	takeX := limiter.BucketRequest{Key: x, Rate: one, Cost: 1}
+	cases := []struct {
+		name string
+		reqs []limiter.BucketRequest
+		want []int64 // the Cluster script's reply, less reset times
+	}{
+		{"one take", []limiter.BucketRequest{takeX}, []int64{0, 0, 0, 0, 1}},
+		{"two takes", []limiter.BucketRequest{takeX, {Key: y, Rate: ten, Cost: 1}}, []int64{0, 0, 0, 1, 8, 0, 0, 1, 0}},
+		{"peek", []limiter.BucketRequest{{Key: x, Rate: one, Op: limiter.OpPeek}, {Key: y, Rate: ten, Op: limiter.OpPeek}},
+			[]int64{1, 1, 0, 1, 8, 0, 0, 1, 0}},
+		{"leaves y short", []limiter.BucketRequest{{Key: y, Rate: ten, Cost: 8, Op: limiter.OpShadowTake}, {Key: y, Rate: ten, Op: limiter.OpPeek}},
+			[]int64{1, 1, 0, 1, 0, 0, 0, 2, 2}},
+	}
+	resets := func(v []int64, n int) []int64 { // v without its reset times
+		out := []int64{v[0]}
+		for i := 1; i < len(v); i++ {
+			if i > 3*n || i%3 != 0 {
+				out = append(out, v[i])
+			}
+		}
+		return out
+	}
+	for _, tc := range cases {
+		got := resets(run(lua.TokenBucketCluster, tc.reqs...), len(tc.reqs))
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: Cluster script replied %v (reset times left out), want %v", tc.name, got, tc.want)
+		}
+		// (the same call again, y short now for the shadow take as well)
+		if plain := run(lua.TokenBucket, tc.reqs...); len(plain) != 1+3*len(tc.reqs) {
+			t.Errorf("%s: one node's script replied %v: markers read", tc.name, plain)
+		}
+	}
+	// The refund takes the record's tokens off the markers (the shadow
+	// take above had no record): both go.
+	ks[len(ks)-1], a[len(a)-2] = rec, "r"
+	if _, err := rc.Eval(ctx, lua.TokenBucket, ks, a...).Int64Slice(); err != nil {
+		t.Fatal(err)
+	}
+	if n := rc.Exists(ctx, x+"~u", y+"~u").Val(); n != 0 {
+		t.Fatalf("%d markers left after the refund", n)
 	}
 }

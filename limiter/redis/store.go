@@ -107,6 +107,11 @@ func newStore(cfg Config, script string, opts ...Option) (*Store, error) {
 		return nil, err
 	}
 	batching, _ := cfg.batching()
+	if t, err := cfg.parseURL(); err == nil && t.mode == ModeCluster {
+		// Shorts report their unsettled tokens (refunds across slots);
+		// one node runs the script unchanged.
+		script = lua.ForCluster(script)
+	}
 	sum := sha1.Sum([]byte(script))
 	s := &Store{
 		timeout: cfg.callTimeout(),
@@ -717,10 +722,12 @@ func (c *call) merge(scripts int) error {
 }
 
 // parseReply checks and unpacks {allowed, ok_1, remaining_1, reset_us_1,
-// ...}, followed by cut_1 ... cut_n when the debt floor cut a usage charge.
+// ...}, followed by cut_1 ... cut_n when the debt floor cut a usage charge
+// or some bucket is unsettled, then unsettled_1 ... unsettled_n when some
+// bucket is (a Cluster store's script only).
 func parseReply(v []int64, res []limiter.BucketResult) (bool, error) {
 	n := len(res)
-	if len(v) != 1+3*n && len(v) != 1+4*n {
+	if len(v) != 1+3*n && len(v) != 1+4*n && len(v) != 1+5*n {
 		return false, fmt.Errorf("redis token bucket script: %w: %d integers for %d keys, want %d",
 			ErrBadReply, len(v), n, 1+3*n)
 	}
@@ -734,12 +741,19 @@ func parseReply(v []int64, res []limiter.BucketResult) (bool, error) {
 				ErrBadReply, i, ok, rem, reset)
 		}
 		res[i] = limiter.BucketResult{OK: ok == 1, Remaining: uint64(rem), ResetMicros: reset}
-		if len(v) == 1+4*n {
+		if len(v) >= 1+4*n {
 			c := v[1+3*n+i]
 			if c < 0 {
 				return false, fmt.Errorf("redis token bucket script: %w: key %d: cut=%d", ErrBadReply, i, c)
 			}
 			res[i].Cut = uint64(c)
+		}
+		if len(v) == 1+5*n {
+			u := v[1+4*n+i]
+			if u < 0 {
+				return false, fmt.Errorf("redis token bucket script: %w: key %d: unsettled=%d", ErrBadReply, i, u)
+			}
+			res[i].Unsettled = uint64(u)
 		}
 	}
 	return v[0] == 1, nil
