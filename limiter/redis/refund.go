@@ -29,6 +29,12 @@ import (
 // it. A refund without a record does nothing, so a refund can be retried,
 // and sent for a group that may never have run. Only calls with several
 // groups write records: the common single-group call pays nothing for it.
+//
+// The same take adds what each bucket paid to the bucket's unsettled
+// marker, which the refund takes off again, and the Cluster store's script
+// reports it on every bucket short after a call (BucketResult.Unsettled),
+// so that a deny cache on any replica learns only the debt that holds
+// after every refund (lua/tokenbucket.lua, docs/redis.md).
 
 // Record modes, the ARGV after the buckets' six (see lua/tokenbucket.lua).
 var (
