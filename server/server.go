@@ -629,6 +629,11 @@ func (s *Server) runChecks(ctx context.Context) {
 	}
 }
 
+// RefreshHealth sets the gRPC health status from Ready now, for a change
+// that makes the server ready or not between two checks: the first limits
+// arriving over xDS.
+func (s *Server) RefreshHealth() { s.refreshHealth() }
+
 // refreshHealth sets the gRPC health status from Ready. After drain starts
 // the health server ignores updates and stays NOT_SERVING.
 func (s *Server) refreshHealth() {

@@ -117,10 +117,21 @@ func serve(ctx context.Context, path string, o options) error {
 	}
 
 	checks := st.checks
-	var xc *xds.Client
+	var (
+		xc  *xds.Client
+		srv *server.Server // set before the xDS client opens
+	)
 	if xcfg.Enabled() {
 		xc, err = xds.New(xcfg, xds.Options{Logger: log,
-			Apply: func(u xds.Update) error { return rl.SetXDS(u.Version, u.Domains) }})
+			Apply: func(u xds.Update) error {
+				if err := rl.SetXDS(u.Version, u.Domains); err != nil {
+					return err
+				}
+				// The first config makes the server ready: gRPC health
+				// says so now, not at the next check.
+				srv.RefreshHealth()
+				return nil
+			}})
 		if err != nil {
 			return yamlconf.Under("limits.xds", err)
 		}
@@ -160,7 +171,7 @@ func serve(ctx context.Context, path string, o options) error {
 		checks = append(checks, pg.check)
 	}
 
-	srv, err := server.New(cfg.Config, lim, server.Options{
+	srv, err = server.New(cfg.Config, lim, server.Options{
 		Logger:       log.With("component", "server"),
 		Checks:       checks,
 		Version:      version,

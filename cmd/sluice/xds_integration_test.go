@@ -343,7 +343,7 @@ func TestXDSEnvoyGateway(t *testing.T) {
 // TestXDSWaitsForInitialConfig: without FORCE_START_WITHOUT_INITIAL_CONFIG
 // the listeners bind but nothing is ready until the first config:
 // /healthcheck 503, gRPC health NOT_SERVING, ShouldRateLimit UNAVAILABLE;
-// then all three turn.
+// then all three turn, gRPC health at once (not at the next check).
 func TestXDSWaitsForInitialConfig(t *testing.T) {
 	cp := xdstest.Start(t, "", nil)
 	env := map[string]string{
@@ -352,9 +352,15 @@ func TestXDSWaitsForInitialConfig(t *testing.T) {
 		"CONFIG_TYPE": "GRPC_XDS_SOTW", "CONFIG_GRPC_XDS_SERVER_URL": cp.Addr, "CONFIG_GRPC_XDS_NODE_ID": "rl",
 		"CONFIG_GRPC_XDS_NODE_METADATA": "cluster=edge",
 	}
+	// Health checks an hour apart: gRPC health turns SERVING on the first
+	// config itself, not at a later check.
+	cfgFile := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfgFile, []byte("health: {check_interval: 1h}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	r := startServe(t, func(ctx context.Context, o options) error {
 		o.getenv = func(k string) string { return env[k] }
-		return run(ctx, []string{"serve", "-compat", "envoy-ratelimit"}, o)
+		return run(ctx, []string{"serve", "-compat", "envoy-ratelimit", "-config", cfgFile}, o)
 	})
 	hc := healthpb.NewHealthClient(r.conn)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
