@@ -70,7 +70,10 @@ func TestMetricsScrape(t *testing.T) {
 			t.Fatalf("GET /metrics: %d", code)
 		}
 		f = metricstest.Parse(t, strings.NewReader(body))
-		return f.Value(t, "sluice_backend_check_duration_seconds", "backend=redis") > 0
+		// gRPC's stats handler counts a call at its end, which can come
+		// just after the client has its answer: wait for all 7.
+		return f.Value(t, "sluice_backend_check_duration_seconds", "backend=redis") > 0 &&
+			f.Sum(t, "sluice_grpc_server_handled_total") >= 7
 	})
 	const rlsMethod = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
 	for _, c := range []struct {

@@ -49,7 +49,9 @@ func TestServeMetrics(t *testing.T) {
 	for range 3 {
 		r.limitOf("api", "tenant", "t1")
 	}
-	f, _ := r.scrape()
+	// gRPC's stats handler counts a call at its end, which can come just
+	// after the client has its answer: wait for the third.
+	f := r.waitMetric("sluice_grpc_server_handled_total", 3, "method=/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit", "code=OK")
 	for _, c := range []struct {
 		name   string
 		labels []string
