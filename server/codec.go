@@ -116,7 +116,11 @@ func (r *rls) answerDirect(ctx context.Context, s *scratch) (any, error) {
 		}
 	}
 	if r.dynMeta {
-		s.out = wire.AppendDynamicMetadata(s.out, wire.DynamicMetadata(&s.in.Req, &s.resp))
+		var err error
+		if s.out, err = wire.AppendDynamicMetadata(s.out, wire.DynamicMetadata(&s.in.Req, &s.resp)); err != nil {
+			// As the grpc codec answers a response it cannot marshal.
+			return nil, status.Errorf(codes.Internal, "dynamic metadata: %v", err)
+		}
 	}
 	// The answer is sent after the handler returns, and s goes back to
 	// the pool when it does: copy it out of s.

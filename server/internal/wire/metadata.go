@@ -2,12 +2,10 @@ package wire
 
 import (
 	"fmt"
-	"maps"
-	"math"
-	"slices"
 	"strconv"
 
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sluice-rl/sluice/limiter"
@@ -130,113 +128,22 @@ func number(v any) (float64, bool) {
 	return 0, false
 }
 
-// Field numbers of the Struct messages written below.
-const (
-	respDynamicMetadata = 6
-	structFields        = 1
-	entryKey            = 1
-	entryValue          = 2
-	valueNull           = 1
-	valueNumber         = 2
-	valueString         = 3
-	valueBool           = 4
-	valueStruct         = 5
-	valueList           = 6
-	listValues          = 1
-)
+// respDynamicMetadata is RateLimitResponse's dynamic_metadata field.
+const respDynamicMetadata = 6
+
+// deterministic orders map keys, so equal metadata encodes equally, as
+// the grpc codec's deterministic marshal does.
+var deterministic = proto.MarshalOptions{Deterministic: true}
 
 // AppendDynamicMetadata appends the dynamic_metadata field holding m, as
-// proto.Marshal with Deterministic set writes StructOf(m) (map keys in
-// order). It follows AppendResponse and the headers (field 6 comes last).
-func AppendDynamicMetadata(b []byte, m map[string]any) []byte {
+// proto.Marshal with Deterministic set writes StructOf(m). It follows
+// AppendResponse and the headers (field 6 comes last). The Struct is
+// encoded by the protobuf runtime: dynamic metadata is off by default and
+// small, so hand encoding would buy nothing worth its code. It fails only
+// where proto.Marshal would (a string that is not UTF-8).
+func AppendDynamicMetadata(b []byte, m map[string]any) ([]byte, error) {
+	st := StructOf(m)
 	b = protowire.AppendTag(b, respDynamicMetadata, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(structSize(m)))
-	return appendStruct(b, m)
-}
-
-func structSize(m map[string]any) int {
-	n := 0
-	for k, v := range m {
-		e := entrySize(k, v)
-		n += 1 + protowire.SizeBytes(e)
-	}
-	return n
-}
-
-func entrySize(k string, v any) int {
-	return 1 + protowire.SizeBytes(len(k)) + 1 + protowire.SizeBytes(valueSize(v))
-}
-
-func valueSize(v any) int {
-	switch x := v.(type) {
-	case nil:
-		return 2
-	case bool:
-		return 2
-	case string:
-		return 1 + protowire.SizeBytes(len(x))
-	case map[string]any:
-		return 1 + protowire.SizeBytes(structSize(x))
-	case []any:
-		return 1 + protowire.SizeBytes(listSize(x))
-	}
-	if _, ok := number(v); ok {
-		return 9
-	}
-	return 1 + protowire.SizeBytes(len(fmt.Sprint(v)))
-}
-
-func listSize(l []any) int {
-	n := 0
-	for _, e := range l {
-		n += 1 + protowire.SizeBytes(valueSize(e))
-	}
-	return n
-}
-
-func appendStruct(b []byte, m map[string]any) []byte {
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		v := m[k]
-		b = protowire.AppendTag(b, structFields, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(entrySize(k, v)))
-		b = protowire.AppendTag(b, entryKey, protowire.BytesType)
-		b = protowire.AppendString(b, k)
-		b = protowire.AppendTag(b, entryValue, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(valueSize(v)))
-		b = appendValue(b, v)
-	}
-	return b
-}
-
-func appendValue(b []byte, v any) []byte {
-	switch x := v.(type) {
-	case nil:
-		b = protowire.AppendTag(b, valueNull, protowire.VarintType)
-		return protowire.AppendVarint(b, 0)
-	case bool:
-		b = protowire.AppendTag(b, valueBool, protowire.VarintType)
-		return protowire.AppendVarint(b, protowire.EncodeBool(x))
-	case string:
-		b = protowire.AppendTag(b, valueString, protowire.BytesType)
-		return protowire.AppendString(b, x)
-	case map[string]any:
-		b = protowire.AppendTag(b, valueStruct, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(structSize(x)))
-		return appendStruct(b, x)
-	case []any:
-		b = protowire.AppendTag(b, valueList, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(listSize(x)))
-		for _, e := range x {
-			b = protowire.AppendTag(b, listValues, protowire.BytesType)
-			b = protowire.AppendVarint(b, uint64(valueSize(e)))
-			b = appendValue(b, e)
-		}
-		return b
-	}
-	if f, ok := number(v); ok {
-		b = protowire.AppendTag(b, valueNumber, protowire.Fixed64Type)
-		return protowire.AppendFixed64(b, math.Float64bits(f))
-	}
-	b = protowire.AppendTag(b, valueString, protowire.BytesType)
-	return protowire.AppendString(b, fmt.Sprint(v))
+	b = protowire.AppendVarint(b, uint64(deterministic.Size(st)))
+	return deterministic.MarshalAppend(b, st)
 }

@@ -210,7 +210,10 @@ func TestWireResponse(t *testing.T) {
 		if rng.IntN(2) == 0 {
 			m := randomMetadata(rng, 3)
 			rb.Msg.DynamicMetadata = StructOf(m)
-			got = AppendDynamicMetadata(got, m)
+			var err error
+			if got, err = AppendDynamicMetadata(got, m); err != nil {
+				t.Fatal(err)
+			}
 		}
 		want, err := proto.MarshalOptions{Deterministic: true}.Marshal(&rb.Msg)
 		if err != nil {
