@@ -185,10 +185,16 @@ func (r *Reloader) swap(lims *limiter.Limits) {
 
 // all is every configured domain: the files' and xDS's. r.loadMu is held.
 func (r *Reloader) all(files []limiter.DomainConfig) []limiter.DomainConfig {
-	if len(r.xdsDomains) == 0 {
+	return joined(files, r.xdsDomains)
+}
+
+// joined is the domains of files and then of xds, in a new slice when both
+// have some.
+func joined(files, xds []limiter.DomainConfig) []limiter.DomainConfig {
+	if len(xds) == 0 {
 		return files
 	}
-	return append(append(make([]limiter.DomainConfig, 0, len(files)+len(r.xdsDomains)), files...), r.xdsDomains...)
+	return append(append(make([]limiter.DomainConfig, 0, len(files)+len(xds)), files...), xds...)
 }
 
 // SetXDS puts a config from the xDS control plane in force, with the
@@ -201,12 +207,7 @@ func (r *Reloader) SetXDS(version string, domains []limiter.DomainConfig) error 
 	err := collisions(r.domains, domains)
 	var lims *limiter.Limits
 	if err == nil {
-		prev := r.xdsDomains
-		r.xdsDomains = domains
-		lims, err = r.compile(r.all(r.domains), r.opts, r.overrides)
-		if err != nil {
-			r.xdsDomains = prev
-		}
+		lims, err = r.compile(joined(r.domains, domains), r.opts, r.overrides)
 	}
 	if err != nil {
 		err = fmt.Errorf("xds version %q: %w", version, err)
@@ -214,7 +215,7 @@ func (r *Reloader) SetXDS(version string, domains []limiter.DomainConfig) error 
 		r.metrics.ConfigReload(err)
 		return err
 	}
-	r.xdsWaiting = false
+	r.xdsDomains, r.xdsWaiting = domains, false
 	r.mu.Lock()
 	r.xdsVer = version
 	r.mu.Unlock()
