@@ -3,22 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/sluice-rl/sluice/cmd/sluice/internal/config"
 	"github.com/sluice-rl/sluice/limiter"
@@ -37,28 +29,6 @@ func writeConfig(t *testing.T, body string) string {
 		t.Fatal(err)
 	}
 	return p
-}
-
-// writeKeyPair writes a self-signed certificate and its key as cert.pem
-// and key.pem in dir.
-func writeKeyPair(t *testing.T, dir string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sluice test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dir, "cert.pem"), string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
-	writeFile(t, filepath.Join(dir, "key.pem"), string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})))
 }
 
 // TestCheckRefusesWhatServeRefuses: every setting serve fails on before
@@ -120,7 +90,7 @@ func TestCheckRefusesWhatServeRefuses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := writeConfig(t, tc.body)
-			writeKeyPair(t, filepath.Dir(path))
+			limitertest.WriteKeyPair(t, filepath.Dir(path))
 			var stdout, stderr bytes.Buffer
 			err := check(path, tc.env.get, &stdout, &stderr)
 			want := strings.ReplaceAll(tc.want, "FILE", path)
@@ -140,7 +110,7 @@ func TestTLSPathsRelativeToConfig(t *testing.T) {
 	path := writeConfig(t, "grpc:\n  tls:\n    cert_file: cert.pem\n    key_file: key.pem\n    client_ca_file: cert.pem\n"+
 		"redis:\n  url: rediss://127.0.0.1:6380\n  tls:\n    ca_file: cert.pem\n    cert_file: cert.pem\n    key_file: key.pem\n")
 	dir := filepath.Dir(path)
-	writeKeyPair(t, dir)
+	limitertest.WriteKeyPair(t, dir)
 	var stdout, stderr bytes.Buffer
 	if err := check(path, env{}.get, &stdout, &stderr); err != nil {
 		t.Fatalf("check: %v\n%s", err, stderr.String())

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sluice-rl/sluice/limiter"
+	"github.com/sluice-rl/sluice/limiter/limitertest"
 )
 
 // env is a fake environment for getenv.
@@ -263,11 +264,11 @@ func TestEnvErrorsNameTheVariable(t *testing.T) {
 // the config file, as limits.path is, whatever the working directory.
 func TestTLSPathsRelativeToConfigFile(t *testing.T) {
 	dir := t.TempDir()
-	writeKeyPair(t, dir)
+	limitertest.WriteKeyPair(t, dir)
 	if err := os.Mkdir(filepath.Join(dir, "certs"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeKeyPair(t, filepath.Join(dir, "certs"))
+	limitertest.WriteKeyPair(t, filepath.Join(dir, "certs"))
 	abs := filepath.Join(dir, "cert.pem")
 	p := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(p, []byte(`grpc:

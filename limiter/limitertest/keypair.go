@@ -1,4 +1,4 @@
-package config
+package limitertest
 
 import (
 	"crypto/ecdsa"
@@ -14,9 +14,9 @@ import (
 	"time"
 )
 
-// writeKeyPair writes a self-signed certificate and its key as cert.pem
-// and key.pem in dir.
-func writeKeyPair(t *testing.T, dir string) {
+// WriteKeyPair writes a self-signed certificate for localhost and its key
+// as cert.pem and key.pem in dir, for tests of TLS settings.
+func WriteKeyPair(t testing.TB, dir string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
